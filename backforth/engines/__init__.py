@@ -1,0 +1,29 @@
+"""Every way to run a model, behind one interface (`base.Engine`). Heavy backends import lazily."""
+
+from __future__ import annotations
+
+from .base import Engine, EngineError, EngineUnavailable, Request, Result
+
+__all__ = ["Engine", "EngineError", "EngineUnavailable", "Request", "Result", "build_engine"]
+
+
+def build_engine(cfg) -> Engine:
+    """An engine for a `config.ModelConfig`."""
+    if cfg.engine == "transformers":
+        from .transformers import TransformersEngine
+
+        return TransformersEngine(model=cfg.model, adapter=cfg.adapter, gguf_file=cfg.gguf_file, dtype=cfg.dtype,
+                                  batch_size=cfg.batch_size, seed=cfg.seed, context_length=cfg.context_length)
+    if cfg.engine == "openai":
+        from .openai import OpenAIEngine
+
+        return OpenAIEngine(model=cfg.model, base_url=cfg.base_url, api_key_env=cfg.api_key_env,
+                            max_in_flight=cfg.max_in_flight, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
+                            api=cfg.api, context_length=cfg.context_length)
+    if cfg.engine == "vllm":
+        try:
+            from .vllm import VLLMEngine
+        except ImportError as err:
+            raise EngineError(f"engine 'vllm' needs the vllm extra: pip install 'backforth[vllm]' ({err})") from None
+        return VLLMEngine(cfg)
+    raise EngineError(f"unknown engine '{cfg.engine}'")

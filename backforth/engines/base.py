@@ -1,0 +1,78 @@
+"""The one interface every way of running a model implements.
+
+An engine turns a list of `Request`s into a list of `Result`s, in the same order. It knows nothing
+about stages or prompts: a request is either chat `messages` (the engine applies the model's chat
+template) or a raw `prompt` string, plus sampling settings. Two kinds of request exist:
+
+* generation: sample up to `max_tokens` new tokens;
+* choice scoring (`choices` set): one forward pass over the prompt, return the log-probability of
+  each candidate continuation's first token (used to score 1..5 by logprobs).
+
+`assistant_prefix` forces the start of the assistant turn (e.g. "Score:") after the chat template.
+
+An engine never raises for one bad request: it returns a `Result` with `error` set, so one bad row
+never kills a run. It raises `EngineUnavailable` when it cannot serve anything at all (a server that
+is down for good), so the runner can stop cleanly and the run can be resumed later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class EngineError(Exception):
+    """A user-facing engine problem (bad model path, missing extra, ...)."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine cannot serve requests at all (server down after all retries)."""
+
+
+@dataclass
+class Request:
+    messages: list[dict] | None = None
+    prompt: str | None = None
+    assistant_prefix: str | None = None
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 0.9
+    stop: list[str] = field(default_factory=list)
+    choices: list[str] | None = None  # score these continuations instead of generating
+    key: str = ""  # caller's tag (row id / stage); engines echo it back untouched
+
+    def __post_init__(self) -> None:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("a Request needs exactly one of `messages` or `prompt`")
+
+
+@dataclass
+class Result:
+    text: str = ""
+    finish_reason: str | None = None  # "stop" | "length" | "error"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    choice_logprobs: dict[str, float] | None = None  # for choice-scoring requests
+    error: str | None = None
+    key: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Engine(Protocol):
+    """What every engine provides. `name` is what goes into rows' `<stage>_model` column."""
+
+    name: str
+
+    def generate(self, requests: list[Request]) -> list[Result]: ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` under this model's tokenizer (an estimate when it has none)."""
+        ...
+
+    @property
+    def context_length(self) -> int | None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,55 @@
+"""backtranslate: the backward model writes the instruction that a document answers.
+
+`prompted` uses an instruct model with our prompt (`prompts/backtranslate.jinja`, few-shot);
+`trained` uses a backward model fine-tuned on reversed seed pairs with the very template it was
+trained with (read from the model folder when it ships one, see `train/`).
+Rejects: `empty_instruction`, `short_instruction`, `overlong_instruction` (too many words, or cut
+off by max_tokens), `echo_instruction` (mostly copied from the document), `engine_error`.
+"""
+
+from __future__ import annotations
+
+from ..config import BacktranslateConfig
+from ..engines.base import Request, Result
+from ..prompts import PromptTemplate, load_template
+from .base import Stage
+from .parsing import clean_instruction, copied_share
+
+
+class Backtranslate(Stage):
+    name = "backtranslate"
+    role = "backward"
+
+    def __init__(self, cfg: BacktranslateConfig, template: PromptTemplate | None = None):
+        self.cfg = cfg
+        default = "backtranslate" if cfg.mode == "prompted" else "backtranslate_trained"
+        self.template = template or load_template(default)
+
+    def settings(self) -> dict:
+        return self.cfg.model_dump()
+
+    def requests(self, row: dict) -> list[Request]:
+        r = self.template.render(document=row["text"])
+        return [Request(messages=r.messages, assistant_prefix=r.assistant_prefix, max_tokens=self.cfg.max_tokens, stop=list(self.cfg.stop),
+                        temperature=self.cfg.temperature, top_p=self.cfg.top_p, key=row["id"])]
+
+    def apply(self, row: dict, results: list[Result]) -> str | None:
+        res = results[0]
+        self.record_call(row, res)
+        row["instruction_raw"] = res.text
+        if not res.ok:
+            return "engine_error"
+        instruction = clean_instruction(res.text)
+        row["instruction"] = instruction
+        n = len(instruction.split())
+        if n == 0:
+            return "empty_instruction"
+        if res.finish_reason == "length" or n > self.cfg.max_instruction_words:
+            return "overlong_instruction"
+        if n < self.cfg.min_instruction_words:
+            return "short_instruction"
+        share = copied_share(instruction, row["text"])
+        row["instruction_copied_share"] = round(share, 3)
+        if n >= 6 and share >= self.cfg.echo_threshold:
+            return "echo_instruction"
+        return None

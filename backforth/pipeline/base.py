@@ -1,0 +1,61 @@
+"""What a stage is: a small object that turns a row into requests and the results back into columns.
+
+Stages own no I/O, batching or retries (the runner and engines do). `apply` adds the stage's columns
+to the row in place and returns `None` to keep it or a reject reason (a short snake_case string).
+Columns are the contract of shared/DESIGN.md: added, never removed or renamed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import digest
+from ..engines.base import Request, Result
+from ..prompts import PromptTemplate
+
+
+class Stage:
+    name: str = ""
+    role: str | None = None  # the model role whose engine serves this stage's requests
+    template: PromptTemplate | None = None
+    model_name: str = ""  # set by the runner from the engine serving `role`
+
+    def requests(self, row: dict) -> list[Request]:
+        return []
+
+    def apply(self, row: dict, results: list[Result]) -> str | None:
+        raise NotImplementedError
+
+    def setup(self, engine) -> None:
+        """Called once before the stage's rows are processed, with the engine that will serve them."""
+
+    def observe(self, row: dict) -> None:
+        """Called on resume for each row this stage already finished (to rebuild in-memory state)."""
+
+    def settings(self) -> dict[str, Any]:
+        """The data-relevant settings of this stage, for the fingerprint."""
+        return {}
+
+    def fingerprint(self, model_identity: dict | None) -> dict[str, Any]:
+        fields = dict(self.settings())
+        if self.template is not None:
+            fields["prompt"] = f"{self.template.name}@{self.template.version}#{self.template.sha}"
+        if model_identity is not None:
+            fields["model"] = model_identity
+        return fields
+
+    # helpers shared by the model stages
+    def record_call(self, row: dict, result: Result) -> None:
+        s = self.name
+        row[f"{s}_model"] = self.model_name
+        row[f"{s}_finish_reason"] = result.finish_reason
+        row[f"{s}_prompt_tokens"] = result.prompt_tokens
+        row[f"{s}_completion_tokens"] = result.completion_tokens
+        if self.template is not None:
+            row[f"{s}_prompt"] = f"{self.template.name}@{self.template.version}#{self.template.sha}"
+        if result.error:
+            row[f"{s}_error"] = result.error
+
+
+def fingerprint_of(fields: dict) -> str:
+    return digest(fields)

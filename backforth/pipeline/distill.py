@@ -1,0 +1,40 @@
+"""distill: the baseline. The distiller answers the same instruction without the document.
+
+It never rejects a row (the rewritten pair stands on its own): a failed answer leaves
+`distilled: null` and says why in `distill_reason`.
+"""
+
+from __future__ import annotations
+
+from ..config import DistillConfig
+from ..engines.base import Request, Result
+from ..prompts import load_template
+from .base import Stage
+from .parsing import is_refusal
+
+
+class Distill(Stage):
+    name = "distill"
+    role = "distiller"
+
+    def __init__(self, cfg: DistillConfig):
+        self.cfg = cfg
+        self.template = load_template("distill")
+
+    def settings(self) -> dict:
+        return self.cfg.model_dump(exclude={"enabled"})
+
+    def requests(self, row: dict) -> list[Request]:
+        r = self.template.render(instruction=row["instruction"])
+        return [Request(messages=r.messages, max_tokens=self.cfg.max_tokens, temperature=self.cfg.temperature,
+                        top_p=self.cfg.top_p, key=row["id"])]
+
+    def apply(self, row: dict, results: list[Result]) -> str | None:
+        res = results[0]
+        self.record_call(row, res)
+        text = res.text.strip() if res.ok else ""
+        reason = ("engine_error" if not res.ok else "truncated" if res.finish_reason == "length"
+                  else "empty" if not text else "refusal" if is_refusal(text) else None)
+        row["distilled"] = None if reason else text
+        row["distill_reason"] = reason
+        return None

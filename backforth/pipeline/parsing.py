@@ -1,0 +1,129 @@
+"""Turning raw model text into instructions, scores and responses, tolerant of what models really write.
+
+Every parser returns the cleaned value or `None`; the stage decides the reject reason. Small and
+large models alike wrap answers in chat preambles, labels, quotes and markdown; scorers write
+"Score: 4/5", "**Score:** 5" or several scores (we take the last valid one, as the rubric asks for
+the score on the final line).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+_PREAMBLE = re.compile(
+    r"^\s*(?:sure|certainly|of course|okay|ok|here(?:'s| is| are)|absolutely|great)\b[^\n:]*?"
+    r"(?::|\.|!)\s*(?=\S)", re.IGNORECASE)
+_LABEL = re.compile(
+    r"^\s*(?:\*\*|__)?\s*(?:the\s+)?(?:user(?:'s)?\s+)?(?:instruction|question|request|prompt|query|user|task)"
+    r"\s*(?:\d+)?\s*(?:\*\*|__)?\s*[:\-–]\s*(?:\*\*|__)?\s*", re.IGNORECASE)
+_QUOTES = "\"'“”‘’`«»"
+_TAG_ECHO = re.compile(r"\s*answer (?:in the style of an ai assistant|with knowledge from web search)[^.]*\.?\s*$", re.IGNORECASE)
+
+
+def clean_instruction(raw: str) -> str:
+    """The instruction a model wrote, without preambles, labels, quotes, markdown or tag sentences."""
+    text = raw.strip()
+    for _ in range(3):  # "Sure! Here is the instruction:\nInstruction: ..." needs more than one pass
+        before = text
+        text = _PREAMBLE.sub("", text, count=1).strip()
+        text = _LABEL.sub("", text, count=1).strip()
+        if text == before:
+            break
+    # Models continue with an answer or a second candidate after a blank line; the instruction is first.
+    text = re.split(r"\n\s*\n", text, maxsplit=1)[0].strip()
+    text = re.sub(r"^[#>*\-\s]+", "", text)
+    text = text.replace("**", "").replace("__", "").strip()
+    if len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:
+        text = text[1:-1].strip()
+    text = _TAG_ECHO.sub("", text).strip()
+    return re.sub(r"\s+", " ", text)
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def copied_share(instruction: str, document: str, n: int = 3) -> float:
+    """Share of the instruction's word n-grams found verbatim in the document (1.0 = pure echo)."""
+    iw, dw = words(instruction), words(document)
+    if len(iw) < n:
+        return 1.0 if iw and " ".join(iw) in " ".join(dw) else 0.0
+    grams = {tuple(iw[i:i + n]) for i in range(len(iw) - n + 1)}
+    doc_grams = {tuple(dw[i:i + n]) for i in range(len(dw) - n + 1)}
+    return len(grams & doc_grams) / len(grams)
+
+
+_SCORE = re.compile(
+    r"score\s*(?:\*\*|__)?\s*(?:[:=]|is|of)\s*(?:\*\*|__)?\s*\[?\s*(\d+(?:\.\d+)?)\s*\]?\s*(?:/\s*(\d+))?",
+    re.IGNORECASE)
+
+
+def parse_score(text: str) -> int | None:
+    """The last valid `Score: N` (N an integer 1..5; `N/5` accepted; 10, 4.5 or N/10 are not valid)."""
+    found = None
+    for m in _SCORE.finditer(text or ""):
+        value, scale = m.group(1), m.group(2)
+        if "." in value or (scale is not None and scale != "5"):
+            continue
+        n = int(value)
+        if 1 <= n <= 5:
+            found = n
+    return found
+
+
+def score_from_logprobs(logprobs: dict[str, float]) -> tuple[int | None, float | None, dict[str, float]]:
+    """Most likely score, expected score and the normalised distribution over 1..5."""
+    raw = {k: logprobs.get(k, float("-inf")) for k in ("1", "2", "3", "4", "5")}
+    top = max(raw.values())
+    if top == float("-inf"):
+        return None, None, {}
+    weights = {k: math.exp(v - top) for k, v in raw.items()}
+    total = sum(weights.values())
+    probs = {k: w / total for k, w in weights.items()}
+    best = max(probs, key=probs.get)
+    expected = sum(int(k) * p for k, p in probs.items())
+    return int(best), expected, probs
+
+
+_REFUSAL = re.compile(
+    r"^\s*(?:i(?:'m| am) sorry|sorry,|i apologi[sz]e|i can(?:no|')t (?:help|assist|provide|answer|fulfil|comply|do)|"
+    r"i(?:'m| am) (?:not able|unable) to|as an ai(?: language model)?,? i (?:can(?:no|')t|do not|don't))",
+    re.IGNORECASE)
+
+
+def is_refusal(text: str) -> bool:
+    return bool(_REFUSAL.search(text))
+
+
+def extract_response(text: str, finish_reason: str | None, opened: bool = False) -> tuple[str | None, str | None]:
+    """The answer between [RES] and [/RES] -> (response, reject_reason).
+
+    `opened`: the engine was made to start the answer with `[RES]` and to stop at `[/RES]`, so the
+    text is the answer itself and the end of the turn closes it.
+    """
+    body = text or ""
+    if opened:
+        body = "[RES]" + body
+    starts = [m.end() for m in re.finditer(r"\[\s*RES\s*\]", body, re.IGNORECASE)]
+    if not starts:
+        return None, "truncated_rewrite" if finish_reason == "length" else "missing_delimiters"
+    rest = body[starts[-1]:] if not opened else body[starts[0]:]
+    end = re.search(r"\[\s*/\s*RES\s*\]", rest, re.IGNORECASE)
+    if end:
+        answer = rest[:end.start()]
+    elif finish_reason == "length":
+        return None, "truncated_rewrite"
+    elif opened:
+        answer = rest  # stopped at the stop string or at the end of the turn
+    else:
+        return None, "missing_delimiters"
+    answer = answer.strip()
+    if not answer:
+        return None, "empty_response"
+    if is_refusal(answer):
+        return None, "refusal"
+    return answer, None

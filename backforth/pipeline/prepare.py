@@ -1,0 +1,66 @@
+"""prepare: normalise whitespace and reject documents no model should see.
+
+Rejects, each with its reason: `empty`, `duplicate` (exact, after normalisation), `too_short`
+(fewer than `min_words`), `too_long` (the document and the backtranslation prompt would not fit the
+backward model's context; the paper drops documents close to Llama-2's context length).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Callable
+
+from ..config import PrepareConfig
+from .base import Stage
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
+
+
+def normalize_text(text: str) -> str:
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text)
+    text = re.sub(r"[ \t\u00a0]+", " ", text)
+    text = re.sub(r" ?\n ?", "\n", text)
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return text.strip()
+
+
+class Prepare(Stage):
+    name = "prepare"
+
+    def __init__(self, cfg: PrepareConfig, count_tokens: Callable[[str], int], max_doc_tokens: int | None):
+        self.cfg = cfg
+        self.count_tokens = count_tokens
+        self.max_doc_tokens = cfg.max_doc_tokens or max_doc_tokens
+        self._seen: set[bytes] = set()
+
+    def settings(self) -> dict:
+        return {"min_words": self.cfg.min_words, "max_doc_tokens": self.max_doc_tokens, "dedup": self.cfg.dedup}
+
+    @staticmethod
+    def _key(text: str) -> bytes:
+        return hashlib.blake2b(text.encode(), digest_size=12).digest()
+
+    def observe(self, row: dict) -> None:
+        if row.get("text"):
+            self._seen.add(self._key(row["text"]))
+
+    def apply(self, row: dict, results: list) -> str | None:
+        text = normalize_text(row.get("text") or "")
+        row["text"] = text
+        row["n_words"] = len(text.split())
+        if not text:
+            return "empty"
+        if self.cfg.dedup:
+            key = self._key(text)
+            if key in self._seen:
+                return "duplicate"
+            self._seen.add(key)
+        if row["n_words"] < self.cfg.min_words:
+            return "too_short"
+        row["n_tokens"] = self.count_tokens(text)
+        if self.max_doc_tokens is not None and row["n_tokens"] > self.max_doc_tokens:
+            return "too_long"
+        return None

@@ -1,0 +1,44 @@
+"""rewrite: the aligned model turns the document into a response to the instruction.
+
+The brief is the paper's grounded editing (stay close to the draft, copy where possible, improve
+flow, clarity and relevance, answer directly, add no facts), the answer between [RES] and [/RES].
+Rejects: `missing_delimiters`, `empty_response`, `truncated_rewrite` (finish_reason length),
+`refusal`, `engine_error`.
+"""
+
+from __future__ import annotations
+
+from ..config import RewriteConfig
+from ..engines.base import Request, Result
+from ..prompts import load_template
+from .base import Stage
+from .parsing import extract_response
+
+
+class Rewrite(Stage):
+    name = "rewrite"
+    role = "rewriter"
+
+    def __init__(self, cfg: RewriteConfig):
+        self.cfg = cfg
+        self.template = load_template("rewrite")
+
+    def settings(self) -> dict:
+        return self.cfg.model_dump()
+
+    def requests(self, row: dict) -> list[Request]:
+        r = self.template.render(instruction=row["instruction"], document=row["text"])
+        forced = self.cfg.force_open_delimiter
+        return [Request(messages=r.messages, assistant_prefix="[RES]" if forced else None,
+                        stop=["[/RES]"] if forced else [], max_tokens=self.cfg.max_tokens,
+                        temperature=self.cfg.temperature, top_p=self.cfg.top_p, key=row["id"])]
+
+    def apply(self, row: dict, results: list[Result]) -> str | None:
+        res = results[0]
+        self.record_call(row, res)
+        row["response_raw"] = res.text
+        if not res.ok:
+            return "engine_error"
+        response, reason = extract_response(res.text, res.finish_reason, opened=self.cfg.force_open_delimiter)
+        row["response"] = response
+        return reason

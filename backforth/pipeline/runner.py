@@ -1,0 +1,216 @@
+"""The runner: reads rows, sends each stage's requests to its engine in chunks, writes results.
+
+It owns batching, resume, fingerprints, progress and timing; stages own none of it. Stages run one
+after another over the whole corpus (so each model is loaded once, and a stage's file is complete
+before the next reads it). Rows flow `prepare -> backtranslate -> [curate] -> [rewrite] -> [distill]`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+
+import yaml
+
+from ..config import RunConfig, digest
+from ..corpus import read_documents
+from ..engines import Engine, build_engine
+from ..prompts import load_template, template_from_text
+from .backtranslate import Backtranslate
+from .base import Stage
+from .curate import Curate
+from .distill import Distill
+from .prepare import Prepare
+from .rewrite import Rewrite
+from .store import DONE, REJECTED, StageFile
+
+TRAINED_TEMPLATE_FILE = "backforth_backward.jinja"  # written next to a trained backward model
+
+
+class RunConflict(Exception):
+    """The run dir holds results made with different data-relevant settings."""
+
+
+class Engines:
+    """One engine per distinct model config, shared by the roles that use the same model."""
+
+    def __init__(self, cfg: RunConfig, factory: Callable = build_engine):
+        self.cfg, self.factory, self._live = cfg, factory, {}
+
+    def key(self, role: str) -> str:
+        return digest(getattr(self.cfg.models, role).model_dump())
+
+    def get(self, role: str) -> Engine:
+        k = self.key(role)
+        if k not in self._live:
+            self._live[k] = self.factory(getattr(self.cfg.models, role))
+        return self._live[k]
+
+    def release_unused(self, roles_still_needed: Iterable[str]) -> None:
+        keep = {self.key(r) for r in roles_still_needed}
+        for k in [k for k in self._live if k not in keep]:
+            self._live.pop(k).close()
+
+    def close(self) -> None:
+        self.release_unused([])
+
+
+def _trained_template(cfg: RunConfig):
+    m = cfg.models.backward
+    for folder in (m.adapter, m.model):
+        if folder and (Path(folder) / TRAINED_TEMPLATE_FILE).is_file():
+            return template_from_text("backtranslate_trained", (Path(folder) / TRAINED_TEMPLATE_FILE).read_text())
+    return None
+
+
+def _max_doc_tokens(cfg: RunConfig, engine: Engine, bt: Backtranslate) -> int | None:
+    """Room for a document: the backward model's context less the prompt and the instruction."""
+    context = engine.context_length
+    if context is None:
+        return None
+    empty = bt.template.render(document="")
+    overhead = sum(engine.count_tokens(m["content"]) + 8 for m in empty.messages)
+    return max(0, context - overhead - cfg.backtranslate.max_tokens - 16)
+
+
+def build_stages(cfg: RunConfig, engines: Engines) -> list[Stage]:
+    bt = Backtranslate(cfg.backtranslate, _trained_template(cfg) if cfg.backtranslate.mode == "trained" else None)
+    backward = engines.get("backward")
+    stages: list[Stage] = [Prepare(cfg.prepare, backward.count_tokens, _max_doc_tokens(cfg, backward, bt)), bt]
+    if "filter" in cfg.variant:
+        stages.append(Curate(cfg.curate))
+    if "rewrite" in cfg.variant:
+        stages.append(Rewrite(cfg.rewrite))
+    if cfg.distill.enabled:
+        stages.append(Distill(cfg.distill))
+    return stages
+
+
+def stage_fingerprints(cfg: RunConfig, stages: list[Stage]) -> dict[str, dict]:
+    """Per stage: its data-relevant fields and a hash chained through the stages before it."""
+    out, upstream = {}, {"input": cfg.input.model_dump(exclude={"limit"}), "version": 1}
+    for st in stages:
+        identity = getattr(cfg.models, st.role).identity() if st.role else None
+        fields = st.fingerprint(identity)
+        fp = digest({"upstream": upstream, "fields": fields})
+        out[st.name] = {"hash": fp, "fields": fields}
+        upstream = fp
+    return out
+
+
+def check_fingerprints(out: Path, current: dict[str, dict], force: bool) -> list[str]:
+    """Stages whose stored results are stale; raise RunConflict unless `force`."""
+    path = out / "fingerprints.json"
+    if not path.exists():
+        return []
+    stored = json.loads(path.read_text())
+    stale = [name for name, fp in current.items() if name in stored and stored[name]["hash"] != fp["hash"]]
+    if stale and not force:
+        lines = [f"{out}: this run dir holds results made with other settings:"]
+        for name in stale:
+            old, new = stored[name]["fields"], current[name]["fields"]
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)) or ["(an earlier stage)"]
+            lines.append(f"  {name}: changed {', '.join(changed)}")
+        lines.append("Use a new --out to keep both, or --force to redo these stages (and those after them) here.")
+        raise RunConflict("\n".join(lines))
+    return stale
+
+
+def _batched(it: Iterable[dict], n: int) -> Iterator[list[dict]]:
+    it = iter(it)
+    while chunk := list(islice(it, n)):
+        yield chunk
+
+
+class Runner:
+    def __init__(self, cfg: RunConfig, out: str | Path, *, force: bool = False, engine_factory: Callable = build_engine,
+                 log: Callable[[str], None] = print):
+        self.cfg, self.out, self.force, self.log = cfg, Path(out), force, log
+        self.engines = Engines(cfg, engine_factory)
+
+    def stage_file(self, name: str) -> StageFile:
+        return StageFile(self.out / "stages" / f"{name}.jsonl")
+
+    def run(self) -> dict:
+        from .export import export_run
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            stages = build_stages(self.cfg, self.engines)
+            fps = stage_fingerprints(self.cfg, stages)
+            stale = check_fingerprints(self.out, fps, self.force)
+            if stale:
+                first = min(i for i, st in enumerate(stages) if st.name in stale)
+                for st in stages[first:]:
+                    self.stage_file(st.name).remove()
+            (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=False))
+            (self.out / "fingerprints.json").write_text(json.dumps(fps, indent=2))
+            previous: StageFile | None = None
+            for i, st in enumerate(stages):
+                self._run_stage(st, previous)
+                previous = self.stage_file(st.name)
+                self.engines.release_unused([s.role for s in stages[i + 1:] if s.role])
+        finally:
+            self.engines.close()
+        return export_run(self.cfg, self.out, [st.name for st in stages], fps)
+
+    def _source(self, st: Stage, previous: StageFile | None) -> Iterator[dict]:
+        if previous is None:
+            return read_documents(self.cfg.input)
+        return previous.rows(status=DONE)
+
+    def _run_stage(self, st: Stage, previous: StageFile | None) -> None:
+        from tqdm import tqdm
+
+        sf = self.stage_file(st.name)
+        sf.repair()
+        done: set[str] = set()
+        for row in sf.rows():
+            done.add(row["id"])
+            if row["_status"] == DONE:
+                st.observe(row)
+        engine = self.engines.get(st.role) if st.role else None
+        if engine is not None:
+            st.model_name = engine.name
+            st.setup(engine)
+        total = None
+        if previous is not None:
+            total = sum(1 for r in previous.rows(status=DONE) if r["id"] not in done)
+        bar = tqdm(total=total, desc=f"{st.name:<13}", unit="row", disable=not self.cfg.runner.progress,
+                   dynamic_ncols=True, smoothing=0.1)
+        todo = (r for r in self._source(st, previous) if r["id"] not in done)
+        try:
+            for chunk in _batched(todo, self.cfg.runner.chunk_size):
+                t0 = time.perf_counter()
+                finished = self._process(st, engine, chunk)
+                sf.append(finished, seconds=time.perf_counter() - t0)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+
+    def _process(self, st: Stage, engine: Engine | None, chunk: list[dict]) -> list[dict]:
+        rows, spans, requests = [], [], []
+        for row in chunk:
+            row = dict(row)
+            rows.append(row)
+            if "_reject" in row:  # a bad input line: it goes straight to the rejects
+                spans.append(None)
+                continue
+            reqs = st.requests(row)
+            spans.append((len(requests), len(requests) + len(reqs)))
+            requests.extend(reqs)
+        results = engine.generate(requests) if requests else []
+        out = []
+        for row, span in zip(rows, spans):
+            if span is None:
+                row.update(_status=REJECTED, stage="input", reason=row.pop("_reject"), detail=row.pop("_detail", None))
+            else:
+                reason = st.apply(row, results[span[0]:span[1]])
+                row["_status"] = DONE if reason is None else REJECTED
+                if reason is not None:
+                    row.update(stage=st.name, reason=reason)
+            out.append(row)
+        return out

@@ -1,0 +1,81 @@
+"""Prompt templates as Jinja2 files, each with a version line and a content hash.
+
+A template is split into chat turns by marker lines `[[system]]`, `[[user]]`, `[[assistant]]`.
+A final `[[assistant]]` turn is not a message but the forced start of the model's answer
+(`assistant_prefix`), e.g. `Score:` for scoring by logprobs.
+
+Documents are untrusted web text: the turns are split on the template's own markers before the
+variables are substituted, so a document that contains `[[user]]` stays data inside its section.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+TEMPLATE_DIR = Path(__file__).parent
+_MARKER = re.compile(r"^\[\[(system|user|assistant)\]\]\s*$", re.MULTILINE)
+_VERSION = re.compile(r"\{#-?\s*version:\s*(\S+)\s*-?#\}")
+_VARS = ("document", "instruction")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    messages: list[dict]
+    assistant_prefix: str | None
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    source: str  # the template file's text
+    version: str
+    sha: str  # hash of the fully expanded template (parents and includes too)
+    _env: jinja2.Environment
+
+    def render(self, **values: str) -> Rendered:
+        sentinels = {k: f"\x00{k}\x00" for k in _VARS}
+        expanded = self._env.from_string(self.source).render(**sentinels)
+        turns = _split_turns(expanded)
+        messages = []
+        for role, text in turns:
+            for k, sentinel in sentinels.items():
+                if sentinel in text:
+                    if k not in values:
+                        raise KeyError(f"prompt '{self.name}' needs `{k}`")
+                    text = text.replace(sentinel, values[k])
+            messages.append({"role": role, "content": text})
+        prefix = None
+        if messages and messages[-1]["role"] == "assistant":
+            prefix = messages.pop()["content"]
+        return Rendered(messages, prefix)
+
+
+def _split_turns(text: str) -> list[tuple[str, str]]:
+    parts = _MARKER.split(text)
+    if parts[0].strip():
+        raise ValueError("a prompt template must start with a [[system]] or [[user]] marker line")
+    return [(parts[i], parts[i + 1].strip("\n")) for i in range(1, len(parts), 2)]
+
+
+def template_from_text(name: str, source: str, search_dir: Path = TEMPLATE_DIR) -> PromptTemplate:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(search_dir)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=False, autoescape=False)
+    m = _VERSION.search(source)
+    version = m.group(1) if m else "unversioned"
+    expanded = env.from_string(source).render(**{k: "{{" + k + "}}" for k in _VARS})
+    sha = hashlib.sha256(expanded.encode()).hexdigest()[:12]
+    return PromptTemplate(name, source, version, sha, env)
+
+
+@lru_cache(maxsize=None)
+def load_template(name: str) -> PromptTemplate:
+    path = TEMPLATE_DIR / f"{name}.jinja"
+    if not path.is_file():
+        raise FileNotFoundError(f"no prompt template '{name}' in {TEMPLATE_DIR}")
+    return template_from_text(name, path.read_text(encoding="utf-8"))
