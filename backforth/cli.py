@@ -17,6 +17,7 @@ DATA_DIR = Path(__file__).parent / "data"
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field, e.g. --set curate.threshold=4 (repeatable).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory (created; re-running resumes).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo stages whose data-relevant settings changed, in place.")]
+UntilOpt = Annotated[Optional[str], typer.Option("--until", help="Stop after this stage (e.g. backtranslate); run again without it to go on.")]
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -24,20 +25,25 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _run(cfg, out: Path, force: bool) -> None:
+def _run(cfg, out: Path, force: bool, until: str | None = None) -> None:
     from .engines import EngineError, EngineUnavailable
     from .pipeline import RunConflict, Runner
 
     try:
-        stats = Runner(cfg, out, force=force, log=typer.echo).run()
+        stats = Runner(cfg, out, force=force, until=until, log=typer.echo).run()
     except RunConflict as err:
         _fail(str(err))
     except EngineUnavailable as err:
         _fail(f"{err}\nFinished rows are saved in {out}; run the same command again to resume.", 3)
     except EngineError as err:
         _fail(str(err))
+    except ValueError as err:
+        _fail(str(err))
     except KeyboardInterrupt:
         _fail(f"\nStopped. Finished rows are saved in {out}; run the same command again to resume.", 130)
+    if stats is None:
+        typer.echo(f"stopped after stage '{until}' as asked; results in {out / 'stages'}. Run again without --until to go on.")
+        return
     _print_funnel(stats, out)
 
 
@@ -54,7 +60,7 @@ def _print_funnel(stats: dict, out: Path) -> None:
 
 @app.command()
 def run(config: Annotated[Path, typer.Argument(help="YAML run config (see docs/config.md).")],
-        out: OutOpt = Path("runs/run"), set_: SetOpt = None, force: ForceOpt = False) -> None:
+        out: OutOpt = Path("runs/run"), set_: SetOpt = None, force: ForceOpt = False, until: UntilOpt = None) -> None:
     """Run the pipeline (prepare, backtranslate, curate, rewrite, distill, export) on a corpus."""
     from .config import ConfigError, load_config
 
@@ -64,13 +70,13 @@ def run(config: Annotated[Path, typer.Argument(help="YAML run config (see docs/c
             cfg.input.path = str(config.parent / cfg.input.path)
     except ConfigError as err:
         _fail(str(err))
-    _run(cfg, out, force)
+    _run(cfg, out, force, until)
 
 
 @app.command()
 def demo(input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Your own jsonl (`id`, `text`) instead of the bundled corpus.")] = None,
          out: OutOpt = Path("runs/demo"), limit: Annotated[Optional[int], typer.Option(help="Use only the first N documents.")] = None,
-         set_: SetOpt = None, force: ForceOpt = False) -> None:
+         set_: SetOpt = None, force: ForceOpt = False, until: UntilOpt = None) -> None:
     """The whole method on the embedded default: SmolLM2-135M-Instruct on the CPU, bundled documents."""
     from .config import ConfigError, load_config
 
@@ -83,7 +89,7 @@ def demo(input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Yo
         _fail(f"--input {input}: no such file")
     if limit:
         cfg.input.limit = limit
-    _run(cfg, out, force)
+    _run(cfg, out, force, until)
 
 
 @app.command("config-doc")

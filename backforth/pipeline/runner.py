@@ -127,14 +127,17 @@ def _batched(it: Iterable[dict], n: int) -> Iterator[list[dict]]:
 
 class Runner:
     def __init__(self, cfg: RunConfig, out: str | Path, *, force: bool = False, engine_factory: Callable = build_engine,
-                 log: Callable[[str], None] = print):
-        self.cfg, self.out, self.force, self.log = cfg, Path(out), force, log
+                 until: str | None = None, log: Callable[[str], None] = print):
+        self.cfg, self.out, self.force, self.until, self.log = cfg, Path(out), force, until, log
+        if until is not None and until not in cfg.stage_names:
+            raise ValueError(f"--until {until}: not a stage of this run ({', '.join(cfg.stage_names)})")
         self.engines = Engines(cfg, engine_factory)
 
     def stage_file(self, name: str) -> StageFile:
         return StageFile(self.out / "stages" / f"{name}.jsonl")
 
-    def run(self) -> dict:
+    def run(self) -> dict | None:
+        """Run every stage (or those up to `until`) and export; returns stats.json's content."""
         from .export import export_run
 
         self.out.mkdir(parents=True, exist_ok=True)
@@ -152,6 +155,8 @@ class Runner:
             for i, st in enumerate(stages):
                 self._run_stage(st, previous)
                 previous = self.stage_file(st.name)
+                if st.name == self.until:
+                    return None
                 self.engines.release_unused([s.role for s in stages[i + 1:] if s.role])
         finally:
             self.engines.close()

@@ -1,0 +1,93 @@
+"""How much the pipeline costs on top of the bare engine, measured side by side in one process.
+
+The same backtranslation prompts (the bundled demo corpus, greedy decoding so both sides generate
+exactly the same tokens) go once straight to `TransformersEngine.generate` and once through the
+pipeline (`Runner` up to the backtranslate stage: request building, chunking, parsing, the
+append-only stage file). The engine side runs before and after the pipeline and is averaged, so
+drift in machine load does not favour either. Also prints the engine's batched throughput
+against batch size 1.
+
+    python benchmarks/engine_overhead.py [--docs 32] [--max-tokens 48]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from backforth.cli import DATA_DIR
+from backforth.config import load_config
+from backforth.corpus import read_documents
+from backforth.engines import build_engine
+from backforth.pipeline.backtranslate import Backtranslate
+from backforth.pipeline.prepare import normalize_text
+from backforth.pipeline.runner import Runner
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--docs", type=int, default=32)
+    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--batch-size", type=int, default=16)
+    args = ap.parse_args()
+
+    cfg = load_config(DATA_DIR / "demo.yaml", [
+        "backtranslate.temperature=0", f"backtranslate.max_tokens={args.max_tokens}", "prepare.min_words=0",
+        f"models.backward.batch_size={args.batch_size}", "runner.progress=false"])
+    cfg.input.path = str(DATA_DIR / "demo_corpus.jsonl")
+    cfg.input.limit = args.docs
+    engine = build_engine(cfg.models.backward)
+    stage = Backtranslate(cfg.backtranslate)
+    rows = [dict(r, text=normalize_text(r["text"])) for r in read_documents(cfg.input)]
+    requests = [q for r in rows for q in stage.requests(r)]
+    engine.generate(requests[:2])  # warm-up: first-call allocations
+
+    def bare() -> tuple[float, int]:
+        t0 = time.perf_counter()
+        results = []
+        for i in range(0, len(requests), cfg.runner.chunk_size):
+            results += engine.generate(requests[i:i + cfg.runner.chunk_size])
+        return time.perf_counter() - t0, sum(r.completion_tokens for r in results)
+
+    t_engine1, tokens = bare()
+    with tempfile.TemporaryDirectory() as tmp:
+        runner = Runner(cfg, tmp, until="backtranslate", engine_factory=lambda _m: engine, log=lambda _s: None)
+        runner.engines.close = lambda: None  # keep the shared engine loaded for the second bare pass
+        t0 = time.perf_counter()
+        runner.run()
+        wall = time.perf_counter() - t0
+        bt_seconds = runner.stage_file("backtranslate").seconds()
+        done = sum(1 for _ in runner.stage_file("backtranslate").rows())
+        pipe_tokens = sum(json.loads(line).get("backtranslate_completion_tokens", 0)
+                          for line in open(Path(tmp) / "stages" / "backtranslate.jsonl"))
+    t_engine2, _ = bare()
+    t_engine = (t_engine1 + t_engine2) / 2
+    engine_rps = len(requests) / t_engine
+    pipe_rps = done / bt_seconds
+
+    subset = requests[:8]
+    engine.batch_size = 1
+    t0 = time.perf_counter()
+    single = engine.generate(subset)
+    t_single = time.perf_counter() - t0
+    engine.batch_size = args.batch_size
+    t0 = time.perf_counter()
+    batched = engine.generate(subset)
+    t_batched = time.perf_counter() - t0
+    tok_single = sum(r.completion_tokens for r in single) / t_single
+    tok_batched = sum(r.completion_tokens for r in batched) / t_batched
+
+    print(f"model: {engine.name} ({engine.dtype}), {len(requests)} backtranslation prompts, greedy, max_tokens {args.max_tokens}")
+    print(f"bare engine: {engine_rps:.3f} requests/s ({tokens} tokens; runs {t_engine1:.1f}s and {t_engine2:.1f}s)")
+    print(f"pipeline backtranslate stage: {pipe_rps:.3f} requests/s ({pipe_tokens} tokens; stage {bt_seconds:.1f}s, "
+          f"whole run incl. prepare {wall:.1f}s)")
+    print(f"pipeline/engine throughput ratio: {pipe_rps / engine_rps:.3f}")
+    print(f"engine batch {args.batch_size} vs batch 1 on {len(subset)} prompts: {tok_batched:.1f} vs {tok_single:.1f} tokens/s "
+          f"(ratio {tok_batched / tok_single:.2f})")
+
+
+if __name__ == "__main__":
+    main()
