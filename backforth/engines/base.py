@@ -55,6 +55,9 @@ class Result:
     choice_logprobs: dict[str, float] | None = None  # for choice-scoring requests
     error: str | None = None
     key: str = ""
+    # The failure was the server's, not the request's (unreachable): the runner leaves the row
+    # unfinished, so that resuming later sends it again, instead of rejecting it.
+    retryable: bool = False
 
     @property
     def ok(self) -> bool:

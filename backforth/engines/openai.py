@@ -163,7 +163,8 @@ class OpenAIEngine:
 
     def _failed(self, req: Request, message: str, unreachable: bool) -> _Outcome:
         self._bump("errors")
-        return _Outcome(Result(error=self._redact(message), finish_reason="error", key=req.key), unreachable)
+        return _Outcome(Result(error=self._redact(message), finish_reason="error", key=req.key,
+                               retryable=unreachable), unreachable)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:  # the server knows best, but backoff_max_s still caps absurd values

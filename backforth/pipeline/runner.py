@@ -17,7 +17,7 @@ import yaml
 
 from ..config import RunConfig, digest
 from ..corpus import read_documents
-from ..engines import Engine, build_engine
+from ..engines import Engine, EngineUnavailable, build_engine
 from ..prompts import load_template, template_from_text
 from .backtranslate import Backtranslate
 from .base import Stage
@@ -28,6 +28,11 @@ from .rewrite import Rewrite
 from .store import DONE, REJECTED, StageFile
 
 TRAINED_TEMPLATE_FILE = "backforth_backward.jinja"  # written next to a trained backward model
+
+
+class _PartialChunk(Exception):
+    def __init__(self, rows: list[dict], unfinished: int):
+        self.rows, self.unfinished = rows, unfinished
 
 
 class RunConflict(Exception):
@@ -190,7 +195,14 @@ class Runner:
         try:
             for chunk in _batched(todo, self.cfg.runner.chunk_size):
                 t0 = time.perf_counter()
-                finished = self._process(st, engine, chunk)
+                try:
+                    finished = self._process(st, engine, chunk)
+                except _PartialChunk as partial:
+                    sf.append(partial.rows, seconds=time.perf_counter() - t0)
+                    raise EngineUnavailable(
+                        f"stage {st.name}: the model server stopped answering ({partial.unfinished} rows of this "
+                        f"chunk unfinished, {len(partial.rows)} saved). Check the server, then run the same "
+                        "command again to resume.") from None
                 sf.append(finished, seconds=time.perf_counter() - t0)
                 bar.update(len(chunk))
         finally:
@@ -208,8 +220,11 @@ class Runner:
             spans.append((len(requests), len(requests) + len(reqs)))
             requests.extend(reqs)
         results = engine.generate(requests) if requests else []
-        out = []
+        out, unfinished = [], 0
         for row, span in zip(rows, spans):
+            if span is not None and any(r.retryable for r in results[span[0]:span[1]]):
+                unfinished += 1  # not the row's fault: leave it for the resumed run
+                continue
             if span is None:
                 row.update(_status=REJECTED, stage="input", reason=row.pop("_reject"), detail=row.pop("_detail", None))
             else:
@@ -218,4 +233,6 @@ class Runner:
                 if reason is not None:
                     row.update(stage=st.name, reason=reason)
             out.append(row)
+        if unfinished:
+            raise _PartialChunk(out, unfinished)
         return out

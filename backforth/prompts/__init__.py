@@ -36,15 +36,12 @@ class PromptTemplate:
     source: str  # the template file's text
     version: str
     sha: str  # hash of the fully expanded template (parents and includes too)
-    _env: jinja2.Environment
+    turns: tuple[tuple[str, str], ...]  # expanded once, a sentinel standing for each variable
 
     def render(self, **values: str) -> Rendered:
-        sentinels = {k: f"\x00{k}\x00" for k in _VARS}
-        expanded = self._env.from_string(self.source).render(**sentinels)
-        turns = _split_turns(expanded)
         messages = []
-        for role, text in turns:
-            for k, sentinel in sentinels.items():
+        for role, text in self.turns:
+            for k, sentinel in _SENTINELS.items():
                 if sentinel in text:
                     if k not in values:
                         raise KeyError(f"prompt '{self.name}' needs `{k}`")
@@ -54,6 +51,9 @@ class PromptTemplate:
         if messages and messages[-1]["role"] == "assistant":
             prefix = messages.pop()["content"]
         return Rendered(messages, prefix)
+
+
+_SENTINELS = {k: f"\x00{k}\x00" for k in _VARS}
 
 
 def _split_turns(text: str) -> list[tuple[str, str]]:
@@ -70,7 +70,8 @@ def template_from_text(name: str, source: str, search_dir: Path = TEMPLATE_DIR) 
     version = m.group(1) if m else "unversioned"
     expanded = env.from_string(source).render(**{k: "{{" + k + "}}" for k in _VARS})
     sha = hashlib.sha256(expanded.encode()).hexdigest()[:12]
-    return PromptTemplate(name, source, version, sha, env)
+    turns = tuple(_split_turns(env.from_string(source).render(**_SENTINELS)))
+    return PromptTemplate(name, source, version, sha, turns)
 
 
 @lru_cache(maxsize=None)
