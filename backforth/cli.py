@@ -14,6 +14,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 DATA_DIR = Path(__file__).parent / "data"
 
+
+def _register_subcommands() -> None:
+    from .evaluate.cli import eval_app
+
+    app.add_typer(eval_app, name="eval")
+
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field, e.g. --set curate.threshold=4 (repeatable).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory (created; re-running resumes).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo stages whose data-relevant settings changed, in place.")]
@@ -26,12 +32,13 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _run(cfg, out: Path, force: bool, until: str | None = None) -> None:
+    from .config import ConfigError
     from .engines import EngineError, EngineUnavailable
     from .pipeline import RunConflict, Runner
 
     try:
         stats = Runner(cfg, out, force=force, until=until, log=typer.echo).run()
-    except RunConflict as err:
+    except (RunConflict, ConfigError) as err:  # ConfigError: the input turned out unreadable (no such file, ...)
         _fail(str(err))
     except EngineUnavailable as err:
         _fail(f"{err}\nFinished rows are saved in {out}; run the same command again to resume.", 3)
@@ -109,6 +116,9 @@ def show_config(config: Annotated[Optional[Path], typer.Argument()] = None, set_
         typer.echo(json.dumps(load_config(config, set_).model_dump(mode="json"), indent=2))
     except ConfigError as err:
         _fail(str(err))
+
+
+_register_subcommands()
 
 
 def main() -> None:

@@ -32,12 +32,12 @@ def _files(path: Path) -> list[Path]:
     return found
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[str, dict | None, str | None]]:
-    """(where, record or None, reject reason) per non-empty line."""
+def _jsonl_records(path: Path, name: str) -> Iterator[tuple[str, dict | None, str | None]]:
+    """(where, record or None, reject reason) per non-empty line; `name` is the file as `where` shows it."""
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
-            where = f"{path.name}:{lineno}"
+            where = f"{name}:{lineno}"
             if not raw.strip():
                 continue
             try:
@@ -56,7 +56,7 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, dict | None, str | None]]:
             yield where, rec, None
 
 
-def _parquet_records(path: Path) -> Iterator[tuple[str, dict | None, str | None]]:
+def _parquet_records(path: Path, name: str) -> Iterator[tuple[str, dict | None, str | None]]:
     import pyarrow.parquet as pq
 
     try:
@@ -67,7 +67,7 @@ def _parquet_records(path: Path) -> Iterator[tuple[str, dict | None, str | None]
     for batch in pf.iter_batches(batch_size=1024):
         for rec in batch.to_pylist():
             n += 1
-            yield f"{path.name}:row{n}", rec, None
+            yield f"{name}:row{n}", rec, None
 
 
 def _hub_records(cfg: InputConfig) -> Iterator[tuple[str, dict | None, str | None]]:
@@ -93,7 +93,9 @@ def _records(cfg: InputConfig) -> Iterator[tuple[str, dict | None, str | None]]:
         yield from _hub_records(cfg)
         return
     for f in _files(path):
-        yield from (_parquet_records(f) if f.name.endswith(".parquet") else _jsonl_records(f))
+        # Relative to the input folder: train/part-0.jsonl and test/part-0.jsonl must not share reject ids.
+        name = f.name if f == path else f.relative_to(path).as_posix()
+        yield from (_parquet_records(f, name) if f.name.endswith(".parquet") else _jsonl_records(f, name))
 
 
 def read_documents(cfg: InputConfig) -> Iterator[dict]:

@@ -39,7 +39,7 @@ class Stage:
     def fingerprint(self, model_identity: dict | None) -> dict[str, Any]:
         fields = dict(self.settings())
         if self.template is not None:
-            fields["prompt"] = f"{self.template.name}@{self.template.version}#{self.template.sha}"
+            fields["prompt"] = self.template.tag
         if model_identity is not None:
             fields["model"] = model_identity
         return fields
@@ -52,7 +52,7 @@ class Stage:
         row[f"{s}_prompt_tokens"] = result.prompt_tokens
         row[f"{s}_completion_tokens"] = result.completion_tokens
         if self.template is not None:
-            row[f"{s}_prompt"] = f"{self.template.name}@{self.template.version}#{self.template.sha}"
+            row[f"{s}_prompt"] = self.template.tag
         if result.error:
             row[f"{s}_error"] = result.error
 

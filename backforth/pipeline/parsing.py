@@ -11,12 +11,15 @@ from __future__ import annotations
 import math
 import re
 
+# "Sure," / "Okay!" are preambles only with their punctuation: "Great Lakes: ..." is an instruction.
 _PREAMBLE = re.compile(
-    r"^\s*(?:sure|certainly|of course|okay|ok|here(?:'s| is| are)|absolutely|great)\b[^\n:]*?"
-    r"(?::|\.|!)\s*(?=\S)", re.IGNORECASE)
+    r"^\s*(?:(?:sure(?: thing)?|certainly|of course|okay|ok|absolutely|great)(?=\s*[,.!:])|here(?:'s| is| are)\b)[^\n:]*?"
+    r"(?::\s*$|(?::|\.|!)\s*(?=\S))", re.IGNORECASE)  # "...instruction:" alone: the stop string cut what followed
+# A label ends with ':', a spaced dash or the end of its line ("## Instruction\n..."); a bare hyphen
+# is a word's ("User-friendly ...").
 _LABEL = re.compile(
-    r"^\s*(?:\*\*|__)?\s*(?:the\s+)?(?:user(?:'s)?\s+)?(?:instruction|question|request|prompt|query|user|task)"
-    r"\s*(?:\d+)?\s*(?:\*\*|__)?\s*[:\-–]\s*(?:\*\*|__)?\s*", re.IGNORECASE)
+    r"^\s*(?:[#>]+\s*)?(?:\*\*|__)?\s*(?:the\s+)?(?:user(?:'s)?\s+)?(?:instruction|question|request|prompt|query|user|task)"
+    r"[ \t]*(?:\d+)?[ \t]*(?:\*\*|__)?[ \t]*(?::|[\-–](?=\s)|\n)\s*(?:\*\*|__)?\s*", re.IGNORECASE)
 _QUOTES = "\"'“”‘’`«»"
 _TAG_ECHO = re.compile(r"\s*answer (?:in the style of an ai assistant|with knowledge from web search)[^.]*\.?\s*$", re.IGNORECASE)
 
@@ -112,6 +115,8 @@ def extract_response(text: str, finish_reason: str | None, opened: bool = False)
     if not starts:
         return None, "truncated_rewrite" if finish_reason == "length" else "missing_delimiters"
     rest = body[starts[-1]:] if not opened else body[starts[0]:]
+    if opened:  # a model (or a server that ignores the forced prefix) may write the opener itself
+        rest = re.sub(r"^(?:\s*\[\s*RES\s*\])+", "", rest, flags=re.IGNORECASE)
     end = re.search(r"\[\s*/\s*RES\s*\]", rest, re.IGNORECASE)
     if end:
         answer = rest[:end.start()]

@@ -18,7 +18,7 @@ import yaml
 from ..config import RunConfig, digest
 from ..corpus import read_documents
 from ..engines import Engine, EngineUnavailable, build_engine
-from ..prompts import load_template, template_from_text
+from ..prompts import template_from_text
 from .backtranslate import Backtranslate
 from .base import Stage
 from .curate import Curate

@@ -21,7 +21,7 @@ import jinja2
 TEMPLATE_DIR = Path(__file__).parent
 _MARKER = re.compile(r"^\[\[(system|user|assistant)\]\]\s*$", re.MULTILINE)
 _VERSION = re.compile(r"\{#-?\s*version:\s*(\S+)\s*-?#\}")
-_VARS = ("document", "instruction")
+_VARS = ("document", "instruction", "answer_a", "answer_b")
 
 
 @dataclass(frozen=True)
@@ -38,15 +38,19 @@ class PromptTemplate:
     sha: str  # hash of the fully expanded template (parents and includes too)
     turns: tuple[tuple[str, str], ...]  # expanded once, a sentinel standing for each variable
 
+    @property
+    def tag(self) -> str:
+        """`name@version#sha`: what rows record as their prompt's provenance."""
+        return f"{self.name}@{self.version}#{self.sha}"
+
     def render(self, **values: str) -> Rendered:
-        messages = []
-        for role, text in self.turns:
-            for k, sentinel in _SENTINELS.items():
-                if sentinel in text:
-                    if k not in values:
-                        raise KeyError(f"prompt '{self.name}' needs `{k}`")
-                    text = text.replace(sentinel, values[k])
-            messages.append({"role": role, "content": text})
+        def fill(m: re.Match) -> str:
+            if m.group(1) not in values:
+                raise KeyError(f"prompt '{self.name}' needs `{m.group(1)}`")
+            return values[m.group(1)]
+
+        # One pass over the template text: a value that happens to contain a slot stays as it is.
+        messages = [{"role": role, "content": _SLOT.sub(fill, text)} for role, text in self.turns]
         prefix = None
         if messages and messages[-1]["role"] == "assistant":
             prefix = messages.pop()["content"]
@@ -54,6 +58,7 @@ class PromptTemplate:
 
 
 _SENTINELS = {k: f"\x00{k}\x00" for k in _VARS}
+_SLOT = re.compile("\x00(" + "|".join(_VARS) + ")\x00")
 
 
 def _split_turns(text: str) -> list[tuple[str, str]]:

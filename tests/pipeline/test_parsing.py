@@ -1,0 +1,266 @@
+"""The parsers that turn what models really write into instructions, scores and responses."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from backforth.pipeline.parsing import (
+    clean_instruction,
+    copied_share,
+    extract_response,
+    is_refusal,
+    parse_score,
+    score_from_logprobs,
+    words,
+)
+
+EGG = "How do I boil an egg?"
+
+
+# ---- clean_instruction -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw", [
+    EGG,
+    # chat preambles
+    "Sure! Here is the instruction:\nHow do I boil an egg?",
+    "Sure! Here is the instruction:\n\nHow do I boil an egg?",
+    "Certainly.\nHow do I boil an egg?",
+    "Certainly. How do I boil an egg?",
+    "Of course! Here's the question: How do I boil an egg?",
+    "Okay! Instruction: How do I boil an egg?",
+    "Sure, here's a possible instruction: \"How do I boil an egg?\"",
+    "Sure thing, here you go:\n**Instruction:** \"How do I boil an egg?\"",
+    "Here is the request:\n\n\"How do I boil an egg?\"",
+    "Absolutely. How do I boil an egg?",
+    # labels
+    "Instruction: How do I boil an egg?",
+    "instruction:How do I boil an egg?",
+    "**Question:** How do I boil an egg?",
+    "__Request__: How do I boil an egg?",
+    "User: How do I boil an egg?",
+    "User's question: How do I boil an egg?",
+    "The instruction: How do I boil an egg?",
+    "Question 1: How do I boil an egg?",
+    "Prompt - How do I boil an egg?",
+    "Query – How do I boil an egg?",
+    # quotes of every kind
+    '"How do I boil an egg?"',
+    "'How do I boil an egg?'",
+    "“How do I boil an egg?”",
+    "‘How do I boil an egg?’",
+    "«How do I boil an egg?»",
+    "`How do I boil an egg?`",
+    # markdown
+    "# How do I boil an egg?",
+    "> How do I boil an egg?",
+    "- How do I boil an egg?",
+    "**How do I boil an egg?**",
+    "## Instruction\nHow do I boil an egg?",
+    "### Instruction:\nHow do I boil an egg?",
+    "# Question: How do I boil an egg?",
+    "**Instruction**\nHow do I boil an egg?",
+    "Here is the instruction:\n## Instruction\nHow do I boil an egg?",
+    # the tag sentences echoed back
+    "How do I boil an egg? Answer with knowledge from web search.",
+    "How do I boil an egg? Answer in the style of an AI Assistant.",
+    "How do I boil an egg? answer with knowledge from web search",
+    # an answer (or a second candidate) after a blank line
+    "How do I boil an egg?\n\nBoil water, add the egg and wait eight minutes.",
+    "Instruction: How do I boil an egg?\n\nInstruction: How do I fry an egg?",
+    # whitespace
+    "   How   do I\tboil an\negg?  ",
+])
+def test_clean_instruction_strips_wrapping(raw: str):
+    assert clean_instruction(raw) == EGG
+
+
+@pytest.mark.parametrize("raw", ["", "   ", "\n\n\t", '""', "**  **", "Instruction:", "Sure! Here is the instruction:",
+                                 "Here is the request:\n\n", "Certainly! Here's a possible question:"])
+def test_clean_instruction_of_nothing_is_empty(raw: str):
+    assert clean_instruction(raw) == ""
+
+
+@pytest.mark.parametrize("instruction", [
+    "Great Lakes: how did they form?",
+    "OK Computer: when was it released and who produced it?",
+    "User-friendly alternatives to Vim?",
+    "Questions to ask a landlord before renting?",
+    "Explain 3 ways to cook rice.",
+    "Sure-fire ways to save money on groceries?",
+    "What does 'idempotent' mean?",
+])
+def test_clean_instruction_keeps_genuine_instructions(instruction: str):
+    # Words that open preambles or labels ("Great", "OK", "User", "Question") can start a real
+    # instruction: only their preamble/label forms may be stripped.
+    assert clean_instruction(instruction) == instruction
+
+
+def test_clean_instruction_keeps_inner_quotes_and_only_the_first_paragraph():
+    raw = 'Sure! Here is the instruction:\nWhat does "mise en place" mean in cooking?\n\nIt means...'
+    assert clean_instruction(raw) == 'What does "mise en place" mean in cooking?'
+
+
+# ---- copied_share ------------------------------------------------------------------------------
+
+def test_copied_share():
+    doc = "The quick brown fox jumps over the lazy dog near the river bank."
+    assert copied_share("the quick brown fox jumps over", doc) == 1.0
+    assert copied_share("Why does a fox jump over dogs?", doc) == 0.0
+    # 4 trigrams, 2 of them in the document
+    assert copied_share("the lazy dog sleeps a lot", doc) == pytest.approx(1 / 4)
+    assert copied_share("THE QUICK, brown... FOX!", doc) == 1.0  # case and punctuation do not hide a copy
+    assert copied_share("lazy dog", doc) == 1.0  # fewer words than n: whole-phrase containment
+    assert copied_share("lazy cat", doc) == 0.0
+    assert copied_share("", doc) == 0.0
+    assert copied_share("the quick brown", "") == 0.0
+    assert words("Héllo, wörld 42!") == ["héllo", "wörld", "42"]
+
+
+# ---- parse_score -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, score", [
+    ("Score: 5", 5),
+    ("score:5", 5),
+    ("SCORE: 2", 2),
+    ("**Score:** 4", 4),
+    ("**Score**: 3", 3),
+    ("Score: 4/5", 4),
+    ("Score: 4 / 5", 4),
+    ("Score = 3", 3),
+    ("The score is 4", 4),
+    ("Score: [4]", 4),
+    ("Final score: 1", 1),
+    ("The answer is great.\nScore: 5", 5),
+    ("Score: 2\nScore: 4", 4),
+    ("Score: 3\nActually Score: 5", 5),
+    ("Score: 5\nScore: 9", 5),  # the last *valid* one
+    ("Score: 4\nScore: 8/10", 4),
+    ("Scores: 1-5 scale, where 5 is best... Score: 2", 2),
+    ("Score: 8/10", None),
+    ("Score: 10", None),
+    ("Score: 4.5", None),
+    ("Score: 0", None),
+    ("Score: 6", None),
+    ("Score: 5/10", None),
+    ("I'd give it a 5", None),
+    ("5", None),
+    ("Score:", None),
+    ("", None),
+    (None, None),
+])
+def test_parse_score(text, score):
+    assert parse_score(text) == score
+
+
+# ---- score_from_logprobs -----------------------------------------------------------------------
+
+def test_score_from_logprobs_argmax_and_expected_value():
+    lp = {k: math.log(p) for k, p in {"1": 0.1, "2": 0.1, "3": 0.2, "4": 0.2, "5": 0.4}.items()}
+    score, expected, probs = score_from_logprobs(lp)
+    assert score == 5
+    assert expected == pytest.approx(1 * 0.1 + 2 * 0.1 + 3 * 0.2 + 4 * 0.2 + 5 * 0.4)
+    assert probs == pytest.approx({"1": 0.1, "2": 0.1, "3": 0.2, "4": 0.2, "5": 0.4})
+
+
+def test_score_from_logprobs_renormalises_over_the_five_labels():
+    # Log-probabilities of a real model do not sum to 1 over 1..5 (other tokens take mass).
+    score, expected, probs = score_from_logprobs({"2": math.log(0.03), "4": math.log(0.01), "Score": -0.01})
+    assert score == 2
+    assert probs == pytest.approx({"1": 0.0, "2": 0.75, "3": 0.0, "4": 0.25, "5": 0.0})
+    assert expected == pytest.approx(2 * 0.75 + 4 * 0.25)
+    assert sum(probs.values()) == pytest.approx(1.0)
+
+
+def test_score_from_logprobs_with_minus_inf_entries():
+    score, expected, probs = score_from_logprobs({"1": -math.inf, "2": -math.inf, "3": -1.0, "4": -math.inf, "5": -3.0})
+    assert score == 3 and probs["1"] == 0.0 and probs["4"] == 0.0
+    assert 3 < expected < 5 and expected == pytest.approx(3 * probs["3"] + 5 * probs["5"])
+
+
+@pytest.mark.parametrize("lp", [{}, {k: -math.inf for k in "12345"}, {"Score": -0.1, "6": -0.5}])
+def test_score_from_logprobs_without_any_label_is_none(lp):
+    assert score_from_logprobs(lp) == (None, None, {})
+
+
+def test_score_from_logprobs_tie_is_deterministic():
+    assert score_from_logprobs({"2": -1.0, "4": -1.0})[:2] == (2, 3.0)
+
+
+# ---- is_refusal --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    "I'm sorry, but I can't help with that.",
+    "I am sorry, I cannot do this.",
+    "Sorry, I can't provide that information.",
+    "I apologize, but that is not something I can do.",
+    "I cannot help with that request.",
+    "I can't assist with that.",
+    "I am unable to answer this.",
+    "I'm not able to comply.",
+    "As an AI language model, I cannot browse the web.",
+    "As an AI, I don't have opinions.",
+    "   i'm sorry, no.",
+])
+def test_is_refusal(text):
+    assert is_refusal(text)
+
+
+@pytest.mark.parametrize("text", [
+    "Boil water, then add the egg.",
+    "Sorry about the wait! Here is the recipe: boil water.",  # not "Sorry," opening a refusal
+    "I can't wait to show you: first, boil water.",
+    "The apology letter should start with I'm sorry.",
+    "",
+])
+def test_is_not_refusal(text):
+    assert not is_refusal(text)
+
+
+# ---- extract_response --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, finish, opened, expected", [
+    ("[RES]Boil the egg.[/RES]", "stop", False, ("Boil the egg.", None)),
+    ("Here is my answer:\n[RES]\n  Boil the egg.  \n[/RES]\nHope it helps!", "stop", False, ("Boil the egg.", None)),
+    ("[res]Boil the egg.[/res]", "stop", False, ("Boil the egg.", None)),
+    ("[ RES ]Boil the egg.[ /RES ]", "stop", False, ("Boil the egg.", None)),
+    ("[RES]Boil the egg.[/ RES]", "stop", False, ("Boil the egg.", None)),
+    # closed answer even though the turn ran out afterwards
+    ("[RES]Boil the egg.[/RES] and more text", "length", False, ("Boil the egg.", None)),
+    # the prompt's own words echoed, then the answer: the last opened section is the answer
+    ("Write your answer between [RES] and [/RES].\n[RES]Boil the egg.[/RES]", "stop", False, ("Boil the egg.", None)),
+    ("[RES]draft[/RES]\n[RES]Boil the egg.[/RES]", "stop", False, ("Boil the egg.", None)),
+    # missing delimiters
+    ("Boil the egg.", "stop", False, (None, "missing_delimiters")),
+    ("[RES]Boil the egg.", "stop", False, (None, "missing_delimiters")),
+    ("Boil the egg.[/RES]", "stop", False, (None, "missing_delimiters")),
+    ("", "stop", False, (None, "missing_delimiters")),
+    (None, "stop", False, (None, "missing_delimiters")),
+    # truncated: no closing delimiter and the token budget ran out
+    ("[RES]Boil the egg and then", "length", False, (None, "truncated_rewrite")),
+    ("Let me think about the draft first and", "length", False, (None, "truncated_rewrite")),
+    # empty and refusals
+    ("[RES]   \n [/RES]", "stop", False, (None, "empty_response")),
+    ("[RES][/RES]", "stop", False, (None, "empty_response")),
+    ("[RES]I'm sorry, but I can't help with that.[/RES]", "stop", False, (None, "refusal")),
+    # opened=True: the engine started the answer with [RES] and stops at [/RES]
+    ("Boil the egg.", "stop", True, ("Boil the egg.", None)),
+    ("  Boil the egg.\n", "stop", True, ("Boil the egg.", None)),
+    ("Boil the egg.[/RES] trailing chatter", "stop", True, ("Boil the egg.", None)),
+    ("[RES]Boil the egg.[/RES]", "stop", True, ("Boil the egg.", None)),  # the model repeated the opener
+    (" [RES] Boil the egg.", "stop", True, ("Boil the egg.", None)),
+    ("Boil the egg and then", "length", True, (None, "truncated_rewrite")),
+    ("", "stop", True, (None, "empty_response")),
+    ("[/RES]", "stop", True, (None, "empty_response")),
+    ("I cannot help with that.", "stop", True, (None, "refusal")),
+])
+def test_extract_response(text, finish, opened, expected):
+    assert extract_response(text, finish, opened=opened) == expected
+
+
+def test_extract_response_never_leaks_a_delimiter():
+    for text, opened in [("[RES] outer [RES] inner [/RES]", False), ("[RES][RES]x[/RES][/RES]", True),
+                         ("[RES]a[/RES] [RES]b[/RES]", False), ("[RES] [RES] y", True)]:
+        answer, reason = extract_response(text, "stop", opened=opened)
+        assert reason is None and answer and "RES" not in answer, (text, answer)

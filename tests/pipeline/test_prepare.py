@@ -1,0 +1,95 @@
+"""prepare: whitespace normalisation and the documents no model should see, each with its reason."""
+
+from __future__ import annotations
+
+import pytest
+from fake_engine import FakeEngine
+
+from backforth.config import PrepareConfig, build_config
+from backforth.pipeline.prepare import Prepare, normalize_text
+from backforth.pipeline.runner import Engines, build_stages
+
+LONG = " ".join(f"word{i}" for i in range(50))
+
+
+def words(n: int, stem: str = "w") -> str:
+    return " ".join(f"{stem}{i}" for i in range(n))
+
+
+def make(max_doc_tokens: int | None = None, **cfg) -> Prepare:
+    return Prepare(PrepareConfig(**cfg), lambda text: len(text.split()), max_doc_tokens)
+
+
+def test_normalize_text():
+    raw = "\ufeff  Title\r\n\r\n\r\n\r\nBody\u00a0 with\t\ttabs \x00and\u200b nulls  \n  next line \rold mac  "
+    assert normalize_text(raw) == "Title\n\nBody with tabs and nulls\nnext line\nold mac"
+    assert normalize_text("e\u0301") == "\u00e9"  # NFC
+
+
+def test_prepare_keeps_a_good_document_and_adds_its_columns():
+    st = make()
+    row = {"id": "a", "text": "  " + LONG.replace(" ", "   ") + "\r\n", "url": "https://x"}
+    assert st.requests(row) == []  # no model call
+    assert st.apply(row, []) is None
+    assert row["text"] == LONG and row["n_words"] == 50 and row["n_tokens"] == 50
+    assert row["url"] == "https://x" and row["id"] == "a"  # nothing removed
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t  ", "\x00\u200b"])
+def test_empty(text):
+    row = {"id": "a", "text": text}
+    assert make().apply(row, []) == "empty"
+    assert make().apply({"id": "b", "text": None}, []) == "empty"
+
+
+def test_too_short_uses_min_words():
+    assert make(min_words=40).apply({"id": "a", "text": words(39)}, []) == "too_short"
+    assert make(min_words=40).apply({"id": "a", "text": words(40)}, []) is None
+    assert make(min_words=0).apply({"id": "a", "text": "one"}, []) is None
+
+
+def test_exact_duplicates_after_normalisation():
+    st = make()
+    assert st.apply({"id": "a", "text": LONG}, []) is None
+    assert st.apply({"id": "b", "text": "  " + LONG.replace(" ", " \t ") + "\n"}, []) == "duplicate"
+    assert st.apply({"id": "c", "text": LONG + " more"}, []) is None  # near-duplicates are not exact ones
+    off = make(dedup=False)
+    assert off.apply({"id": "a", "text": LONG}, []) is None
+    assert off.apply({"id": "b", "text": LONG}, []) is None
+
+
+def test_duplicate_of_a_row_finished_before_a_resume():
+    st = make()
+    st.observe({"id": "a", "text": LONG, "_status": "done"})
+    assert st.apply({"id": "b", "text": LONG}, []) == "duplicate"
+
+
+def test_too_long_for_the_backward_model():
+    st = make(max_doc_tokens=60)
+    assert st.apply({"id": "a", "text": words(60)}, []) is None
+    row = {"id": "b", "text": words(61)}
+    assert st.apply(row, []) == "too_long" and row["n_tokens"] == 61
+    # the configured limit wins over the one derived from the model's context
+    configured = Prepare(PrepareConfig(max_doc_tokens=100), lambda text: len(text.split()), 10)
+    assert configured.max_doc_tokens == 100
+    assert configured.apply({"id": "c", "text": words(61)}, []) is None
+    assert make(None).apply({"id": "d", "text": words(5000)}, []) is None  # no known context: no limit
+
+
+def test_the_limit_is_derived_from_the_backward_models_context():
+    cfg = build_config({"runner": {"progress": False}})
+    fake = FakeEngine(lambda req: "", context_length=1000)
+    prepare, bt = build_stages(cfg, Engines(cfg, lambda m: fake))[:2]
+    empty = bt.template.render(document="")
+    overhead = sum(fake.count_tokens(m["content"]) + 8 for m in empty.messages)
+    assert prepare.max_doc_tokens == 1000 - overhead - cfg.backtranslate.max_tokens - 16
+    assert 0 < prepare.max_doc_tokens < 1000 - cfg.backtranslate.max_tokens
+    assert prepare.apply({"id": "a", "text": words(prepare.max_doc_tokens)}, []) is None
+    assert prepare.apply({"id": "b", "text": words(prepare.max_doc_tokens + 1, "v")}, []) == "too_long"
+    # a context smaller than the prompt itself rejects everything rather than going negative
+    tiny = FakeEngine(lambda req: "", context_length=10)
+    assert build_stages(cfg, Engines(cfg, lambda m: tiny))[0].max_doc_tokens == 0
+
+
+def test_settings_are_the_data_relevant_fields():
+    assert make(70, min_words=3, dedup=False).settings() == {"min_words": 3, "max_doc_tokens": 70, "dedup": False}

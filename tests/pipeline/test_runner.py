@@ -1,0 +1,452 @@
+"""The runner end to end with a deterministic fake engine: outputs, accounting, resume and conflicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from fake_engine import FakeEngine, section, stage_of
+
+from backforth.config import WEB_TAG, build_config
+from backforth.engines.base import EngineUnavailable, Request, Result
+from backforth.pipeline import RunConflict, Runner
+from backforth.pipeline.prepare import normalize_text
+
+STAGES = ["prepare", "backtranslate", "curate", "rewrite", "distill"]
+MODEL_STAGES = STAGES[1:]
+
+
+def doc_text(i: int, n: int = 45) -> str:
+    words = " ".join(f"fact{i}x{j}" for j in range(n))
+    return f"Document {i} explains topic {i}.   {words}\r\n\r\n\r\nEnd   of document {i}."
+
+
+# File order is not id order, so "input order" is not confused with sorting by id.
+DOCS: list[tuple[str, str | None]] = [
+    ("d10", doc_text(10)),
+    ("d00", doc_text(0)),
+    ("d07", doc_text(7)),
+    ("d03", "Too short to be an answer."),
+    ("BROKEN", None),                   # a malformed JSON line
+    ("d05", doc_text(5)),
+    ("d02", "  " + doc_text(0).replace(" ", "  ") + "  "),   # d00 again, other whitespace
+    ("d11", doc_text(11)),
+    ("d01", doc_text(1)),
+    ("d08", doc_text(8)),
+    ("d04", doc_text(4)),
+    ("d09", doc_text(9)),
+    ("d06", doc_text(6)),
+    ("d12", doc_text(12, n=900)),       # longer than the backward model's context
+]
+BROKEN_ID = "docs.jsonl:5"
+INPUT_IDS = [BROKEN_ID if i == "BROKEN" else i for i, _ in DOCS]
+CONTEXT = 1000
+
+EXPECTED_REJECTS = {
+    BROKEN_ID: ("input", "malformed_json"),
+    "d02": ("prepare", "duplicate"),
+    "d03": ("prepare", "too_short"),
+    "d12": ("prepare", "too_long"),
+    "d04": ("backtranslate", "empty_instruction"),
+    "d11": ("backtranslate", "echo_instruction"),
+    "d05": ("curate", "low_score"),
+    "d06": ("curate", "unparsed_score"),
+    "d07": ("rewrite", "refusal"),
+    "d08": ("rewrite", "truncated_rewrite"),
+}
+
+
+def expected_rejects(variant: str) -> dict[str, tuple[str, str]]:
+    present = {"input", "prepare", "backtranslate"}
+    present |= {"curate"} if "filter" in variant else set()
+    present |= {"rewrite"} if "rewrite" in variant else set()
+    return {k: v for k, v in EXPECTED_REJECTS.items() if v[0] in present}
+
+
+def instruction_for(key: str) -> str:
+    return f"What should I know about subject number {int(key[1:])} in practice?"
+
+
+def responder(req: Request) -> Result | str:
+    """Deterministic answers by stage and row id (the request's key)."""
+    stage, key = stage_of(req), req.key
+    if stage == "backtranslate":
+        doc = section(req.messages[-1]["content"], "<<<", ">>>")
+        if key == "d04":
+            return "Sure! Here is the instruction:"
+        if key == "d11":
+            return "Instruction: " + " ".join(doc.split()[5:14])
+        return f'Sure! Here is the instruction:\n"{instruction_for(key)}"'
+    if stage == "curate":
+        if key == "d05":
+            return "Helpful but reads like a blog post.\nScore: 3"
+        if key == "d06":
+            return "Looks fine to me."
+        return "Direct, complete and expert.\nScore: 5"
+    if stage == "rewrite":
+        draft = section(req.messages[0]["content"], "<draft>", "</draft>")
+        if key == "d07":
+            return "I'm sorry, but I can't help with that."
+        if key == "d08":
+            return Result(text="Here is a long answer that never", finish_reason="length")
+        if key == "d10":  # some models write the opener again although it was forced
+            return f"[RES]Rewritten for {key}: {' '.join(draft.split()[:6])}[/RES]"
+        return f"Rewritten for {key}: {' '.join(draft.split()[:6])}"
+    if key == "d09":
+        return "I am unable to answer that."
+    return f"Distilled answer to: {req.messages[-1]['content']}"
+
+
+def write_docs(path: Path) -> Path:
+    with open(path, "w", encoding="utf-8") as fh:
+        for doc_id, text in DOCS:
+            fh.write('{"id": "broken", "text": \n' if text is None
+                     else json.dumps({"id": doc_id, "text": text, "url": f"https://example.com/{doc_id}"}) + "\n")
+    return path
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    return write_docs(tmp_path / "docs.jsonl")
+
+
+def config(docs: Path, variant: str = "filter+rewrite", **sections):
+    data = {"input": {"path": str(docs)}, "variant": variant, "runner": {"progress": False, "chunk_size": 3}}
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return build_config(data)
+
+
+def fake(**kw) -> FakeEngine:
+    return FakeEngine(responder, context_length=CONTEXT, **kw)
+
+
+def run(cfg, out: Path, engine: FakeEngine, **kw):
+    return Runner(cfg, out, engine_factory=lambda model_cfg: engine, log=lambda msg: None, **kw).run()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def stage_ids(out: Path, stage: str) -> list[str]:
+    path = out / "stages" / f"{stage}.jsonl"
+    return [json.loads(line)["id"] for line in path.read_bytes().splitlines(keepends=True) if line.endswith(b"\n")]
+
+
+def assert_no_duplicate_requests(engine: FakeEngine) -> None:
+    dups = {k: n for k, n in engine.by_stage_key.items() if n > 1}
+    assert not dups, f"requested more than once: {dups}"
+
+
+# ---- a full run, per variant --------------------------------------------------------------------
+
+@pytest.mark.parametrize("variant", ["filter+rewrite", "filter", "rewrite"])
+def test_full_run(tmp_path, docs, variant):
+    out = tmp_path / "run"
+    engine = fake()
+    stats = run(config(docs, variant), out, engine)
+
+    for name in ("sft.jsonl", "sft.parquet", "rejects.jsonl", "README.md", "stats.json", "distilled.jsonl",
+                 "config.yaml", "fingerprints.json"):
+        assert (out / name).is_file(), name
+    assert stats == json.loads((out / "stats.json").read_text())
+
+    sft, rejects = read_jsonl(out / "sft.jsonl"), read_jsonl(out / "rejects.jsonl")
+    want_rejects = expected_rejects(variant)
+    want_sft = [i for i in INPUT_IDS if i not in want_rejects]
+    # every input document ends exactly once in sft.jsonl or rejects.jsonl
+    all_ids = [r["id"] for r in sft] + [r["id"] for r in rejects]
+    assert sorted(all_ids) == sorted(INPUT_IDS) and len(all_ids) == len(set(all_ids))
+    assert [r["id"] for r in sft] == want_sft  # input order
+    assert {r["id"]: (r["stage"], r["reason"]) for r in rejects} == want_rejects
+    for r in rejects:
+        assert list(r)[:3] == ["id", "stage", "reason"]
+
+    by_id = dict(DOCS)
+    for r in sft:
+        user, assistant = r["messages"]
+        assert user["role"] == "user" and assistant["role"] == "assistant"
+        assert user["content"] == r["instruction"] + " " + WEB_TAG
+        assert user["content"].endswith(" Answer with knowledge from web search.")
+        assert r["instruction"] == instruction_for(r["id"])
+        assert assistant["content"] == r["response"] and r["variant"] == variant
+        assert r["url"] == f"https://example.com/{r['id']}"
+        if variant == "filter":
+            assert r["response"] == normalize_text(by_id[r["id"]])
+        else:
+            assert r["response"].startswith(f"Rewritten for {r['id']}: Document") and "RES" not in r["response"]
+        if "filter" in variant:
+            assert r["score"] == 5 and r["score_method"] == "generate" and r["score_reason"]
+            assert r["provenance"]["curate_model"] == "fake-model"
+        else:
+            assert r["score"] is None and r["provenance"]["curate_model"] is None
+        assert r["provenance"]["backtranslate_model"] == "fake-model"
+        assert r["provenance"]["backtranslate_prompt"].startswith("backtranslate@1#")
+        assert r["distilled"] == (None if r["id"] == "d09" else f"Distilled answer to: {r['instruction']}")
+
+    distilled = read_jsonl(out / "distilled.jsonl")
+    assert [r["id"] for r in distilled] == [i for i in want_sft if i != "d09"]
+
+    # rejected data is data: what the stage saw is kept
+    rej = {r["id"]: r for r in rejects}
+    assert rej["d04"]["instruction_raw"] == "Sure! Here is the instruction:"
+    assert rej[BROKEN_ID]["detail"].startswith("malformed_json")
+    assert rej["d12"]["n_tokens"] > rej["d12"]["n_words"] - 1
+    if "filter" in variant:
+        assert rej["d06"]["score"] is None and rej["d06"]["score_raw"] == "Looks fine to me."
+        assert rej["d05"]["score"] == 3
+    if "rewrite" in variant:
+        assert rej["d08"]["rewrite_finish_reason"] == "length" and rej["d08"]["response"] is None
+
+    # the fake saw each (stage, row) once, and never a row an earlier stage rejected
+    assert_no_duplicate_requests(engine)
+    kept_by_bt = [i for i in INPUT_IDS if i not in EXPECTED_REJECTS or EXPECTED_REJECTS[i][0] not in
+                  ("input", "prepare", "backtranslate")]
+    assert sorted(engine.keys_for("backtranslate")) == sorted(
+        i for i in INPUT_IDS if want_rejects.get(i, ("",))[0] not in ("input", "prepare"))
+    if "filter" in variant:
+        assert sorted(engine.keys_for("curate")) == sorted(kept_by_bt)
+    else:
+        assert engine.keys_for("curate") == []
+    assert sorted(engine.keys_for("distill")) == sorted(want_sft)
+
+    # stats agree with the files
+    funnel = stats["funnel"]
+    assert funnel["documents_in"] == len(INPUT_IDS)
+    assert funnel["prepared"] == len(INPUT_IDS) - 4
+    assert funnel["instructions"] == len(kept_by_bt)
+    assert funnel["exported"] == len(sft) == stats["outputs"]["sft"]
+    assert stats["outputs"]["rejects"] == len(rejects)
+    assert stats["outputs"]["distilled"] == len(distilled)
+    for stage, st in stats["stages"].items():
+        assert st["rejected_by_reason"] == {
+            reason: sum(1 for s, r in want_rejects.values() if r == reason and (s == stage or (s == "input" and stage == "prepare")))
+            for reason in st["rejected_by_reason"]}
+        assert st["in"] == st["kept"] + st["rejected"]
+    assert sum(st["rejected"] for st in stats["stages"].values()) == len(rejects)
+    if "filter" in variant:
+        cur = stats["stages"]["curate"]
+        assert funnel["scored"] == len(kept_by_bt) - 1 and funnel["kept"] == len(kept_by_bt) - 2
+        assert cur["score_distribution"] == {"1": 0, "2": 0, "3": 1, "4": 0, "5": len(kept_by_bt) - 2}
+        assert cur["parse_failures"] == 1 and cur["parse_rate"] == round((len(kept_by_bt) - 1) / len(kept_by_bt), 4)
+    if "rewrite" in variant:
+        assert funnel["rewritten"] == len(want_sft)
+    assert stats["stages"]["backtranslate"]["prompt_tokens"] > 0 and stats["stages"]["backtranslate"]["completion_tokens"] > 0
+    assert stats["stages"]["distill"]["distill_failed_by_reason"] == {"refusal": 1}
+
+    # parquet reads back with the same rows
+    table = pq.read_table(out / "sft.parquet")
+    assert table.column("id").to_pylist() == [r["id"] for r in sft]
+    assert table.column("messages").to_pylist() == [r["messages"] for r in sft]
+    assert table.column("response").to_pylist() == [r["response"] for r in sft]
+
+    # the card says how much and how to load it
+    card = (out / "README.md").read_text()
+    assert f"`sft.jsonl` / `sft.parquet`: {len(sft)} pairs" in card
+    assert f"`rejects.jsonl`: {len(rejects)} rejected rows" in card
+    assert f"| documents_in | {len(INPUT_IDS)} |" in card and f"| exported | {len(sft)} |" in card
+    assert 'load_dataset("json", data_files="run/sft.jsonl", split="train")' in card
+    assert "sft.parquet" in card and WEB_TAG in card
+    assert "| prepare | too_short | 1 |" in card
+
+
+def test_a_run_with_every_row_rejected_still_exports(tmp_path):
+    docs = tmp_path / "short.jsonl"
+    docs.write_text('{"id": "a", "text": "tiny"}\n{"id": "b", "text": "also tiny"}\n')
+    engine = fake()
+    stats = run(config(docs), tmp_path / "run", engine)
+    assert (tmp_path / "run" / "sft.jsonl").read_text() == ""
+    assert pq.read_table(tmp_path / "run" / "sft.parquet").num_rows == 0
+    assert [r["reason"] for r in read_jsonl(tmp_path / "run" / "rejects.jsonl")] == ["too_short", "too_short"]
+    assert stats["funnel"]["exported"] == 0 and engine.received == []
+    assert "No pair was kept" in (tmp_path / "run" / "README.md").read_text()
+
+
+# ---- resume -------------------------------------------------------------------------------------
+
+def outputs(out: Path) -> dict[str, str]:
+    return {name: (out / name).read_text() for name in ("sft.jsonl", "rejects.jsonl", "distilled.jsonl")}
+
+
+@pytest.fixture
+def reference(tmp_path, docs) -> dict[str, str]:
+    engine = fake()
+    run(config(docs), tmp_path / "reference", engine)
+    assert_no_duplicate_requests(engine)
+    return outputs(tmp_path / "reference")
+
+
+def written(out: Path) -> dict[str, set[str]]:
+    return {st: set(stage_ids(out, st)) for st in STAGES if (out / "stages" / f"{st}.jsonl").exists()}
+
+
+def assert_resumed_without_repeats(engine: FakeEngine, before: dict[str, set[str]]) -> None:
+    again = [(s, k) for (s, k) in engine.by_stage_key if k in before.get(s, set())]
+    assert not again, f"re-requested finished rows: {again}"
+
+
+@pytest.mark.parametrize("stage, after", [("rewrite", 5), ("backtranslate", 4), ("curate", 1)])
+def test_resume_after_ctrl_c(tmp_path, docs, reference, stage, after):
+    out, cfg = tmp_path / "run", config(docs, runner={"chunk_size": 2, "progress": False})
+    engine = fake(fail_after=after, fail_stage=stage)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, out, engine)
+    assert engine.served[stage] == after
+    before = written(out)
+    # the chunks before the interruption are on disk, the one in flight is not
+    assert len(before.get(stage, ())) == 2 * (after // 2) and not (out / "sft.jsonl").exists()
+    assert all(not before.get(s) for s in STAGES[STAGES.index(stage) + 1:])
+
+    engine.fail_after = None
+    engine.reset_counts()
+    run(cfg, out, engine)
+    assert_resumed_without_repeats(engine, before)
+    assert_no_duplicate_requests(engine)
+    assert engine.keys_for(stage) and all(k not in before.get(stage, ()) for k in engine.keys_for(stage))
+    for earlier in MODEL_STAGES[:MODEL_STAGES.index(stage)]:
+        assert engine.keys_for(earlier) == []
+    assert outputs(out) == reference
+    for st in STAGES:  # every row finished once in every stage file
+        ids = stage_ids(out, st)
+        assert len(ids) == len(set(ids))
+
+
+def test_resume_after_the_server_went_away(tmp_path, docs, reference):
+    out, cfg = tmp_path / "run", config(docs)
+    engine = fake(fail_after=3, fail_with=EngineUnavailable, fail_stage="distill")
+    with pytest.raises(EngineUnavailable):
+        run(cfg, out, engine)
+    before = written(out)
+    assert len(before["distill"]) == 3
+    engine.fail_after = None
+    engine.reset_counts()
+    run(cfg, out, engine)
+    assert_resumed_without_repeats(engine, before)
+    assert len(engine.keys_for("distill")) == 1 and engine.keys_for("rewrite") == []
+    assert outputs(out) == reference
+
+
+def test_a_finished_run_rerun_requests_nothing(tmp_path, docs, reference):
+    out = tmp_path / "run"
+    engine = fake()
+    run(config(docs), out, engine)
+    engine.reset_counts()
+    stats = run(config(docs), out, engine)
+    assert engine.received == [] and outputs(out) == reference
+    assert stats["outputs"]["sft"] == len(read_jsonl(out / "sft.jsonl"))
+    # a bigger chunk size is not a data change
+    run(config(docs, runner={"chunk_size": 50, "progress": False}), out, engine)
+    assert engine.received == []
+
+
+def test_partial_last_line_is_repaired(tmp_path, docs, reference):
+    out, cfg = tmp_path / "run", config(docs, runner={"chunk_size": 2, "progress": False})
+    engine = fake(fail_after=4, fail_stage="curate")
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, out, engine)
+    curate_file = out / "stages" / "curate.jsonl"
+    done = stage_ids(out, "curate")
+    assert len(done) == 4
+    # a crash in the middle of writing the next row: half of its JSON line, no newline
+    ref_rows = read_jsonl(tmp_path / "reference" / "stages" / "curate.jsonl")
+    nxt = next(r for r in ref_rows if r["id"] not in done)
+    line = json.dumps(nxt)
+    with open(curate_file, "a", encoding="utf-8") as fh:
+        fh.write(line[: len(line) // 2])
+
+    engine.fail_after = None
+    engine.reset_counts()
+    run(cfg, out, engine)
+    assert curate_file.read_bytes().endswith(b"\n")
+    rows = read_jsonl(curate_file)  # every line is whole JSON again
+    assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in ref_rows)
+    assert nxt["id"] in engine.keys_for("curate")  # the half-written row was not finished: done again
+    assert all(k not in done for k in engine.keys_for("curate"))
+    assert outputs(out) == reference
+
+
+def test_until_stops_after_a_stage_and_the_next_run_goes_on(tmp_path, docs, reference):
+    out, engine = tmp_path / "run", fake()
+    assert run(config(docs), out, engine, until="backtranslate") is None
+    assert sorted(p.name for p in (out / "stages").glob("*.jsonl") if ".time" not in p.name) == ["backtranslate.jsonl", "prepare.jsonl"]
+    assert not (out / "sft.jsonl").exists()
+    engine.reset_counts()
+    run(config(docs), out, engine)
+    assert engine.keys_for("backtranslate") == [] and engine.keys_for("curate")
+    assert outputs(out) == reference
+    with pytest.raises(ValueError, match="--until rewrite"):
+        Runner(config(docs, variant="filter"), out, until="rewrite")
+
+
+def test_export_is_in_input_order_whatever_the_stage_file_order(tmp_path, docs, reference):
+    out, engine = tmp_path / "run", fake()
+    run(config(docs), out, engine)
+    final = out / "stages" / "distill.jsonl"
+    lines = final.read_text().splitlines(keepends=True)
+    final.write_text("".join(reversed(lines)))
+    run(config(docs), out, engine)
+    assert outputs(out)["sft.jsonl"] == reference["sft.jsonl"]
+
+
+# ---- a changed config ---------------------------------------------------------------------------
+
+def test_changed_threshold_is_a_conflict_and_force_redoes_from_curate(tmp_path, docs, reference):
+    out, engine = tmp_path / "run", fake()
+    run(config(docs), out, engine)
+    stage_files = {p.name: p.read_bytes() for p in (out / "stages").iterdir()}
+
+    engine.reset_counts()
+    with pytest.raises(RunConflict) as info:
+        run(config(docs, curate={"threshold": 3}), out, engine)
+    msg = str(info.value)
+    assert "curate: changed threshold" in msg and "--force" in msg and str(out) in msg
+    assert "rewrite: changed (an earlier stage)" in msg
+    assert "backtranslate" not in msg and "prepare" not in msg
+    assert engine.received == []
+    assert {p.name: p.read_bytes() for p in (out / "stages").iterdir()} == stage_files  # nothing touched
+
+    engine.reset_counts()
+    stats = run(config(docs, curate={"threshold": 3}), out, engine, force=True)
+    assert engine.keys_for("backtranslate") == []  # upstream of the change: reused
+    assert sorted(engine.keys_for("curate")) == sorted(stage_ids(out, "curate"))
+    assert "d05" in engine.keys_for("rewrite")
+    assert_no_duplicate_requests(engine)
+    sft_ids = [r["id"] for r in read_jsonl(out / "sft.jsonl")]
+    assert "d05" in sft_ids and "d06" not in sft_ids
+    assert stats["stages"]["curate"]["rejected_by_reason"] == {"unparsed_score": 1}
+    assert json.loads((out / "fingerprints.json").read_text())["curate"]["fields"]["threshold"] == 3
+    # and now the forced settings are the run's: a plain re-run goes on quietly
+    engine.reset_counts()
+    run(config(docs, curate={"threshold": 3}), out, engine)
+    assert engine.received == []
+
+
+def test_changed_model_is_a_conflict_naming_it(tmp_path, docs):
+    out, engine = tmp_path / "run", fake()
+    run(config(docs), out, engine)
+    cfg = config(docs, models={"backward": {"model": "another-model"}})
+    with pytest.raises(RunConflict, match="backtranslate: changed model"):
+        run(cfg, out, engine)
+    engine.reset_counts()
+    run(cfg, out, engine, force=True)
+    assert len(engine.keys_for("backtranslate")) == len(stage_ids(out, "backtranslate"))
+    assert_no_duplicate_requests(engine)
+
+
+def test_engines_are_built_per_model_and_closed(tmp_path, docs):
+    built = []
+
+    def factory(model_cfg):
+        built.append(model_cfg.model)
+        return FakeEngine(responder, name=model_cfg.model, context_length=CONTEXT)
+
+    cfg = config(docs, models={"scorer": {"model": "judge"}, "distiller": {"model": "teacher"}})
+    Runner(cfg, tmp_path / "run", engine_factory=factory).run()
+    assert sorted(built) == ["embedded", "judge", "teacher"]  # backward and rewriter share one engine
+    sft = read_jsonl(tmp_path / "run" / "sft.jsonl")
+    prov = sft[0]["provenance"]
+    assert (prov["backtranslate_model"], prov["curate_model"], prov["rewrite_model"], prov["distill_model"]) == (
+        "embedded", "judge", "embedded", "teacher")
