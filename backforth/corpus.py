@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .config import ConfigError, InputConfig
+from .hashset import CompactSet
 
 _SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 
@@ -100,7 +101,7 @@ def _records(cfg: InputConfig) -> Iterator[tuple[str, dict | None, str | None]]:
 
 def read_documents(cfg: InputConfig) -> Iterator[dict]:
     """Rows in input order, each with a unique `id` and its `_index`; bad lines carry `_reject`."""
-    seen: set[str] = set()
+    seen = CompactSet()
     index = 0
     for where, rec, problem in _records(cfg):
         if cfg.limit is not None and index >= cfg.limit:

@@ -79,11 +79,13 @@ def write_card(cfg: RunConfig, out: Path, stats: dict, fingerprints: dict) -> No
     ]
     if curate:
         dist = curate.get("score_distribution", {})
+        how = ""
+        if cfg.curate.method == "logprobs":
+            on = "most likely" if cfg.curate.threshold_on == "score" else "expected"
+            how = f" (on the {on} score" + (", with contextual calibration" if cfg.curate.calibrate else "") + ")"
         lines += [
-            f"Scoring: method `{cfg.curate.method}`, keep score >= {cfg.curate.threshold}"
-            + (f" (on the {cfg.curate.threshold_on})" if cfg.curate.method == "logprobs" else "")
-            + f". Parse rate: {curate.get('parse_rate')}. Scores: "
-            + ", ".join(f"{k}: {v}" for k, v in dist.items()) + ".",
+            f"Scoring: method `{cfg.curate.method}`, keep score >= {cfg.curate.threshold}{how}. "
+            f"Parse rate: {curate.get('parse_rate')}. Scores: " + ", ".join(f"{k}: {v}" for k, v in dist.items()) + ".",
             "",
         ]
     lines += [

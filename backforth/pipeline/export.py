@@ -7,6 +7,7 @@ Everything here is derived from the append-only stage files, so it can be writte
 from __future__ import annotations
 
 import json
+from array import array
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ def _in_input_order(sf: StageFile, status: str) -> Iterator[dict]:
     """Rows of one status sorted by `_index`, holding only (index, offset) pairs in memory."""
     import numpy as np
 
-    keys, offsets = [], []
+    keys, offsets = array("q"), array("q")  # 16 bytes a row, not two Python ints
     if not sf.exists():
         return
     with open(sf.path, "rb") as fh:
@@ -36,7 +37,7 @@ def _in_input_order(sf: StageFile, status: str) -> Iterator[dict]:
                     keys.append(row.get("_index", 0))
                     offsets.append(pos)
             pos += len(line)
-    order = np.argsort(np.asarray(keys, dtype=np.int64), kind="stable")
+    order = np.argsort(np.frombuffer(keys, dtype=np.int64), kind="stable")
     with open(sf.path, "rb") as fh:
         for i in order:
             fh.seek(offsets[i])

@@ -7,12 +7,12 @@ backward model's context; the paper drops documents close to Llama-2's context l
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 from collections.abc import Callable
 
 from ..config import PrepareConfig
+from ..hashset import CompactSet
 from .base import Stage
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
@@ -34,18 +34,14 @@ class Prepare(Stage):
         self.cfg = cfg
         self.count_tokens = count_tokens
         self.max_doc_tokens = cfg.max_doc_tokens or max_doc_tokens
-        self._seen: set[bytes] = set()
+        self._seen = CompactSet()  # 8 bytes per document, whatever its length
 
     def settings(self) -> dict:
         return {"min_words": self.cfg.min_words, "max_doc_tokens": self.max_doc_tokens, "dedup": self.cfg.dedup}
 
-    @staticmethod
-    def _key(text: str) -> bytes:
-        return hashlib.blake2b(text.encode(), digest_size=12).digest()
-
     def observe(self, row: dict) -> None:
         if row.get("text"):
-            self._seen.add(self._key(row["text"]))
+            self._seen.add(row["text"])
 
     def apply(self, row: dict, results: list) -> str | None:
         text = normalize_text(row.get("text") or "")
@@ -54,10 +50,9 @@ class Prepare(Stage):
         if not text:
             return "empty"
         if self.cfg.dedup:
-            key = self._key(text)
-            if key in self._seen:
+            if text in self._seen:
                 return "duplicate"
-            self._seen.add(key)
+            self._seen.add(text)
         if row["n_words"] < self.cfg.min_words:
             return "too_short"
         row["n_tokens"] = self.count_tokens(text)

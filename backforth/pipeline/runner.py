@@ -18,6 +18,7 @@ import yaml
 from ..config import RunConfig, digest
 from ..corpus import read_documents
 from ..engines import Engine, EngineUnavailable, build_engine
+from ..hashset import CompactSet
 from ..prompts import template_from_text
 from .backtranslate import Backtranslate
 from .base import Stage
@@ -177,7 +178,7 @@ class Runner:
 
         sf = self.stage_file(st.name)
         sf.repair()
-        done: set[str] = set()
+        done = CompactSet()
         for row in sf.rows():
             done.add(row["id"])
             if row["_status"] == DONE:
