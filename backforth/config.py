@@ -107,6 +107,42 @@ class ExportConfig(Section):
     tag: str | None = Field(WEB_TAG, description="Sentence appended to each instruction in `sft.jsonl` (paper: 'Answer with knowledge from web search.'); null for none.")
 
 
+class NearDedupConfig(Section):
+    enabled: bool = Field(True, description="Drop near-duplicates (MinHash LSH; first seen wins, in input order).")
+    threshold: float = Field(0.8, gt=0, le=0.95, description="Jaccard similarity of the word n-gram sets at or above which a row is a near-duplicate of an earlier one (our choice; 0.8 is common practice for web text). At most 0.95: LSH needs two bands; exact duplicates are prepare's job.")
+    ngram: int = Field(5, ge=1, description="Words per shingle.")
+    num_perm: int = Field(128, ge=16, description="MinHash permutations: more estimate the similarity better and cost time and memory.")
+    verify: bool = Field(True, description="Check each LSH candidate's estimated similarity against the threshold before dropping (0.5 KB more memory per kept row); without it every LSH candidate is dropped.")
+    seed: int = Field(1, description="Seed of the MinHash permutations.")
+
+
+class DedupDocumentsConfig(NearDedupConfig):
+    """Near-duplicate documents (`text`), after prepare."""
+
+    ngram: int = Field(5, ge=1, description="Words per shingle (5: one changed word in a 100-word page leaves Jaccard ~0.9).")
+
+
+class DedupInstructionsConfig(NearDedupConfig):
+    """Near-duplicate instructions, after backtranslate."""
+
+    ngram: int = Field(1, ge=1, description="Words per shingle (1: instructions are short; with longer shingles one changed word in a 12-word question already falls below 0.8).")
+
+class DecontaminateConfig(Section):
+    enabled: bool = Field(True, description="Drop instructions that overlap an eval set's instructions.")
+    eval_sets: list[str] = Field(["bundled"], description="`bundled` (backforth's own eval set, offline), `alpaca_eval` (the hub's 805 AlpacaEval instructions, the paper's benchmark: add it for real runs) or paths of .jsonl/.json files with `instruction`.")
+    ngram: int = Field(8, ge=1, description="Reject an instruction sharing a run of this many words with an eval instruction (8: common decontamination practice).")
+    exact_match: bool = Field(True, description="Also reject an instruction equal to an eval instruction after normalisation (catches eval questions shorter than `ngram` words).")
+
+class GroundingConfig(Section):
+    enabled: bool = Field(True, description="Check that rewrites add no numbers or content the document lacks (runs only with a rewrite variant).")
+    max_unsupported_numbers: int | None = Field(0, ge=0, description="Reject a rewrite with more numbers absent from the document than this; null: never reject on numbers.")
+    max_unsupported_names: int | None = Field(None, ge=0, description="Reject a rewrite with more capitalised names absent from the document than this; null (default): list them only, capitalisation being a weaker signal.")
+    max_unsupported_share: float | None = Field(0.5, ge=0, le=1, description="Reject a rewrite whose share of distinct content words and numbers absent from the document is above this; null: never.")
+    judge: bool = Field(False, description="Also ask the `judge` model whether the rewrite states facts the document does not support (only for rows that pass the checks).")
+    judge_max_tokens: int = Field(32, ge=1, description="Maximum tokens of the judge's verdict.")
+    judge_temperature: float = Field(0.0, ge=0, description="Sampling temperature of the judge (0: its most likely verdict).")
+
+
 class RunnerConfig(Section):
     chunk_size: int = Field(64, ge=1, description="Rows sent to an engine at once; results are flushed to disk after each chunk, so a crash loses at most one chunk.")
     progress: bool = Field(True, description="Show progress bars.")
@@ -117,6 +153,7 @@ class Models(Section):
     scorer: ModelConfig = Field(default_factory=ModelConfig)
     rewriter: ModelConfig = Field(default_factory=ModelConfig)
     distiller: ModelConfig = Field(default_factory=ModelConfig)
+    judge: ModelConfig = Field(default_factory=ModelConfig)
 
 
 class RunConfig(Section):
@@ -127,9 +164,13 @@ class RunConfig(Section):
         "filter+rewrite", description="The paper's data variants: filtering only (response = cleaned document), rewriting only, or both.")
     models: Models = Field(default_factory=Models)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    dedup_documents: DedupDocumentsConfig = Field(default_factory=DedupDocumentsConfig)
+    dedup_instructions: DedupInstructionsConfig = Field(default_factory=DedupInstructionsConfig)
+    decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
     backtranslate: BacktranslateConfig = Field(default_factory=BacktranslateConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
     rewrite: RewriteConfig = Field(default_factory=RewriteConfig)
+    grounding: GroundingConfig = Field(default_factory=GroundingConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
@@ -142,14 +183,14 @@ class RunConfig(Section):
 
     @property
     def stage_names(self) -> list[str]:
-        names = ["prepare", "backtranslate"]
-        if "filter" in self.variant:
-            names.append("curate")
-        if "rewrite" in self.variant:
-            names.append("rewrite")
-        if self.distill.enabled:
-            names.append("distill")
-        return names
+        """The stages of this run, in order (the runner builds exactly these)."""
+        optional = {"dedup_documents": self.dedup_documents.enabled, "dedup_instructions": self.dedup_instructions.enabled,
+                    "decontaminate": self.decontaminate.enabled, "curate": "filter" in self.variant,
+                    "rewrite": "rewrite" in self.variant, "grounding": "rewrite" in self.variant and self.grounding.enabled,
+                    "distill": self.distill.enabled}
+        order = ["prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate", "curate",
+                 "rewrite", "grounding", "distill"]
+        return [n for n in order if optional.get(n, True)]
 
 
 def _set_path(data: dict, dotted: str, value: Any) -> None:

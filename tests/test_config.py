@@ -24,9 +24,18 @@ def test_defaults_follow_the_paper():
     assert cfg.curate.threshold == 5 and cfg.export.tag == WEB_TAG == "Answer with knowledge from web search."
     assert SEED_TAG == "Answer in the style of an AI Assistant."
     assert cfg.variant == "filter+rewrite"
-    assert cfg.stage_names == ["prepare", "backtranslate", "curate", "rewrite", "distill"]
-    assert build_config({"variant": "filter", "distill": {"enabled": False}}).stage_names == ["prepare", "backtranslate", "curate"]
-    assert build_config({"variant": "rewrite"}).stage_names == ["prepare", "backtranslate", "rewrite", "distill"]
+    assert cfg.stage_names == ["prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate",
+                               "curate", "rewrite", "grounding", "distill"]
+    assert build_config({"variant": "filter", "distill": {"enabled": False}}).stage_names == [
+        "prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate", "curate"]  # no rewrite: no grounding
+    assert build_config({"variant": "rewrite"}).stage_names == [
+        "prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate", "rewrite", "grounding", "distill"]
+    # without the hygiene stages: the paper's pipeline
+    hygiene_off = {name: {"enabled": False} for name in ("dedup_documents", "dedup_instructions", "decontaminate", "grounding")}
+    assert build_config(hygiene_off).stage_names == ["prepare", "backtranslate", "curate", "rewrite", "distill"]
+    assert build_config({**hygiene_off, "variant": "filter", "distill": {"enabled": False}}).stage_names == [
+        "prepare", "backtranslate", "curate"]
+    assert build_config({**hygiene_off, "variant": "rewrite"}).stage_names == ["prepare", "backtranslate", "rewrite", "distill"]
 
 
 def test_load_yaml_with_overrides(tmp_path):
@@ -141,25 +150,35 @@ def test_fingerprint_is_stable():
     assert hashes([]) == BASE and len(set(BASE.values())) == len(BASE)
 
 
+AFTER_BT = {"dedup_instructions", "decontaminate", "curate", "rewrite", "grounding", "distill"}
+
+
 @pytest.mark.parametrize("overrides, stages", [
-    (["curate.threshold=4"], {"curate", "rewrite", "distill"}),
-    (["curate.method=logprobs"], {"curate", "rewrite", "distill"}),
-    (["models.scorer.model=other"], {"curate", "rewrite", "distill"}),
-    (["rewrite.temperature=0.5"], {"rewrite", "distill"}),
+    (["curate.threshold=4"], {"curate", "rewrite", "grounding", "distill"}),
+    (["curate.method=logprobs"], {"curate", "rewrite", "grounding", "distill"}),
+    (["models.scorer.model=other"], {"curate", "rewrite", "grounding", "distill"}),
+    (["rewrite.temperature=0.5"], {"rewrite", "grounding", "distill"}),
     (["distill.max_tokens=100"], {"distill"}),
     (["models.distiller.model=other"], {"distill"}),
-    (["backtranslate.top_p=0.5"], {"backtranslate", "curate", "rewrite", "distill"}),
-    (["models.backward.model=other"], {"backtranslate", "curate", "rewrite", "distill"}),
-    (["prepare.min_words=10"], {"prepare", "backtranslate", "curate", "rewrite", "distill"}),
-    (["input.text_field=body"], {"prepare", "backtranslate", "curate", "rewrite", "distill"}),
+    (["backtranslate.top_p=0.5"], {"backtranslate"} | AFTER_BT),
+    (["models.backward.model=other"], {"backtranslate"} | AFTER_BT),
+    (["prepare.min_words=10"], {"prepare", "dedup_documents", "backtranslate"} | AFTER_BT),
+    (["input.text_field=body"], {"prepare", "dedup_documents", "backtranslate"} | AFTER_BT),
+    # the hygiene stages' own settings
+    (["dedup_documents.threshold=0.7"], {"dedup_documents", "backtranslate"} | AFTER_BT),
+    (["dedup_instructions.ngram=2"], AFTER_BT),
+    (["decontaminate.ngram=10"], AFTER_BT - {"dedup_instructions"}),
+    (["grounding.max_unsupported_numbers=2"], {"grounding", "distill"}),
+    (["grounding.judge=true"], {"grounding", "distill"}),
     # not data-relevant
     (["runner.chunk_size=3"], set()),
     (["runner.progress=true"], set()),
     (["models.backward.batch_size=2", "models.scorer.batch_size=2", "models.rewriter.batch_size=2",
-      "models.distiller.batch_size=2"], set()),
+      "models.distiller.batch_size=2", "models.judge.batch_size=2"], set()),
     (["models.scorer.max_in_flight=2", "models.scorer.timeout_s=5", "models.scorer.max_retries=1"], set()),
     (["input.limit=5"], set()),
     (["export.tag=null"], set()),
+    (["models.judge.model=other", "grounding.judge_max_tokens=8"], set()),  # the judge is off by default
 ])
 def test_fingerprint_changes_only_where_the_data_changes(overrides, stages):
     assert changed(overrides) == stages
@@ -176,9 +195,11 @@ def test_fingerprint_sees_the_prompt_text():
     fake = FakeEngine(lambda req: "")
     stages = build_stages(cfg, Engines(cfg, lambda m: fake))
     fps = stage_fingerprints(cfg, stages)
-    assert fps["curate"]["fields"]["prompt"] == f"curate@1#{stages[2].template.sha}"
+    by_name = {st.name: st for st in stages}
+    assert fps["curate"]["fields"]["prompt"] == f"curate@1#{by_name['curate'].template.sha}"
     from backforth.prompts import template_from_text
-    stages[1].template = template_from_text("backtranslate", stages[1].template.source + " Be brief.")
+    bt = by_name["backtranslate"]
+    bt.template = template_from_text("backtranslate", bt.template.source + " Be brief.")
     edited = stage_fingerprints(cfg, stages)
     assert edited["backtranslate"]["hash"] != fps["backtranslate"]["hash"]
     assert edited["prepare"]["hash"] == fps["prepare"]["hash"]

@@ -88,6 +88,16 @@ def write_card(cfg: RunConfig, out: Path, stats: dict, fingerprints: dict) -> No
             f"Parse rate: {curate.get('parse_rate')}. Scores: " + ", ".join(f"{k}: {v}" for k, v in dist.items()) + ".",
             "",
         ]
+    grounding = stages.get("grounding")
+    if grounding:
+        g = cfg.grounding
+        lines += [
+            f"Grounding: {grounding['rejected_by_reason'].get('ungrounded', 0)} of {grounding['in']} rewrites "
+            f"(rate {grounding['ungrounded_rate']}) were rejected as adding content their document does not support "
+            f"(numbers absent from the document > {g.max_unsupported_numbers}, or a share of absent content words "
+            f"> {g.max_unsupported_share}). Kept rows carry `unsupported_share`.",
+            "",
+        ]
     lines += [
         "## Rejected rows, by reason",
         "",

@@ -58,6 +58,7 @@ def sft_row(row: dict, cfg: RunConfig) -> dict:
         "score_method": row.get("score_method"),
         "score_reason": row.get("score_reason"),
         "distilled": row.get("distilled"),
+        "unsupported_share": row.get("unsupported_share"),
         "url": row.get("url"),
         "source": row.get("source"),
     }
@@ -72,7 +73,7 @@ def _parquet_schema():
     return pa.schema([
         ("id", s), ("messages", pa.list_(pa.struct([("role", s), ("content", s)]))), ("instruction", s),
         ("response", s), ("variant", s), ("score", pa.int64()), ("score_expected", pa.float64()),
-        ("score_method", s), ("score_reason", s), ("distilled", s), ("url", s), ("source", s),
+        ("score_method", s), ("score_reason", s), ("distilled", s), ("unsupported_share", pa.float64()), ("url", s), ("source", s),
         ("provenance", pa.struct([(k, s) for k in PROVENANCE_COLUMNS])),
     ])
 
@@ -126,6 +127,8 @@ def _stage_stats(sf: StageFile, name: str) -> dict:
         stats["parse_failures"] = unparsed
     if name == "distill":
         stats["distill_failed_by_reason"] = dict(distilled_none)
+    if name == "grounding":
+        stats["ungrounded_rate"] = round(reasons.get("ungrounded", 0) / n, 4) if n else None
     return stats
 
 
@@ -166,13 +169,22 @@ def export_run(cfg: RunConfig, out: Path, stage_names: list[str], fingerprints: 
 
 
 def _funnel(per_stage: dict, n_sft: int) -> dict:
-    prep, bt = per_stage["prepare"], per_stage["backtranslate"]
-    funnel = {"documents_in": prep["in"], "prepared": prep["kept"], "instructions": bt["kept"]}
+    """Rows left after each step, in the method's words (stages absent from the run are skipped)."""
+    kept = {name: st["kept"] for name, st in per_stage.items()}
+    funnel = {"documents_in": per_stage["prepare"]["in"], "prepared": kept["prepare"]}
+    if "dedup_documents" in kept:
+        funnel["unique_documents"] = kept["dedup_documents"]
+    funnel["instructions"] = kept["backtranslate"]
+    for stage, step in (("dedup_instructions", "unique_instructions"), ("decontaminate", "uncontaminated")):
+        if stage in kept:
+            funnel[step] = kept[stage]
     if "curate" in per_stage:
-        cur = per_stage["curate"]
-        funnel["scored"] = cur["in"] - cur["rejected_by_reason"].get("unparsed_score", 0) - cur["rejected_by_reason"].get("engine_error", 0)
-        funnel["kept"] = cur["kept"]
-    if "rewrite" in per_stage:
-        funnel["rewritten"] = per_stage["rewrite"]["kept"]
+        reasons = per_stage["curate"]["rejected_by_reason"]
+        funnel["scored"] = per_stage["curate"]["in"] - reasons.get("unparsed_score", 0) - reasons.get("engine_error", 0)
+        funnel["kept"] = kept["curate"]
+    if "rewrite" in kept:
+        funnel["rewritten"] = kept["rewrite"]
+    if "grounding" in kept:
+        funnel["grounded"] = kept["grounding"]
     funnel["exported"] = n_sft
     return funnel

@@ -23,7 +23,10 @@ from ..prompts import template_from_text
 from .backtranslate import Backtranslate
 from .base import Stage
 from .curate import Curate
+from .decontaminate import Decontaminate
+from .dedup import NearDedup
 from .distill import Distill
+from .grounding import Grounding
 from .prepare import Prepare
 from .rewrite import Rewrite
 from .store import DONE, REJECTED, StageFile
@@ -85,14 +88,18 @@ def _max_doc_tokens(cfg: RunConfig, engine: Engine, bt: Backtranslate) -> int | 
 def build_stages(cfg: RunConfig, engines: Engines) -> list[Stage]:
     bt = Backtranslate(cfg.backtranslate, _trained_template(cfg) if cfg.backtranslate.mode == "trained" else None)
     backward = engines.get("backward")
-    stages: list[Stage] = [Prepare(cfg.prepare, backward.count_tokens, _max_doc_tokens(cfg, backward, bt)), bt]
-    if "filter" in cfg.variant:
-        stages.append(Curate(cfg.curate))
-    if "rewrite" in cfg.variant:
-        stages.append(Rewrite(cfg.rewrite))
-    if cfg.distill.enabled:
-        stages.append(Distill(cfg.distill))
-    return stages
+    make = {
+        "prepare": lambda: Prepare(cfg.prepare, backward.count_tokens, _max_doc_tokens(cfg, backward, bt)),
+        "dedup_documents": lambda: NearDedup(cfg.dedup_documents, name="dedup_documents", field="text"),
+        "backtranslate": lambda: bt,
+        "dedup_instructions": lambda: NearDedup(cfg.dedup_instructions, name="dedup_instructions", field="instruction"),
+        "decontaminate": lambda: Decontaminate(cfg.decontaminate),
+        "curate": lambda: Curate(cfg.curate),
+        "rewrite": lambda: Rewrite(cfg.rewrite),
+        "grounding": lambda: Grounding(cfg.grounding),
+        "distill": lambda: Distill(cfg.distill),
+    }
+    return [make[name]() for name in cfg.stage_names]
 
 
 def stage_fingerprints(cfg: RunConfig, stages: list[Stage]) -> dict[str, dict]:
@@ -190,7 +197,7 @@ class Runner:
         total = None
         if previous is not None:
             total = sum(1 for r in previous.rows(status=DONE) if r["id"] not in done)
-        bar = tqdm(total=total, desc=f"{st.name:<13}", unit="row", disable=not self.cfg.runner.progress,
+        bar = tqdm(total=total, desc=f"{st.name:<18}", unit="row", disable=not self.cfg.runner.progress,
                    dynamic_ncols=True, smoothing=0.1)
         todo = (r for r in self._source(st, previous) if r["id"] not in done)
         try:

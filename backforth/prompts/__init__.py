@@ -21,7 +21,7 @@ import jinja2
 TEMPLATE_DIR = Path(__file__).parent
 _MARKER = re.compile(r"^\[\[(system|user|assistant)\]\]\s*$", re.MULTILINE)
 _VERSION = re.compile(r"\{#-?\s*version:\s*(\S+)\s*-?#\}")
-_VARS = ("document", "instruction", "answer_a", "answer_b")
+_VARS = ("document", "instruction", "answer", "answer_a", "answer_b")
 
 
 @dataclass(frozen=True)

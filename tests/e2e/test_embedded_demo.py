@@ -35,7 +35,8 @@ def test_every_document_ends_in_sft_or_rejects(demo_run):
     assert stats["funnel"]["documents_in"] == 3
     assert stats["outputs"]["sft"] == len(sft)
     for r in rejects:
-        assert r["stage"] in {"prepare", "backtranslate", "curate", "rewrite"} and r["reason"]
+        assert r["stage"] in {"prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate",
+                              "curate", "rewrite", "grounding"} and r["reason"]
 
 
 def test_real_model_wrote_every_column(demo_run):

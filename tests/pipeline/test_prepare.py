@@ -79,7 +79,8 @@ def test_too_long_for_the_backward_model():
 def test_the_limit_is_derived_from_the_backward_models_context():
     cfg = build_config({"runner": {"progress": False}})
     fake = FakeEngine(lambda req: "", context_length=1000)
-    prepare, bt = build_stages(cfg, Engines(cfg, lambda m: fake))[:2]
+    stages = {st.name: st for st in build_stages(cfg, Engines(cfg, lambda m: fake))}
+    prepare, bt = stages["prepare"], stages["backtranslate"]  # by name: other stages run between them
     empty = bt.template.render(document="")
     overhead = sum(fake.count_tokens(m["content"]) + 8 for m in empty.messages)
     assert prepare.max_doc_tokens == 1000 - overhead - cfg.backtranslate.max_tokens - 16

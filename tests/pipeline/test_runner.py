@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -11,6 +12,7 @@ from fake_engine import FakeEngine, section, stage_of
 
 from backforth.config import WEB_TAG, build_config
 from backforth.engines.base import EngineUnavailable, Request, Result
+from backforth.evaluate.data import BUNDLED_PATH
 from backforth.pipeline import RunConflict, Runner
 from backforth.pipeline.prepare import normalize_text
 
@@ -112,8 +114,16 @@ def docs(tmp_path: Path) -> Path:
     return write_docs(tmp_path / "docs.jsonl")
 
 
-def config(docs: Path, variant: str = "filter+rewrite", **sections):
+# Near-dedup, decontamination and grounding are off in these tests of the runner itself (resume, order,
+# exports, fingerprints): the synthetic instructions differ by one word (near-duplicates) and the fake
+# rewrites add words their documents lack. test_all_default_stages runs them all.
+HYGIENE_STAGES = ("dedup_documents", "dedup_instructions", "decontaminate", "grounding")
+
+
+def config(docs: Path, variant: str = "filter+rewrite", hygiene: bool = False, **sections):
     data = {"input": {"path": str(docs)}, "variant": variant, "runner": {"progress": False, "chunk_size": 3}}
+    if not hygiene:
+        data.update({name: {"enabled": False} for name in HYGIENE_STAGES})
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
     return build_config(data)
@@ -263,6 +273,107 @@ def test_a_run_with_every_row_rejected_still_exports(tmp_path):
     assert [r["reason"] for r in read_jsonl(tmp_path / "run" / "rejects.jsonl")] == ["too_short", "too_short"]
     assert stats["funnel"]["exported"] == 0 and engine.received == []
     assert "No pair was kept" in (tmp_path / "run" / "README.md").read_text()
+
+
+# ---- every default stage on ---------------------------------------------------------------------
+
+ALL_STAGES = ["prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate", "curate",
+              "rewrite", "grounding", "distill"]
+EVAL_ROWS = [json.loads(line) for line in BUNDLED_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
+EVAL_INDEX = 1  # the bundled eval question the fake backward model "writes" for h04
+HYGIENE_DOCS: list[tuple[str, str]] = [
+    ("h00", doc_text(20, n=200)),
+    ("h01", doc_text(21)),
+    # h00 with a new footer: a near-duplicate page. Long, so that its 5-gram Jaccard is 0.98, where
+    # LSH (9 bands of 13) misses about one pair in a million; at 0.92 it would miss one in 40.
+    ("h02", doc_text(20, n=200) + "\nLast updated in March."),
+    ("h03", doc_text(23)),
+    ("h04", doc_text(24)),   # its instruction is an eval question
+    ("h05", doc_text(25)),   # asked the same question as h03, but for one word
+    ("h06", doc_text(26)),   # its rewrite adds a price and a year the page never gave
+    ("h07", doc_text(27)),
+]
+HYGIENE_REJECTS = {
+    "h02": ("dedup_documents", "near_duplicate"),
+    "h05": ("dedup_instructions", "near_duplicate"),
+    "h04": ("decontaminate", "contaminated"),
+    "h06": ("grounding", "ungrounded"),
+}
+
+
+def distinct_instruction(n: int) -> str:
+    """Instructions that share only their frame (word Jaccard 0.5, far below the dedup threshold)."""
+    return f"How does topic {n} relate to fact{n}x3 and fact{n}x7?"
+
+
+def hygiene_responder(req: Request) -> Result | str:
+    stage, key = stage_of(req), req.key
+    n = 20 + int(key[1:])
+    if stage == "backtranslate":
+        if key == "h04":
+            return EVAL_ROWS[EVAL_INDEX]["instruction"]
+        if key == "h05":  # h03's question with one more word (word Jaccard 0.9)
+            return distinct_instruction(23).replace("How does", "How exactly does")
+        return distinct_instruction(n)
+    if stage == "curate":
+        return "Direct, complete and expert.\nScore: 5"
+    if stage == "rewrite":
+        faithful = f"Topic {n} is explained by fact{n}x3 and fact{n}x7."
+        if key == "h06":
+            return faithful + " It costs $450 and was first described in 1987."
+        return faithful
+    return f"Distilled answer to: {req.messages[-1]['content']}"
+
+
+def test_all_default_stages(tmp_path):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in HYGIENE_DOCS), encoding="utf-8")
+    cfg = config(docs, hygiene=True)
+    assert cfg.stage_names == ALL_STAGES  # the defaults, nothing disabled
+    out, engine = tmp_path / "run", FakeEngine(hygiene_responder, context_length=CONTEXT)
+    stats = run(cfg, out, engine)
+    input_ids = [i for i, _ in HYGIENE_DOCS]
+
+    sft, rejects = read_jsonl(out / "sft.jsonl"), read_jsonl(out / "rejects.jsonl")
+    # every input document ends exactly once in sft.jsonl or rejects.jsonl
+    all_ids = [r["id"] for r in sft] + [r["id"] for r in rejects]
+    assert sorted(all_ids) == sorted(input_ids) and len(all_ids) == len(set(all_ids))
+    assert [r["id"] for r in sft] == [i for i in input_ids if i not in HYGIENE_REJECTS]
+    assert {r["id"]: (r["stage"], r["reason"]) for r in rejects} == HYGIENE_REJECTS
+    rej = {r["id"]: r for r in rejects}
+    # near-duplicates name the row they duplicate (the earlier one, kept)
+    assert rej["h02"]["duplicate_of"] == "h00" and rej["h02"]["duplicate_similarity"] >= 0.8
+    assert rej["h05"]["duplicate_of"] == "h03" and rej["h05"]["duplicate_similarity"] >= 0.8
+    # contamination names the eval item
+    item = EVAL_ROWS[EVAL_INDEX]
+    assert rej["h04"]["instruction"] == item["instruction"]
+    assert rej["h04"]["contaminated_with"] == {"eval_set": "bundled", "index": EVAL_INDEX, "id": item["id"]}
+    # grounding names what the rewrite added
+    assert rej["h06"]["unsupported_numbers"] == ["450", "1987"]
+    assert rej["h06"]["response"].endswith("It costs $450 and was first described in 1987.")
+    for r in sft:
+        n = 20 + int(r["id"][1:])
+        assert r["instruction"] == distinct_instruction(n)
+        assert r["response"] == f"Topic {n} is explained by fact{n}x3 and fact{n}x7." and r["unsupported_share"] == 0.0
+
+    # no model saw a row a hygiene stage had dropped
+    assert_no_duplicate_requests(engine)
+    assert "h02" not in engine.keys_for("backtranslate")
+    assert not {"h02", "h04", "h05"} & set(engine.keys_for("curate"))
+    assert "h06" in engine.keys_for("rewrite") and "h06" not in engine.keys_for("distill")
+
+    # stats: one section per stage, in order, agreeing with rejects.jsonl
+    assert list(stats["stages"]) == ALL_STAGES == list(stats["fingerprints"])
+    for stage, st in stats["stages"].items():
+        want = Counter(reason for s, reason in HYGIENE_REJECTS.values() if s == stage)
+        assert st["rejected_by_reason"] == dict(want), stage
+        assert st["in"] == st["kept"] + st["rejected"]
+    assert sum(st["rejected"] for st in stats["stages"].values()) == len(rejects) == stats["outputs"]["rejects"]
+    assert stats["stages"]["grounding"]["ungrounded_rate"] == round(1 / stats["stages"]["grounding"]["in"], 4)
+    funnel = stats["funnel"]
+    assert (funnel["documents_in"], funnel["prepared"], funnel["unique_documents"], funnel["instructions"],
+            funnel["unique_instructions"], funnel["uncontaminated"], funnel["kept"], funnel["rewritten"],
+            funnel["grounded"], funnel["exported"]) == (8, 8, 7, 7, 6, 5, 5, 5, 4, 4)
 
 
 # ---- resume -------------------------------------------------------------------------------------
