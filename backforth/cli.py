@@ -18,7 +18,11 @@ DATA_DIR = Path(__file__).parent / "data"
 def _register_subcommands() -> None:
     from .evaluate.cli import eval_app
 
+    from .train.cli import app as train_app, seed_command
+
     app.add_typer(eval_app, name="eval")
+    app.add_typer(train_app, name="train")
+    app.command("seed")(seed_command)
 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field, e.g. --set curate.threshold=4 (repeatable).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory (created; re-running resumes).")]
@@ -83,7 +87,9 @@ def run(config: Annotated[Path, typer.Argument(help="YAML run config (see docs/c
 @app.command()
 def demo(input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Your own jsonl (`id`, `text`) instead of the bundled corpus.")] = None,
          out: OutOpt = Path("runs/demo"), limit: Annotated[Optional[int], typer.Option(help="Use only the first N documents.")] = None,
-         set_: SetOpt = None, force: ForceOpt = False, until: UntilOpt = None) -> None:
+         set_: SetOpt = None, force: ForceOpt = False, until: UntilOpt = None,
+         train: Annotated[bool, typer.Option("--train", help="First train a LoRA backward model on the bundled seed pairs and backtranslate with it (mode `trained`).")] = False,
+         train_steps: Annotated[Optional[int], typer.Option(help="With --train: optimizer steps (default: the training config's epochs).")] = None) -> None:
     """The whole method on the embedded default: SmolLM2-135M-Instruct on the CPU, bundled documents."""
     from .config import ConfigError, load_config
 
@@ -96,7 +102,24 @@ def demo(input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Yo
         _fail(f"--input {input}: no such file")
     if limit:
         cfg.input.limit = limit
+    if train:
+        backward_dir = _train_demo_backward(out, train_steps)
+        cfg.backtranslate.mode = "trained"
+        cfg.models.backward.model = str(backward_dir)
     _run(cfg, out, force, until)
+
+
+def _train_demo_backward(out: Path, steps: int | None) -> Path:
+    from .train.seed import load_seed
+    from .train.sft import TrainError, load_train_config, train_backward
+
+    target = out / "backward_model"
+    try:
+        tcfg = load_train_config(None, [f"max_steps={steps}"] if steps else [])
+        train_backward(load_seed(DATA_DIR / "demo_seed.jsonl"), target, tcfg, log=typer.echo)
+    except TrainError as err:
+        _fail(str(err))
+    return target
 
 
 @app.command("config-doc")

@@ -17,7 +17,7 @@ from .base import EngineError, Request, Result
 from .models import resolve_model_dir
 
 
-def _pick_dtype(name: str):
+def pick_dtype(name: str):
     import torch
 
     if name != "auto":
@@ -50,7 +50,7 @@ class TransformersEngine:
         adapter = adapter or folder_adapter
         self.name = model if not adapter else f"{model}+{os.path.basename(os.path.normpath(adapter))}"
         self.batch_size = batch_size
-        self.dtype = _pick_dtype(dtype)
+        self.dtype = pick_dtype(dtype)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(adapter if adapter and _has_tokenizer(adapter) else weights)
             self.model = AutoModelForCausalLM.from_pretrained(weights, dtype=self.dtype)

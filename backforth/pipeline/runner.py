@@ -19,7 +19,7 @@ from ..config import RunConfig, digest
 from ..corpus import read_documents
 from ..engines import Engine, EngineUnavailable, build_engine
 from ..hashset import CompactSet
-from ..prompts import template_from_text
+from ..prompts import TRAINED_TEMPLATE_FILE, template_from_text
 from .backtranslate import Backtranslate
 from .base import Stage
 from .curate import Curate
@@ -31,7 +31,6 @@ from .prepare import Prepare
 from .rewrite import Rewrite
 from .store import DONE, REJECTED, StageFile
 
-TRAINED_TEMPLATE_FILE = "backforth_backward.jinja"  # written next to a trained backward model
 
 
 class _PartialChunk(Exception):

@@ -19,6 +19,9 @@ from pathlib import Path
 import jinja2
 
 TEMPLATE_DIR = Path(__file__).parent
+# A trained backward model ships the template it was trained with, under this name, so that
+# backtranslation uses exactly that template (`backtranslate.mode: trained`).
+TRAINED_TEMPLATE_FILE = "backforth_backward.jinja"
 _MARKER = re.compile(r"^\[\[(system|user|assistant)\]\]\s*$", re.MULTILINE)
 _VERSION = re.compile(r"\{#-?\s*version:\s*(\S+)\s*-?#\}")
 _VARS = ("document", "instruction", "answer", "answer_a", "answer_b")
