@@ -158,7 +158,7 @@ def test_garbage_and_dropped_responses_are_retried(fault: str):
 
 def test_timeout_is_retried():
     with StubOpenAIServer(fail_first={"timeout": 1}, timeout_sleep_s=3.0) as stub:
-        eng = engine_for(stub, timeout_s=0.3)
+        eng = engine_for(stub, timeout_s=1.0)
         start = time.monotonic()
         [res] = eng.generate([chat("hi")])
         assert stub.count[CHAT] == 2
@@ -261,8 +261,8 @@ def test_api_key_is_sent_but_never_leaks(monkeypatch: pytest.MonkeyPatch, caplog
     caplog.set_level(logging.DEBUG)
     faults = ["400", "429", "500", "bad_json", "empty_choices", "timeout", "drop"]
     by_text = lambda body: body["messages"][0]["content"] if body["messages"][0]["content"] in faults else None  # noqa: E731
-    with StubOpenAIServer(fault_for=by_text, echo_auth_in_errors=True, timeout_sleep_s=2.0) as stub:
-        eng = engine_for(stub, api_key_env="BF_TEST_KEY", max_retries=1, timeout_s=0.3)
+    with StubOpenAIServer(fault_for=by_text, echo_auth_in_errors=True, timeout_sleep_s=3.0) as stub:
+        eng = engine_for(stub, api_key_env="BF_TEST_KEY", max_retries=1, timeout_s=1.0)
         results = eng.generate([chat(f) for f in faults] + [chat("fine")])
         assert stub.requests[0]["headers"]["Authorization"] == f"Bearer {SECRET}"
         stub.down()
@@ -279,8 +279,8 @@ def test_api_key_is_sent_but_never_leaks(monkeypatch: pytest.MonkeyPatch, caplog
 
 def test_mixed_faults_at_20_percent_all_rows_accounted_for():
     faults = {"429": 0.04, "500": 0.04, "timeout": 0.04, "drop": 0.04, "bad_json": 0.04}
-    with StubOpenAIServer(faults=faults, seed=7, timeout_sleep_s=2.0) as stub:
-        eng = engine_for(stub, max_in_flight=16, max_retries=3, timeout_s=0.3)
+    with StubOpenAIServer(faults=faults, seed=7, timeout_sleep_s=3.0) as stub:
+        eng = engine_for(stub, max_in_flight=16, max_retries=3, timeout_s=1.0)
         results = eng.generate([chat(f"q{i}", key=str(i)) for i in range(50)])
         served = stub.count[CHAT]
     assert len(results) == 50 and [r.key for r in results] == [str(i) for i in range(50)]
