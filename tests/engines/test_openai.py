@@ -162,7 +162,7 @@ def test_timeout_is_retried():
         start = time.monotonic()
         [res] = eng.generate([chat("hi")])
         assert stub.count[CHAT] == 2
-    assert res.ok and time.monotonic() - start < 2.0
+    assert res.ok and time.monotonic() - start < 2.9
     assert eng.stats["by_status"]["timeout"] == 1
 
 
