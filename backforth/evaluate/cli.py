@@ -140,6 +140,10 @@ def judge_cmd(
             typer.secho(f"{len(stats.errors)} answers not judged (first: {stats.errors[0]['id']}: {stats.errors[0]['error']}); "
                         "run the same command again to retry them", fg=typer.colors.YELLOW, err=True)
     _print_win_rate(out)
+    if model == "embedded":
+        typer.secho("note: the judge is the embedded 135M model, a weak judge whose preferences sit near chance: "
+                    "these numbers show that the loop runs, not which model is better. Use a strong judge "
+                    "(e.g. --engine openai --model gpt-4o) for real win rates.", fg=typer.colors.YELLOW, err=True)
 
 
 def _print_win_rate(path: Path) -> None:
