@@ -223,8 +223,39 @@ def _merge(base: dict, extra: dict) -> dict:
     return base
 
 
-def _explain(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
+def build_config(data: dict | None = None, overrides: list[str] | None = None, source: str = "config") -> RunConfig:
+    merged = _merge(json.loads(json.dumps(data or {})), parse_overrides(overrides or []))
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(explain_validation(err, source)) from None
+
+
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
+    """A YAML file whose top level is a mapping; every problem named with the file (and line)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: {what} not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}:{where} not valid YAML: {getattr(err, 'problem', err)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of fields")
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    data = read_yaml_mapping(path) if path is not None else {}
+    return build_config(data, overrides, source=str(path or "config"))
+
+
+def explain_validation(err: ValidationError, source: str, what: str = "configuration") -> str:
+    lines = [f"{source}: invalid {what}"]
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden":
@@ -232,33 +263,6 @@ def _explain(err: ValidationError, source: str) -> str:
         else:
             lines.append(f"  {where}: {e['msg']}")
     return "\n".join(lines)
-
-
-def build_config(data: dict | None = None, overrides: list[str] | None = None, source: str = "config") -> RunConfig:
-    merged = _merge(json.loads(json.dumps(data or {})), parse_overrides(overrides or []))
-    try:
-        return RunConfig.model_validate(merged)
-    except ValidationError as err:
-        raise ConfigError(_explain(err, source)) from None
-
-
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(f"{p}:{where} not valid YAML: {getattr(err, 'problem', err)}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{p}: not UTF-8 text") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of sections (input, models, ...)")
-    return build_config(data, overrides, source=str(path or "config"))
 
 
 def digest(obj: Any) -> str:

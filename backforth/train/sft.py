@@ -37,7 +37,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config import SEED_TAG, WEB_TAG, ConfigError, digest, parse_overrides
+from ..config import SEED_TAG, WEB_TAG, ConfigError, explain_validation, digest, parse_overrides, read_yaml_mapping
 from ..prompts import TRAINED_TEMPLATE_FILE
 from ..prompts import PromptTemplate, load_template, template_from_text
 
@@ -125,27 +125,12 @@ class TrainConfig(BaseModel):
 
 def load_train_config(path: str | os.PathLike | None = None, overrides: Sequence[str] | None = None) -> TrainConfig:
     """A TrainConfig from a YAML file (flat keys) and `key=value` overrides; errors name the field."""
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: training config not found")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{p}: not valid YAML: {err}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of training fields (lora_r, max_steps, ...)")
+    data = read_yaml_mapping(path, "training config") if path is not None else {}
     data.update(parse_overrides(list(overrides or [])))
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as err:
-        where = str(path or "training config")
-        lines = [f"{where}: invalid training configuration"]
-        for e in err.errors():
-            hint = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
-            lines.append(f"  {'.'.join(map(str, e['loc']))}: {hint}")
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError(explain_validation(err, str(path or "training config"), "training configuration")) from None
 
 
 # ------------------------------------------------------------------------------------------ data
