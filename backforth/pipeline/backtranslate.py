@@ -4,7 +4,8 @@
 `trained` uses a backward model fine-tuned on reversed seed pairs with the very template it was
 trained with (read from the model folder when it ships one, see `train/`).
 Rejects: `empty_instruction`, `short_instruction`, `overlong_instruction` (too many words, or cut
-off by max_tokens), `echo_instruction` (mostly copied from the document), `engine_error`.
+off by max_tokens), `echo_instruction` (mostly copied from the document), `refusal_instruction` (the model answered
+instead of asking: "I'm sorry, but ..."), `engine_error`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from ..config import BacktranslateConfig
 from ..engines.base import Request, Result
 from ..prompts import PromptTemplate, load_template
 from .base import Stage
-from .parsing import clean_instruction, copied_share
+from .parsing import clean_instruction, copied_share, is_refusal
 
 
 class Backtranslate(Stage):
@@ -48,6 +49,8 @@ class Backtranslate(Stage):
             return "overlong_instruction"
         if n < self.cfg.min_instruction_words:
             return "short_instruction"
+        if is_refusal(instruction):  # "I'm sorry, but ..." is the model answering, not asking
+            return "refusal_instruction"
         share = copied_share(instruction, row["text"])
         row["instruction_copied_share"] = round(share, 3)
         if n >= 6 and share >= self.cfg.echo_threshold:

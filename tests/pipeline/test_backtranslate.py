@@ -96,6 +96,10 @@ def test_apply_keeps_a_clean_instruction_and_records_the_call():
     ("The sorted glass is crushed into cullet, cleaned of labels and caps", "stop", "echo_instruction"),
     ("Instruction: Glass recycling starts with sorting by colour, because clear, green and brown glass",
      "stop", "echo_instruction"),
+    # the model answered a question of its own instead of writing one
+    ("I'm sorry for any confusion, but as a luxury food delivery service, I don't have drinks.", "stop",
+     "refusal_instruction"),
+    ("I cannot help with recycling glass at home, sorry.", "stop", "refusal_instruction"),
 ])
 def test_apply_rejects(raw, finish, reason):
     r = row()
