@@ -90,6 +90,9 @@ class CurateConfig(Sampling):
     method: Literal["generate", "logprobs"] = Field("generate", description="`generate`: a rationale then `Score: N`, parsed; `logprobs`: one forward pass up to `Score:` and the probabilities of 1..5.")
     threshold: float = Field(5, ge=1, le=5, description="Keep rows whose score is at least this (paper: 5).")
     calibrate: bool = Field(False, description="With logprobs: divide the score probabilities by those the scorer gives to content-free inputs (contextual calibration, Zhao et al. 2021), which removes a small model's bias towards one label. Off by default (the paper has no such step).")
+    iterations: int = Field(1, ge=1, le=2, description="Humpback's self-curation rounds. 2: train M1 on the seed pairs plus the pairs round 1 kept (each tagged by source), re-score every candidate round 1 scored with M1, keep by M1's score; rows keep both rounds' scores. M1 runs in-process (transformers).")
+    seed: str | None = Field(None, description="Seed pairs (jsonl: instruction, response) for M1 when iterations is 2; default the bundled demo seed.")
+    m1_max_steps: int | None = Field(None, ge=1, description="Optimizer steps for M1 (default: the training config's epochs).")
     threshold_on: Literal["score", "expected"] = Field("score", description="With logprobs: compare the threshold to the most likely score or to the expected score.")
 
 
@@ -186,10 +189,11 @@ class RunConfig(Section):
         """The stages of this run, in order (the runner builds exactly these)."""
         optional = {"dedup_documents": self.dedup_documents.enabled, "dedup_instructions": self.dedup_instructions.enabled,
                     "decontaminate": self.decontaminate.enabled, "curate": "filter" in self.variant,
+                    "curate_m1": "filter" in self.variant and self.curate.iterations == 2,
                     "rewrite": "rewrite" in self.variant, "grounding": "rewrite" in self.variant and self.grounding.enabled,
                     "distill": self.distill.enabled}
         order = ["prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate", "curate",
-                 "rewrite", "grounding", "distill"]
+                 "curate_m1", "rewrite", "grounding", "distill"]
         return [n for n in order if optional.get(n, True)]
 
 

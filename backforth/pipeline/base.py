@@ -19,6 +19,11 @@ class Stage:
     role: str | None = None  # the model role whose engine serves this stage's requests
     template: PromptTemplate | None = None
     model_name: str = ""  # set by the runner from the engine serving `role`
+    identity_role: str | None = None  # the configured model whose identity goes into the fingerprint (default: role)
+
+    def accepts(self, row: dict) -> bool:
+        """Whether a row of the previous stage's file comes to this stage (by default: the kept ones)."""
+        return row.get("_status") == "done"
 
     def requests(self, row: dict) -> list[Request]:
         return []

@@ -42,7 +42,7 @@ class Curate(Stage):
             raise EngineError("curate.calibrate: the scorer returned no logprobs for the content-free inputs")
         self.prior = {k: sum(t[k] for t in tables) / len(tables) for k in CHOICES}
     def settings(self) -> dict:
-        fields = self.cfg.model_dump()
+        fields = self.cfg.model_dump(exclude={"iterations", "seed", "m1_max_steps"})
         if self.cfg.method == "logprobs":  # sampling does not change a forward pass
             for k in ("temperature", "top_p", "max_tokens"):
                 fields.pop(k)
@@ -96,3 +96,24 @@ def _rationale(text: str) -> str:
     while lines and parse_score(lines[-1]) is not None:
         lines.pop()
     return " ".join(ln.strip() for ln in lines)[:2000]
+
+
+class CurateM1(Curate):
+    """Round 2 of Humpback's self-curation: M1 (trained on seed + round 1's pairs) re-scores every
+    candidate round 1 scored, kept or not; the row keeps round 1's score as `score_round1`."""
+
+    name = "curate_m1"
+    role = "scorer_m1"
+    identity_role = "scorer"
+
+    def accepts(self, row: dict) -> bool:
+        return row.get("_status") == "done" or row.get("reason") == "low_score"
+
+    def settings(self) -> dict:
+        return {**super().settings(), "seed": self.cfg.seed, "m1_max_steps": self.cfg.m1_max_steps}
+
+    def apply(self, row: dict, results: list[Result]) -> str | None:
+        row["score_round1"], row["score_round1_expected"] = row.get("score"), row.get("score_expected")
+        for k in ("stage", "reason"):  # round 1's verdict is replaced by this one
+            row.pop(k, None)
+        return super().apply(row, results)

@@ -56,6 +56,7 @@ def sft_row(row: dict, cfg: RunConfig) -> dict:
         "score": row.get("score"),
         "score_expected": row.get("score_expected"),
         "score_method": row.get("score_method"),
+        "score_round1": row.get("score_round1"),
         "score_reason": row.get("score_reason"),
         "distilled": row.get("distilled"),
         "unsupported_share": row.get("unsupported_share"),
@@ -72,7 +73,7 @@ def _parquet_schema():
     s = pa.string()
     return pa.schema([
         ("id", s), ("messages", pa.list_(pa.struct([("role", s), ("content", s)]))), ("instruction", s),
-        ("response", s), ("variant", s), ("score", pa.int64()), ("score_expected", pa.float64()),
+        ("response", s), ("variant", s), ("score", pa.int64()), ("score_expected", pa.float64()), ("score_round1", pa.int64()),
         ("score_method", s), ("score_reason", s), ("distilled", s), ("unsupported_share", pa.float64()), ("url", s), ("source", s),
         ("provenance", pa.struct([(k, s) for k in PROVENANCE_COLUMNS])),
     ])
@@ -108,7 +109,7 @@ def _stage_stats(sf: StageFile, name: str) -> dict:
             reasons[row["reason"]] += 1
         tokens["prompt"] += row.get(f"{name}_prompt_tokens") or 0
         tokens["completion"] += row.get(f"{name}_completion_tokens") or 0
-        if name == "curate":
+        if name.startswith("curate"):
             if row.get("score") is not None:
                 scores[str(row["score"])] += 1
             elif row.get("reason") == "unparsed_score":
@@ -120,7 +121,7 @@ def _stage_stats(sf: StageFile, name: str) -> dict:
     stats = {"in": n, "kept": kept, "rejected": sum(reasons.values()), "rejected_by_reason": dict(reasons.most_common()),
              "prompt_tokens": tokens["prompt"], "completion_tokens": tokens["completion"],
              "seconds": round(seconds, 2), "rows_per_s": round(n / seconds, 3) if seconds else None}
-    if name == "curate":
+    if name.startswith("curate"):
         parsed = sum(scores.values())
         stats["score_distribution"] = {k: scores[k] for k in "12345"}
         stats["parse_rate"] = round(parsed / (parsed + unparsed), 4) if parsed + unparsed else None
@@ -150,6 +151,8 @@ def export_run(cfg: RunConfig, out: Path, stage_names: list[str], fingerprints: 
     with open(out / "rejects.jsonl", "w", encoding="utf-8") as fh:
         for name, sf in files.items():
             for r in sf.rows(status=REJECTED):
+                if name == "curate" and "curate_m1" in files and r.get("reason") == "low_score":
+                    continue  # not final: M1 scored this row again in round 2
                 if r.get("stage") in (name, "input"):
                     first = {"id": r["id"], "stage": r["stage"], "reason": r["reason"]}
                     rest = {k: v for k, v in r.items() if k not in first and k != "_status"}
@@ -182,6 +185,8 @@ def _funnel(per_stage: dict, n_sft: int) -> dict:
         reasons = per_stage["curate"]["rejected_by_reason"]
         funnel["scored"] = per_stage["curate"]["in"] - reasons.get("unparsed_score", 0) - reasons.get("engine_error", 0)
         funnel["kept"] = kept["curate"]
+    if "curate_m1" in kept:
+        funnel["kept_by_m1"] = kept["curate_m1"]
     if "rewrite" in kept:
         funnel["rewritten"] = kept["rewrite"]
     if "grounding" in kept:

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import yaml
 
-from ..config import RunConfig, digest
+from ..config import ModelConfig, RunConfig, digest
 from ..corpus import read_documents
 from ..engines import Engine, EngineUnavailable, build_engine
 from ..hashset import CompactSet
 from ..prompts import TRAINED_TEMPLATE_FILE, template_from_text
 from .backtranslate import Backtranslate
 from .base import Stage
-from .curate import Curate
+from .curate import Curate, CurateM1
 from .decontaminate import Decontaminate
 from .dedup import NearDedup
 from .distill import Distill
@@ -47,18 +47,22 @@ class Engines:
 
     def __init__(self, cfg: RunConfig, factory: Callable = build_engine):
         self.cfg, self.factory, self._live = cfg, factory, {}
+        self.extra: dict[str, ModelConfig] = {}  # models made during the run (Humpback's M1)
+
+    def model(self, role: str) -> ModelConfig:
+        return self.extra[role] if role in self.extra else getattr(self.cfg.models, role)
 
     def key(self, role: str) -> str:
-        return digest(getattr(self.cfg.models, role).model_dump())
+        return digest(self.model(role).model_dump())
 
     def get(self, role: str) -> Engine:
         k = self.key(role)
         if k not in self._live:
-            self._live[k] = self.factory(getattr(self.cfg.models, role))
+            self._live[k] = self.factory(self.model(role))
         return self._live[k]
 
     def release_unused(self, roles_still_needed: Iterable[str]) -> None:
-        keep = {self.key(r) for r in roles_still_needed}
+        keep = {self.key(r) for r in roles_still_needed if r in self.extra or hasattr(self.cfg.models, r)}
         for k in [k for k in self._live if k not in keep]:
             self._live.pop(k).close()
 
@@ -94,6 +98,7 @@ def build_stages(cfg: RunConfig, engines: Engines) -> list[Stage]:
         "dedup_instructions": lambda: NearDedup(cfg.dedup_instructions, name="dedup_instructions", field="instruction"),
         "decontaminate": lambda: Decontaminate(cfg.decontaminate),
         "curate": lambda: Curate(cfg.curate),
+        "curate_m1": lambda: CurateM1(cfg.curate),
         "rewrite": lambda: Rewrite(cfg.rewrite),
         "grounding": lambda: Grounding(cfg.grounding),
         "distill": lambda: Distill(cfg.distill),
@@ -105,7 +110,8 @@ def stage_fingerprints(cfg: RunConfig, stages: list[Stage]) -> dict[str, dict]:
     """Per stage: its data-relevant fields and a hash chained through the stages before it."""
     out, upstream = {}, {"input": cfg.input.model_dump(exclude={"limit"}), "version": 1}
     for st in stages:
-        identity = getattr(cfg.models, st.role).identity() if st.role else None
+        role = st.identity_role or st.role
+        identity = getattr(cfg.models, role).identity() if role else None
         fields = st.fingerprint(identity)
         fp = digest({"upstream": upstream, "fields": fields})
         out[st.name] = {"hash": fp, "fields": fields}
@@ -165,6 +171,8 @@ class Runner:
             (self.out / "fingerprints.json").write_text(json.dumps(fps, indent=2))
             previous: StageFile | None = None
             for i, st in enumerate(stages):
+                if isinstance(st, CurateM1):
+                    self.engines.extra[st.role] = self._train_m1(previous)
                 self._run_stage(st, previous)
                 previous = self.stage_file(st.name)
                 if st.name == self.until:
@@ -177,7 +185,27 @@ class Runner:
     def _source(self, st: Stage, previous: StageFile | None) -> Iterator[dict]:
         if previous is None:
             return read_documents(self.cfg.input)
-        return previous.rows(status=DONE)
+        return (r for r in previous.rows() if st.accepts(r))
+
+    def _train_m1(self, curated: StageFile) -> ModelConfig:
+        """Humpback's M1: the forward model trained on the seed pairs + the pairs round 1 kept.
+        Trained once per run dir (a finished M1 is reused; an interrupted one resumes)."""
+        from ..train.seed import load_seed
+        from ..train.sft import load_train_config, train_sft
+
+        out = self.out / "m1"
+        if not (out / "train_stats.json").is_file():
+            pairs = [{"instruction": r["instruction"], "response": r["text"]} for r in curated.rows(status=DONE)]
+            if not pairs:
+                raise RunConflict("curate.iterations 2: round 1 kept no pair to train M1 on; lower curate.threshold, "
+                                  "or use iterations 1")
+            seed = self.cfg.curate.seed or str(Path(__file__).parent.parent / "data" / "demo_seed.jsonl")
+            steps = self.cfg.curate.m1_max_steps
+            tcfg = load_train_config(None, [f"max_steps={steps}"] if steps else [])
+            self.log(f"curate: training M1 on {len(pairs)} round-1 pairs + the seed pairs of {seed}")
+            train_sft(pairs, load_seed(seed), out, tcfg, log=self.log)
+        return self.cfg.models.scorer.model_copy(update={"engine": "transformers", "model": str(out), "adapter": None,
+                                                        "gguf_file": None})
 
     def _run_stage(self, st: Stage, previous: StageFile | None) -> None:
         from tqdm import tqdm
@@ -195,7 +223,7 @@ class Runner:
             st.setup(engine)
         total = None
         if previous is not None:
-            total = sum(1 for r in previous.rows(status=DONE) if r["id"] not in done)
+            total = sum(1 for r in previous.rows() if st.accepts(r) and r["id"] not in done)
         bar = tqdm(total=total, desc=f"{st.name:<18}", unit="row", disable=not self.cfg.runner.progress,
                    dynamic_ncols=True, smoothing=0.1)
         todo = (r for r in self._source(st, previous) if r["id"] not in done)
