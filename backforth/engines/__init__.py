@@ -21,9 +21,7 @@ def build_engine(cfg) -> Engine:
                             max_in_flight=cfg.max_in_flight, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
                             api=cfg.api, context_length=cfg.context_length)
     if cfg.engine == "vllm":
-        try:
-            from .vllm import VLLMEngine
-        except ImportError as err:
-            raise EngineError(f"engine 'vllm' needs the vllm extra: pip install 'backforth[vllm]' ({err})") from None
-        return VLLMEngine(cfg)
+        # The offline vLLM engine is not written yet; vLLM's server covers the same models meanwhile.
+        raise EngineError(f"engine 'vllm' (offline LLM.generate) is not available in this version: start "
+                          f"`vllm serve {cfg.model}` and use `engine: openai` with its base_url instead")
     raise EngineError(f"unknown engine '{cfg.engine}'")
