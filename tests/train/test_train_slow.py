@@ -76,3 +76,21 @@ def test_forward_and_sft_train_for_real(tmp_path):
     sft = train_sft(run, seed, tmp_path / "sft", _cfg(max_steps=1), tags=False)
     assert sft.steps == 1 and sft.counts == {"seed": 4, "web": 1, "trained": 5}
     assert "tags: false" in (tmp_path / "sft" / "training_config.yaml").read_text()
+
+
+def test_trained_backward_model_inside_the_pipeline(backward_dir, tmp_path):
+    """`backtranslate.mode: trained` loads the adapter folder and uses the template it shipped."""
+    from backforth.config import load_config
+    from backforth.pipeline import Runner
+
+    cfg = load_config(DATA_DIR / "demo.yaml", [
+        "backtranslate.mode=trained", f"models.backward.model={backward_dir}", "variant=filter",
+        "distill.enabled=false", "backtranslate.max_tokens=32", "runner.progress=false"])
+    cfg.input.path, cfg.input.limit = str(DATA_DIR / "demo_corpus.jsonl"), 3
+    stats = Runner(cfg, tmp_path / "run", log=lambda _m: None).run()
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "stages" / "backtranslate.jsonl")]
+    assert len(rows) == stats["stages"]["backtranslate"]["in"] >= 2
+    shipped = template_from_text("backtranslate_trained", (backward_dir / TRAINED_TEMPLATE_FILE).read_text())
+    for r in rows:
+        assert r["backtranslate_model"].endswith("+backward")  # the base with the trained adapter
+        assert r["backtranslate_prompt"] == shipped.tag and r["backtranslate_completion_tokens"] > 0
