@@ -120,11 +120,10 @@ def read_documents(cfg: InputConfig) -> Iterator[dict]:
             continue
         raw_id = rec.get(cfg.id_field)
         doc_id = str(raw_id) if raw_id not in (None, "") else content_id(text)
-        if doc_id in seen:
+        if not seen.add(doc_id):
             row.update(id=f"{doc_id}@{where}", text=text, _reject="duplicate_id", _detail=f"id '{doc_id}' seen before")
             yield row
             continue
-        seen.add(doc_id)
         for k, v in rec.items():
             if k not in (cfg.text_field, cfg.id_field) and not k.startswith("_"):
                 row[k] = v

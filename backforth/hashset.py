@@ -27,13 +27,15 @@ class CompactSet:
         for k in keys:
             self.add(k)
 
-    def add(self, key: str | bytes) -> None:
+    def add(self, key: str | bytes) -> bool:
+        """Add `key`; True when it was new (one hash for the check and the insert)."""
         h = _h(key)
         if h in self._recent or self._in_sorted(h):
-            return
+            return False
         self._recent.add(h)
         if len(self._recent) >= _MERGE_AT:
             self._merge()
+        return True
 
     def __contains__(self, key: str | bytes) -> bool:
         h = _h(key)

@@ -8,8 +8,10 @@ def test_membership_across_merges(monkeypatch):
     keys = [f"doc-{i}" for i in range(100)]
     for k in keys:
         s.add(k)
-    s.add("doc-3")  # already there, whether recent or merged
-    assert len(s) == 100
+    assert s.add("doc-3") is False  # already there, whether recent or merged
+    assert s.add("doc-new") is True and s.add("doc-new") is False
+    keys.append("doc-new")
+    assert len(s) == 101
     assert all(k in s for k in keys)
     assert "doc-100" not in s and "" not in s
     assert len(s._sorted) >= 98  # most members live in the compact array

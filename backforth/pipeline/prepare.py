@@ -50,9 +50,8 @@ class Prepare(Stage):
         if not text:
             return "empty"
         if self.cfg.dedup:
-            if text in self._seen:
+            if not self._seen.add(text):
                 return "duplicate"
-            self._seen.add(text)
         if row["n_words"] < self.cfg.min_words:
             return "too_short"
         row["n_tokens"] = self.count_tokens(text)
