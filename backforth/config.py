@@ -44,7 +44,8 @@ class ModelConfig(Section):
     base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible server URL (engine openai).")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key; the key itself never goes in a config.")
     api: Literal["chat", "completions"] = Field("chat", description="Endpoint for messages requests (engine openai).")
-    max_in_flight: int = Field(32, ge=1, description="Concurrent requests to the server (engine openai).")
+    max_in_flight: int = Field(64, ge=1, description="Most requests at the server at once (engine openai). Set it at least to the server's batch size (vLLM's max_num_seqs) so its batches stay full.")
+    adaptive_in_flight: bool = Field(True, description="Halve the in-flight limit when the server signals overload (429, 503, 504, 408, read timeouts) and grow it back by one per window of successes, up to max_in_flight (engine openai). Off: always max_in_flight.")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds (engine openai).")
     max_retries: int = Field(6, ge=0, description="Retries on 429, 5xx, timeouts (engine openai), with exponential backoff honouring Retry-After.")
     context_length: int | None = Field(None, description="Override the model's context length (tokens) used to drop documents that do not fit.")
@@ -147,7 +148,8 @@ class GroundingConfig(Section):
 
 
 class RunnerConfig(Section):
-    chunk_size: int = Field(64, ge=1, description="Rows sent to an engine at once; results are flushed to disk after each chunk, so a crash loses at most one chunk.")
+    chunk_size: int = Field(64, ge=1, description="Rows sent to an engine at once; results are flushed to disk after each chunk, so a crash loses at most one chunk (at most `chunks_in_flight` chunks with a server).")
+    chunks_in_flight: int | None = Field(None, ge=1, description="Chunks kept at an engine that takes work asynchronously (engine openai), so the next chunk's requests already run while the current chunk's last ones finish and the server never idles at a chunk's tail. Default 2; in-process engines always run one chunk at a time.")
     progress: bool = Field(True, description="Show progress bars.")
 
 

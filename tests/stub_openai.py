@@ -9,8 +9,13 @@ dropped connections) without a model server. Usage:
         assert stub.count["/v1/chat/completions"] == 3
 
 Faults ("429", "500", "400", "timeout", "drop", "bad_json", "empty_choices") come from, in order:
-`down()` (every request drops), `fault_for(body)` (targeted, per request), `fail_first` (the first
-N requests, deterministic) and `faults` (random rates from a seeded RNG).
+`down()` (every request drops), `capacity` (a 429 for a request arriving while `capacity` others
+are being served: an overloaded server), `fault_for(body)` (targeted, per request), `fail_first`
+(the first N requests, deterministic) and `faults` (random rates from a seeded RNG).
+
+`delay_s` (seconds, or a function of the body) makes each answer take that long, like a model
+would; every recorded request carries its arrival and answer times (`t_in`, `t_out`,
+`time.perf_counter()`), and `peak_active` is the most requests served at once.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,7 +50,8 @@ class StubOpenAIServer:
                  logprobs_for: Callable[[dict], dict[str, float]] | None = None,
                  faults: dict[str, float] | None = None, seed: int = 0, fail_first: dict[str, int] | None = None,
                  fault_for: Callable[[dict], str | None] | None = None, retry_after: str | None = "0",
-                 timeout_sleep_s: float = 2.0, model: str = "stub-model", echo_auth_in_errors: bool = False):
+                 timeout_sleep_s: float = 2.0, model: str = "stub-model", echo_auth_in_errors: bool = False,
+                 delay_s: float | Callable[[dict], float] = 0.0, capacity: int | None = None):
         for name in list(faults or {}) + list(fail_first or {}):
             if name not in FAULTS:
                 raise ValueError(f"unknown fault '{name}' (known: {', '.join(FAULTS)})")
@@ -57,6 +64,10 @@ class StubOpenAIServer:
         self.model = model
         # Servers that echo the bad key back in errors exist; this lets tests prove redaction works.
         self.echo_auth_in_errors = echo_auth_in_errors
+        self.delay_s = delay_s
+        self.capacity = capacity
+        self.active = 0
+        self.peak_active = 0
         self._rng = random.Random(seed)
         self._first = [name for name, n in (fail_first or {}).items() for _ in range(n)]
         self._lock = threading.Lock()
@@ -118,10 +129,24 @@ class StubOpenAIServer:
 
     # ---- decisions (called from handler threads) ----------------------------------------------
 
-    def _record(self, path: str, body: Any, headers: dict[str, str]) -> None:
+    def _record(self, path: str, body: Any, headers: dict[str, str]) -> dict:
+        entry = {"path": path, "body": body, "headers": headers, "t_in": time.perf_counter(), "t_out": None}
         with self._lock:
-            self._requests.append({"path": path, "body": body, "headers": headers})
+            self._requests.append(entry)
             self._count[path] += 1
+        return entry
+
+    def _enter(self) -> bool:
+        """Count a request in; False when the server is over capacity (it answers 429)."""
+        with self._lock:
+            self.active += 1
+            self.peak_active = max(self.peak_active, self.active)
+            return self.capacity is None or self.active <= self.capacity
+
+    def _leave(self, entry: dict) -> None:
+        with self._lock:
+            self.active -= 1
+            entry["t_out"] = time.perf_counter()
 
     def _pick_fault(self, body: Any) -> str | None:
         if self._down:
@@ -179,18 +204,25 @@ class _StubHandler(BaseHTTPRequestHandler):
             body = json.loads(raw)
         except ValueError:
             body = raw.decode("utf-8", "replace")
-        stub._record(self.path, body, dict(self.headers))
+        entry = stub._record(self.path, body, dict(self.headers))
         if self.path not in ("/v1/chat/completions", "/v1/completions"):
             self._json(404, {"error": {"message": f"no route {self.path}"}})
             return
         if not isinstance(body, dict):
             self._json(400, {"error": {"message": "body is not JSON"}})
             return
-        fault = stub._pick_fault(body)
-        if fault is not None:
-            self._fault(fault)
-        else:
+        admitted = stub._enter()
+        try:
+            fault = "429" if not admitted and not stub._down else stub._pick_fault(body)
+            if fault is not None:
+                self._fault(fault)
+                return
+            delay = stub.delay_s(body) if callable(stub.delay_s) else stub.delay_s
+            if delay:
+                stub._stop.wait(delay)
             self._json(200, _completion(stub, self.path, body))
+        finally:
+            stub._leave(entry)
 
     def _fault(self, fault: str) -> None:
         stub = self.server_stub

@@ -19,7 +19,8 @@ def build_engine(cfg) -> Engine:
 
         return OpenAIEngine(model=cfg.model, base_url=cfg.base_url, api_key_env=cfg.api_key_env,
                             max_in_flight=cfg.max_in_flight, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
-                            api=cfg.api, context_length=cfg.context_length)
+                            api=cfg.api, context_length=cfg.context_length,
+                            adaptive=cfg.adaptive_in_flight)
     if cfg.engine == "vllm":
         # The offline vLLM engine is not written yet; vLLM's server covers the same models meanwhile.
         raise EngineError(f"engine 'vllm' (offline LLM.generate) is not available in this version: start "

@@ -1,7 +1,24 @@
 """Engine for any OpenAI-compatible HTTP server: vLLM serve, llama-server, SGLang, hosted APIs.
 
-`generate()` is synchronous for the runner but async inside: every request of one call goes out
-concurrently, bounded by `max_in_flight`, and results come back in request order. Transient trouble
+`generate()` is synchronous for the runner but async inside; `submit()` returns a future, so the
+runner can keep the next chunk's requests running while it writes the last one (the server never
+idles at a chunk's tail). All calls share one event loop on a private thread, one HTTP client and
+one in-flight limit:
+
+* **In flight**: at most `max_in_flight` requests are at the server (a request waiting out an
+  overload backoff gives its slot back; one waiting after a connection error keeps it, so a dead
+  server sees one window of attempts before the circuit opens). The limit adapts (AIMD, as TCP does): a sign of overload (429, 503,
+  504, 408, a read timeout) halves it, at most once per window of requests; every success raises it
+  by 1/limit, back up to `max_in_flight`. A server that
+  queues without complaint (vLLM, SGLang) keeps the full window, so set `max_in_flight` at least
+  to its batch size (vLLM's `max_num_seqs`).
+* **Prefix caching**: the requests of one call are sent sorted by prompt, so those sharing a prefix
+  reach the server back to back; and the first request of a prompt family (its first
+  `PREFIX_HEAD_CHARS` characters) goes out alone, before the rest of its family, so the server
+  has the shared prefix (the template's instructions and few-shot examples) cached when the burst
+  arrives. Results always come back in request order.
+
+Transient trouble
 (429, 5xx, timeouts, dropped connections, garbage bodies, empty `choices`) is retried with
 exponential backoff; a definitive refusal (400 prompt too long, ...) becomes an error `Result` at
 once. Only a server that answers nothing at all raises `EngineUnavailable`, so the run can stop
@@ -17,11 +34,12 @@ redacted from every error text, log line and repr this module produces.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import random
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,15 +51,131 @@ log = logging.getLogger(__name__)
 
 TOP_LOGPROBS = 20  # the most vLLM (default max_logprobs) and hosted chat APIs return
 _ERROR_SNIPPET = 200  # characters of a server's error message kept in Result.error
+PREFIX_HEAD_CHARS = 512  # prompts alike in this many leading characters form one prefix family
+OVERLOAD_STATUSES = {408, 429, 503, 504}
 
 
 class _Retryable(Exception):
     """A transient failure of one attempt; `connection` marks "no server answered at all"."""
 
-    def __init__(self, message: str, retry_after: float | None = None, connection: bool = False):
+    def __init__(self, message: str, retry_after: float | None = None, connection: bool = False,
+                 overload: bool = False):
         super().__init__(message)
         self.retry_after = retry_after
         self.connection = connection
+        self.overload = overload  # the server says it has too much to do: fewer requests in flight
+
+
+class AdaptiveLimit:
+    """How many requests may be at the server at once, adapted by additive increase and
+    multiplicative decrease between 1 and `ceiling`; it also measures how busy the server was kept.
+
+    Lives on the engine's event loop (not thread-safe by itself). A cut happens at most once per
+    window: the requests already in flight when the server first complained see the same overload,
+    and must not halve the limit again each.
+    """
+
+    def __init__(self, ceiling: int, adaptive: bool = True):
+        self.ceiling, self.adaptive = ceiling, adaptive
+        self.limit = float(ceiling)
+        self.in_flight = 0
+        self.cuts = 0
+        self.peak = 0
+        self._completed = 0
+        self._cut_at = -(10 ** 9)
+        self._cond: asyncio.Condition | None = None
+        self.busy_s = 0.0  # time with at least one request at the server
+        self._busy_since: float | None = None
+        self.first: float | None = None  # first request sent, last one finished
+        self.last: float | None = None
+
+    async def acquire(self) -> None:
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.in_flight < max(1, int(self.limit)))
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            now = time.perf_counter()
+            if self.first is None:
+                self.first = now
+            if self._busy_since is None:
+                self._busy_since = now
+
+    async def release(self, ok: bool) -> None:
+        """A request is over (after its retries); a success lets the limit grow back."""
+        assert self._cond is not None
+        async with self._cond:
+            self.in_flight -= 1
+            self._completed += 1
+            now = time.perf_counter()
+            self.last = now
+            if self.in_flight == 0 and self._busy_since is not None:
+                self.busy_s += now - self._busy_since
+                self._busy_since = None
+            if self.adaptive and ok:
+                self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
+            self._cond.notify_all()
+
+    def overload(self) -> None:
+        """The server said it has too much to do: halve the limit (once per window of requests)."""
+        if self.adaptive and self._completed - self._cut_at >= self.limit:
+            self.limit = max(1.0, self.limit / 2)
+            self._cut_at = self._completed
+            self.cuts += 1
+
+    def utilization(self) -> float | None:
+        """Share of the time from the first request to the last answer with the server busy."""
+        if self.first is None or self.last is None or self.last <= self.first:
+            return None
+        return min(1.0, self.busy_s / (self.last - self.first))
+
+
+class _Slot:
+    """One request's place under the limit; given back while it waits out an overload backoff."""
+
+    def __init__(self, limit: AdaptiveLimit):
+        self.limit, self.held = limit, False
+
+    async def take(self) -> None:
+        await self.limit.acquire()
+        self.held = True
+
+    async def give(self, ok: bool) -> None:
+        if self.held:
+            self.held = False
+            await self.limit.release(ok)
+
+
+class _Loop:
+    """A private event loop on a daemon thread, shared by every call of one engine."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="backforth-openai", daemon=True)
+        self.thread.start()
+
+    def submit(self, coro) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def stop(self, finalize) -> None:
+        """Cancel what still runs, run `finalize()` (closing the client) on the loop, then stop it."""
+        async def shutdown() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await finalize()
+
+        if self.loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(timeout=10)
+            except (concurrent.futures.TimeoutError, RuntimeError):
+                pass
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+        if not self.loop.is_running():
+            self.loop.close()
 
 
 @dataclass
@@ -67,7 +201,7 @@ class OpenAIEngine:
     def __init__(self, model: str, base_url: str = "http://127.0.0.1:8000/v1", api_key_env: str | None = None,
                  max_in_flight: int = 32, timeout_s: float = 120.0, max_retries: int = 6,
                  backoff_base_s: float = 1.0, backoff_max_s: float = 60.0, api: str = "chat",
-                 context_length: int | None = None):
+                 context_length: int | None = None, adaptive: bool = True):
         if api not in ("chat", "completions"):
             raise EngineError(f"engine openai: api must be 'chat' or 'completions', not '{api}'")
         if not base_url.startswith(("http://", "https://")):
@@ -84,8 +218,14 @@ class OpenAIEngine:
         self.backoff_max_s = backoff_max_s
         self._context = context_length
         self._key = _read_key(api_key_env)
+        self.adaptive = adaptive
         self._stats_lock = threading.Lock()  # generate() may run from several threads at once
         self.stats: dict[str, Any] = {"requests": 0, "attempts": 0, "retries": 0, "errors": 0, "by_status": {}}
+        self._loop: _Loop | None = None
+        self._loop_lock = threading.Lock()
+        self._client: httpx.AsyncClient | None = None
+        self.limit = AdaptiveLimit(max_in_flight, adaptive)
+        self._primed: dict[str, asyncio.Event] = {}  # prefix families whose first request was sent alone
 
     def __repr__(self) -> str:
         auth = "set" if self._key else "none"
@@ -100,14 +240,45 @@ class OpenAIEngine:
         return max(1, len(text) // 4)
 
     def close(self) -> None:
-        """Nothing persistent to close: each `generate()` call owns (and closes) its own HTTP client."""
+        """Cancel requests still running, close the HTTP client and stop the engine's loop thread.
+        The engine stays usable: the next call starts them again."""
+        with self._loop_lock:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.stop(self._close_client)
+
+    async def _close_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+        self._primed.clear()
+        self.limit._cond = None  # bound to the loop that is going away
+
+    def load(self) -> dict[str, Any]:
+        """How the server was kept busy: the in-flight limit now, its peak, cuts, and utilization
+        (share of the time from first request to last answer with at least one request at the server)."""
+        u = self.limit.utilization()
+        return {"limit": round(self.limit.limit, 2), "peak_in_flight": self.limit.peak, "cuts": self.limit.cuts,
+                "utilization": None if u is None else round(u, 4)}
 
     # ---- generation -------------------------------------------------------------------------
 
     def generate(self, requests: list[Request]) -> list[Result]:
+        return self.submit(requests).result()
+
+    def submit(self, requests: list[Request]) -> concurrent.futures.Future:
+        """Start `requests` on the engine's loop and return at once; the future's result is what
+        `generate` returns (or raises `EngineUnavailable`). Calls in flight together share the limit."""
+        with self._loop_lock:
+            if self._loop is None:
+                self._loop = _Loop()
+            loop = self._loop
+        return loop.submit(self._generate_async(list(requests)))
+
+    async def _generate_async(self, requests: list[Request]) -> list[Result]:
         if not requests:
             return []
-        outcomes = _run_sync(lambda: self._generate_all(requests))
+        outcomes = await self._generate_all(requests)
         if all(o.unreachable for o in outcomes):
             last = next((o.result.error for o in reversed(outcomes) if o.result.error), "")
             raise EngineUnavailable(self._redact(
@@ -116,33 +287,70 @@ class OpenAIEngine:
                 "the same command."))
         return [o.result for o in outcomes]
 
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=self.max_in_flight)
+            self._client = httpx.AsyncClient(timeout=self.timeout_s, limits=limits, headers=self._headers())
+        return self._client
+
     async def _generate_all(self, requests: list[Request]) -> list[_Outcome]:
-        limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=self.max_in_flight)
-        gate = asyncio.Semaphore(self.max_in_flight)
-        state = _CallState()
-        async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits, headers=self._headers()) as client:
-            return list(await asyncio.gather(*(self._one(client, gate, state, r) for r in requests)))
+        client, state = self._http(), _CallState()
+        keys = [_prefix_key(r) for r in requests]
+        order = sorted(range(len(requests)), key=keys.__getitem__)
+        families: dict[str, list[int]] = {}
+        for i in order:
+            families.setdefault(keys[i][:PREFIX_HEAD_CHARS], []).append(i)
+        outcomes: list[_Outcome | None] = [None] * len(requests)
+
+        async def run(i: int) -> None:
+            outcomes[i] = await self._one(client, state, requests[i])
+
+        async def family(head: str, members: list[int]) -> None:
+            first, rest = members[0], members[1:]
+            primed = self._primed.get(head)
+            if primed is None and rest:  # new family: its first request alone puts the prefix in the cache
+                self._primed[head] = primed = asyncio.Event()
+                try:
+                    await run(first)
+                finally:
+                    primed.set()
+            else:
+                rest = members
+                if primed is not None:
+                    await primed.wait()  # another call is priming this family right now
+            await asyncio.gather(*(run(i) for i in rest))
+
+        await asyncio.gather(*(family(h, m) for h, m in families.items()))
+        return [o for o in outcomes if o is not None]
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key}"} if self._key else {}
 
-    async def _one(self, client: httpx.AsyncClient, gate: asyncio.Semaphore, state: _CallState,
-                   req: Request) -> _Outcome:
-        async with gate:
+    async def _one(self, client: httpx.AsyncClient, state: _CallState, req: Request) -> _Outcome:
+        slot = _Slot(self.limit)
+        await slot.take()
+        outcome: _Outcome | None = None
+        try:
             self._bump("requests")
             if state.dead:
-                return self._failed(req, "connection error: server unreachable (gave up earlier in this call)",
-                                    unreachable=True)
-            path, body = self._payload(req)
-            return await self._with_retries(client, state, req, path, body)
+                outcome = self._failed(req, "connection error: server unreachable (gave up earlier in this call)",
+                                       unreachable=True)
+            else:
+                path, body = self._payload(req)
+                outcome = await self._with_retries(client, state, req, path, body, slot)
+            return outcome
+        finally:
+            await slot.give(ok=outcome is not None and outcome.result.ok)
 
     async def _with_retries(self, client: httpx.AsyncClient, state: _CallState, req: Request, path: str,
-                            body: dict) -> _Outcome:
+                            body: dict, slot: _Slot) -> _Outcome:
         successes_at_start = state.successes
         for attempt in range(self.max_retries + 1):
             try:
                 result = await self._attempt(client, req, path, body)
             except _Retryable as err:
+                if err.overload:
+                    self.limit.overload()
                 if attempt == self.max_retries or (state.dead and err.connection):
                     if err.connection and state.successes == successes_at_start:
                         state.dead = True
@@ -151,7 +359,12 @@ class OpenAIEngine:
                 delay = self._delay(attempt, err.retry_after)
                 log.debug("retrying %s after %.2fs: %s", req.key or path, delay, self._redact(str(err)))
                 self._bump("retries")
-                await asyncio.sleep(delay)
+                if err.overload:  # wait without a slot, and come back under the (now lower) limit
+                    await slot.give(ok=False)
+                    await asyncio.sleep(delay)
+                    await slot.take()
+                else:  # other trouble (a dead server?) keeps its slot: fewer attempts at a server that is gone
+                    await asyncio.sleep(delay)
                 continue
             if result.ok:
                 state.successes += 1
@@ -180,13 +393,14 @@ class OpenAIEngine:
         except httpx.TimeoutException as err:
             connect = isinstance(err, httpx.ConnectTimeout)
             self._bump_status("connect" if connect else "timeout")
-            raise _Retryable(f"timeout ({type(err).__name__})", connection=connect) from None
+            raise _Retryable(f"timeout ({type(err).__name__})", connection=connect, overload=not connect) from None
         except httpx.TransportError as err:  # refused, reset, dropped mid-response, ...
             self._bump_status("connect")
             raise _Retryable(f"connection error ({type(err).__name__}: {err})", connection=True) from None
         self._bump_status(str(resp.status_code))
         if resp.status_code == 429 or resp.status_code == 408 or resp.status_code >= 500:
-            raise _Retryable(f"http {resp.status_code}: {_server_message(resp)}", retry_after=_retry_after(resp))
+            raise _Retryable(f"http {resp.status_code}: {_server_message(resp)}", retry_after=_retry_after(resp),
+                             overload=resp.status_code in OVERLOAD_STATUSES)
         if resp.status_code >= 400:
             message = f"http {resp.status_code}: {_server_message(resp)}"
             return Result(error=self._redact(message), finish_reason="error", key=req.key)
@@ -278,15 +492,12 @@ def _read_key(api_key_env: str | None) -> str | None:
     return key
 
 
-def _run_sync(make_coro):
-    """Run a coroutine to completion from sync code, even where an event loop is already running."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make_coro())
-    # asyncio.run refuses to nest; a private thread gets a fresh loop (e.g. called from a notebook).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(lambda: asyncio.run(make_coro())).result()
+def _prefix_key(req: Request) -> str:
+    """The text a server's prefix cache sees, in order: what sorting groups by."""
+    if req.prompt is not None:
+        return req.prompt + (req.assistant_prefix or "")
+    parts = [f"{m.get('role', '')}\x1f{m.get('content', '')}" for m in req.messages or []]
+    return "\x1e".join(parts) + "\x1e" + (req.assistant_prefix or "")
 
 
 def _prompt_text(req: Request) -> str:

@@ -228,46 +228,128 @@ class Runner:
                    dynamic_ncols=True, smoothing=0.1)
         todo = (r for r in self._source(st, previous) if r["id"] not in done)
         try:
-            for chunk in _batched(todo, self.cfg.runner.chunk_size):
-                t0 = time.perf_counter()
-                try:
-                    finished = self._process(st, engine, chunk)
-                except _PartialChunk as partial:
-                    sf.append(partial.rows, seconds=time.perf_counter() - t0)
-                    raise EngineUnavailable(
-                        f"stage {st.name}: the model server stopped answering ({partial.unfinished} rows of this "
-                        f"chunk unfinished, {len(partial.rows)} saved). Check the server, then run the same "
-                        "command again to resume.") from None
-                sf.append(finished, seconds=time.perf_counter() - t0)
-                bar.update(len(chunk))
+            if engine is not None and hasattr(engine, "submit"):
+                self._stream_chunks(st, engine, todo, sf, bar)
+            else:
+                for chunk in _batched(todo, self.cfg.runner.chunk_size):
+                    t0 = time.perf_counter()
+                    try:
+                        finished = self._process(st, engine, chunk)
+                    except _PartialChunk as partial:
+                        sf.append(partial.rows, seconds=time.perf_counter() - t0)
+                        raise self._stopped(st, partial.unfinished, len(partial.rows)) from None
+                    sf.append(finished, seconds=time.perf_counter() - t0)
+                    bar.update(len(chunk))
         finally:
             bar.close()
 
+    def _stream_chunks(self, st: Stage, engine: Engine, todo: Iterator[dict], sf: StageFile, bar) -> None:
+        """For engines that take work asynchronously (`submit`, e.g. a server): keep
+        `runner.chunks_in_flight` chunks at the engine, so the next chunk's requests are already
+        running while the last ones of the current chunk finish, and the server never idles at a
+        chunk's tail. Chunks are written in order as each completes; a crash loses at most the
+        chunks in flight."""
+        from collections import deque
+
+        depth = self.cfg.runner.chunks_in_flight or 2
+        queue: deque = deque()  # (pending, future, rows in chunk)
+        last = time.perf_counter()
+
+        def drain_one() -> None:
+            nonlocal last
+            pending, future, n = queue.popleft()
+            try:
+                results = future.result()
+            except EngineUnavailable:
+                queue.appendleft((pending, future, n))  # not written: unfinished, like the rows after it
+                raise
+            try:
+                finished = finish_chunk(st, pending, results)
+            except _PartialChunk as partial:
+                sf.append(partial.rows, seconds=time.perf_counter() - last)
+                raise self._stopped(st, partial.unfinished, len(partial.rows)) from None
+            now = time.perf_counter()
+            sf.append(finished, seconds=now - last)  # wall time between writes: overlapping chunks
+            last = now  # are not counted twice
+            bar.update(n)
+
+        try:
+            for chunk in _batched(todo, self.cfg.runner.chunk_size):
+                pending = build_chunk(st, chunk)
+                queue.append((pending, engine.submit(pending.requests), len(chunk)))
+                while len(queue) >= depth:
+                    drain_one()
+            while queue:
+                drain_one()
+        except BaseException:
+            # Save what the other chunks in flight finished, then stop (Ctrl-C, a dead server).
+            for pending, future, _n in queue:
+                if not future.done():
+                    future.cancel()
+                    continue
+                try:
+                    sf.append(finish_chunk(st, pending, future.result()), seconds=0.0)
+                except _PartialChunk as partial:
+                    sf.append(partial.rows, seconds=0.0)
+                except Exception:  # noqa: BLE001 - the first error is the one to report
+                    pass
+            raise
+
+    @staticmethod
+    def _stopped(st: Stage, unfinished: int, saved: int) -> EngineUnavailable:
+        return EngineUnavailable(
+            f"stage {st.name}: the model server stopped answering ({unfinished} rows of this chunk unfinished, "
+            f"{saved} saved). Check the server, then run the same command again to resume.")
+
     def _process(self, st: Stage, engine: Engine | None, chunk: list[dict]) -> list[dict]:
-        rows, spans, requests = [], [], []
-        for row in chunk:
-            row = dict(row)
-            rows.append(row)
-            if "_reject" in row:  # a bad input line: it goes straight to the rejects
-                spans.append(None)
-                continue
-            reqs = st.requests(row)
-            spans.append((len(requests), len(requests) + len(reqs)))
-            requests.extend(reqs)
-        results = engine.generate(requests) if requests else []
-        out, unfinished = [], 0
-        for row, span in zip(rows, spans):
-            if span is not None and any(r.retryable for r in results[span[0]:span[1]]):
-                unfinished += 1  # not the row's fault: leave it for the resumed run
-                continue
-            if span is None:
-                row.update(_status=REJECTED, stage="input", reason=row.pop("_reject"), detail=row.pop("_detail", None))
-            else:
-                reason = st.apply(row, results[span[0]:span[1]])
-                row["_status"] = DONE if reason is None else REJECTED
-                if reason is not None:
-                    row.update(stage=st.name, reason=reason)
-            out.append(row)
-        if unfinished:
-            raise _PartialChunk(out, unfinished)
-        return out
+        return process_chunk(st, engine, chunk)
+
+
+class Pending:
+    """One chunk's rows and the requests they need: `build_chunk` makes it, `finish_chunk` ends it."""
+
+    def __init__(self, rows: list[dict], spans: list[tuple[int, int] | None], requests: list):
+        self.rows, self.spans, self.requests = rows, spans, requests
+
+
+def build_chunk(st: Stage, chunk: list[dict]) -> Pending:
+    """Copy the rows and collect every request their stage needs, remembering whose is whose."""
+    rows, spans, requests = [], [], []
+    for row in chunk:
+        row = dict(row)
+        rows.append(row)
+        if "_reject" in row:  # a bad input line: it goes straight to the rejects
+            spans.append(None)
+            continue
+        reqs = st.requests(row)
+        spans.append((len(requests), len(requests) + len(reqs)))
+        requests.extend(reqs)
+    return Pending(rows, spans, requests)
+
+
+def finish_chunk(st: Stage, pending: Pending, results: list) -> list[dict]:
+    """Apply the results to their rows: each row ends done or rejected with its reason. Rows whose
+    requests failed because the server was unreachable are left out (raised as `_PartialChunk`)."""
+    out, unfinished = [], 0
+    for row, span in zip(pending.rows, pending.spans):
+        if span is not None and any(r.retryable for r in results[span[0]:span[1]]):
+            unfinished += 1  # not the row's fault: leave it for the resumed run
+            continue
+        if span is None:
+            row.update(_status=REJECTED, stage="input", reason=row.pop("_reject"), detail=row.pop("_detail", None))
+        else:
+            reason = st.apply(row, results[span[0]:span[1]])
+            row["_status"] = DONE if reason is None else REJECTED
+            if reason is not None:
+                row.update(stage=st.name, reason=reason)
+        out.append(row)
+    if unfinished:
+        raise _PartialChunk(out, unfinished)
+    return out
+
+
+def process_chunk(st: Stage, engine: Engine | None, chunk: list[dict]) -> list[dict]:
+    """One chunk through one stage, synchronously (the unit of work of every executor)."""
+    pending = build_chunk(st, chunk)
+    results = engine.generate(pending.requests) if pending.requests else []
+    return finish_chunk(st, pending, results)
