@@ -86,6 +86,8 @@ class AdaptiveLimit:
         self._cond: asyncio.Condition | None = None
         self.busy_s = 0.0  # time with at least one request at the server
         self._busy_since: float | None = None
+        self.request_s = 0.0  # integral of requests in flight over time (for the mean in flight)
+        self._changed: float | None = None
         self.first: float | None = None  # first request sent, last one finished
         self.last: float | None = None
 
@@ -94,9 +96,10 @@ class AdaptiveLimit:
             self._cond = asyncio.Condition()
         async with self._cond:
             await self._cond.wait_for(lambda: self.in_flight < max(1, int(self.limit)))
+            now = time.perf_counter()
+            self._integrate(now)
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
-            now = time.perf_counter()
             if self.first is None:
                 self.first = now
             if self._busy_since is None:
@@ -106,16 +109,19 @@ class AdaptiveLimit:
         """A request is over (after its retries); a success lets the limit grow back."""
         assert self._cond is not None
         async with self._cond:
+            now = time.perf_counter()
+            self._integrate(now)
             self.in_flight -= 1
             self._completed += 1
-            now = time.perf_counter()
             self.last = now
             if self.in_flight == 0 and self._busy_since is not None:
                 self.busy_s += now - self._busy_since
                 self._busy_since = None
             if self.adaptive and ok:
                 self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
-            self._cond.notify_all()
+            # wake only as many waiters as there are free slots (notify_all would wake every one
+            # of thousands of queued requests on each answer, only for all but one to sleep again)
+            self._cond.notify(max(1, int(self.limit) - self.in_flight))
 
     def overload(self) -> None:
         """The server said it has too much to do: halve the limit (once per window of requests)."""
@@ -123,6 +129,17 @@ class AdaptiveLimit:
             self.limit = max(1.0, self.limit / 2)
             self._cut_at = self._completed
             self.cuts += 1
+
+    def _integrate(self, now: float) -> None:
+        if self._changed is not None:
+            self.request_s += self.in_flight * (now - self._changed)
+        self._changed = now
+
+    def mean_in_flight(self) -> float | None:
+        """Requests at the server on average, from the first request to the last answer."""
+        if self.first is None or self.last is None or self.last <= self.first:
+            return None
+        return self.request_s / (self.last - self.first)
 
     def utilization(self) -> float | None:
         """Share of the time from the first request to the last answer with the server busy."""
@@ -255,10 +272,12 @@ class OpenAIEngine:
         self.limit._cond = None  # bound to the loop that is going away
 
     def load(self) -> dict[str, Any]:
-        """How the server was kept busy: the in-flight limit now, its peak, cuts, and utilization
-        (share of the time from first request to last answer with at least one request at the server)."""
-        u = self.limit.utilization()
+        """How the server was kept busy: the in-flight limit now, its peak, cuts, the mean number of
+        requests in flight, and utilization (share of the time from first request to last answer
+        with at least one request at the server)."""
+        u, m = self.limit.utilization(), self.limit.mean_in_flight()
         return {"limit": round(self.limit.limit, 2), "peak_in_flight": self.limit.peak, "cuts": self.limit.cuts,
+                "mean_in_flight": None if m is None else round(m, 2),
                 "utilization": None if u is None else round(u, 4)}
 
     # ---- generation -------------------------------------------------------------------------

@@ -174,6 +174,7 @@ class Runner:
                 if isinstance(st, CurateM1):
                     self.engines.extra[st.role] = self._train_m1(previous)
                 self._run_stage(st, previous)
+                st.release()
                 previous = self.stage_file(st.name)
                 if st.name == self.until:
                     return None
@@ -251,7 +252,7 @@ class Runner:
         chunks in flight."""
         from collections import deque
 
-        depth = self.cfg.runner.chunks_in_flight or 2
+        depth = self.cfg.runner.chunks_in_flight or chunks_to_fill(engine, self.cfg.runner.chunk_size)
         queue: deque = deque()  # (pending, future, rows in chunk)
         last = time.perf_counter()
 
@@ -346,6 +347,12 @@ def finish_chunk(st: Stage, pending: Pending, results: list) -> list[dict]:
     if unfinished:
         raise _PartialChunk(out, unfinished)
     return out
+
+
+def chunks_to_fill(engine: Engine, chunk_size: int) -> int:
+    """Chunks to keep at an async engine: enough to offer twice its in-flight window, at least 2."""
+    window = getattr(engine, "max_in_flight", chunk_size)
+    return max(2, -(-2 * window // chunk_size))
 
 
 def process_chunk(st: Stage, engine: Engine | None, chunk: list[dict]) -> list[dict]:
