@@ -37,6 +37,9 @@ class Stage:
     def observe(self, row: dict) -> None:
         """Called on resume for each row this stage already finished (to rebuild in-memory state)."""
 
+    def release(self) -> None:
+        """Called once the stage has finished its rows: drop in-memory state the later stages do not need."""
+
     def settings(self) -> dict[str, Any]:
         """The data-relevant settings of this stage, for the fingerprint."""
         return {}
