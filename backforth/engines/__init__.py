@@ -22,7 +22,8 @@ def build_engine(cfg) -> Engine:
                             api=cfg.api, context_length=cfg.context_length,
                             adaptive=cfg.adaptive_in_flight)
     if cfg.engine == "vllm":
-        # The offline vLLM engine is not written yet; vLLM's server covers the same models meanwhile.
-        raise EngineError(f"engine 'vllm' (offline LLM.generate) is not available in this version: start "
-                          f"`vllm serve {cfg.model}` and use `engine: openai` with its base_url instead")
+        from .vllm import VLLMEngine
+
+        return VLLMEngine(model=cfg.model, adapter=cfg.adapter, gguf_file=cfg.gguf_file, dtype=cfg.dtype,
+                          seed=cfg.seed, context_length=cfg.context_length, engine_kwargs=cfg.engine_kwargs)
     raise EngineError(f"unknown engine '{cfg.engine}'")
