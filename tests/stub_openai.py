@@ -121,6 +121,19 @@ class StubOpenAIServer:
         with self._lock:
             return list(self._requests)
 
+    def settle(self, quiet_s: float = 0.2, timeout_s: float = 10.0) -> None:
+        """Wait until nothing has arrived for `quiet_s` and nothing is being served: requests a
+        client cancelled may still be on the wire when it gives up, and land a moment later."""
+        deadline = time.perf_counter() + timeout_s
+        seen = -1
+        while time.perf_counter() < deadline:
+            with self._lock:
+                n, active = len(self._requests), self.active
+            if n == seen and active == 0:
+                return
+            seen = n
+            time.sleep(quiet_s)
+
     @property
     def count(self) -> Counter[str]:
         """Requests received per path (e.g. count["/v1/chat/completions"]); missing paths read 0."""

@@ -215,6 +215,7 @@ def test_ctrl_c_stops_cleanly_then_resumes(tmp_path):
         assert rows_in(out, "prepare") == 12 and rows_in(out, "backtranslate") >= 1
         assert not (out / "sft.jsonl").exists()  # nothing exported from a half run
         saved = {s: rows_in(out, s) for s in MODEL_STAGES}
+        stub.settle()  # requests the interrupted run had on the wire land before we count
         before = len(stub.requests)
 
         done = subprocess.run(cmd, capture_output=True, env=env, timeout=120)
