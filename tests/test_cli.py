@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from backforth.cli import app
-from backforth.config import ModelConfig, RunConfig
+from backforth.config import RunConfig
 
 runner = CliRunner()
 
@@ -19,16 +19,24 @@ def invoke(*args: str):
 
 
 def leaf_fields() -> list[str]:
-    names = []
-    for section, field in RunConfig.model_fields.items():
-        sub = field.annotation
-        if section == "models":
-            names += [f"models.<role>.{n}" for n in ModelConfig.model_fields]
-        elif isinstance(sub, type) and hasattr(sub, "model_fields"):
-            names += [f"{section}.{n}" for n in sub.model_fields]
-        else:
-            names.append(section)
-    return names
+    """Every leaf field's dotted name; sibling sections of one type (the model roles, the Ray pools of
+    the roles) are documented once, as `<role>`."""
+    def walk(model, prefix: str) -> list[str]:
+        names, shown = [], set()
+        for name, field in model.model_fields.items():
+            sub = field.annotation
+            if isinstance(sub, type) and hasattr(sub, "model_fields"):
+                if sum(f.annotation is sub for f in model.model_fields.values()) > 1:
+                    if sub not in shown:
+                        shown.add(sub)
+                        names += walk(sub, f"{prefix}<role>.")
+                    continue
+                names += walk(sub, f"{prefix}{name}.")
+            else:
+                names.append(prefix + name)
+        return names
+
+    return walk(RunConfig, "")
 
 
 def assert_clean_failure(result, code: int = 2) -> str:
@@ -44,6 +52,7 @@ def test_config_doc_lists_every_field():
     documented = re.findall(r"^\| `([^`]+)` \|", result.output, re.MULTILINE)
     assert set(documented) == set(leaf_fields()) and len(documented) == len(set(documented))
     assert "curate.threshold" in documented and "models.<role>.base_url" in documented
+    assert "runner.ray.address" in documented and "runner.ray.<role>.num_gpus" in documented
     for line in result.output.splitlines():
         if line.startswith("| `"):
             assert line.rstrip().endswith("|") and line.split("|")[3].strip(), f"undocumented: {line}"

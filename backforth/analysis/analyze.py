@@ -81,16 +81,19 @@ def iter_jsonl(path: Path) -> Iterator[dict]:
 
 def stage_rows(run_dir: Path, stage: str, columns: Sequence[str] | None = None,
                ids: Container[str] | None = None) -> dict[str, dict]:
-    """The latest row per id of one stage file (append-only: a redone row is appended again).
+    """The latest row per id of one stage's results (append-only: a redone row is appended again),
+    from `stages/<stage>.jsonl` or, for a Ray run, the parquet shards of `stages/<stage>/`.
 
     `columns` keeps only those fields and `ids` only those rows, so a big run's stage files are
     streamed through instead of held whole in memory.
     """
-    path = run_dir / "stages" / f"{stage}.jsonl"
+    from ..pipeline.shards import ShardStore, open_stage
+
+    store = open_stage(run_dir, stage)
     out: dict[str, dict] = {}
-    if not path.is_file():
+    if not store.exists():
         return out
-    for row in iter_jsonl(path):
+    for row in (store.rows() if isinstance(store, ShardStore) else iter_jsonl(store.path)):
         if ids is not None and row.get("id") not in ids:
             continue
         out[row["id"]] = row if columns is None else {k: row.get(k) for k in ("id", "_status", *columns)}
@@ -99,9 +102,11 @@ def stage_rows(run_dir: Path, stage: str, columns: Sequence[str] | None = None,
 
 def stage_order(run_dir: Path, stats: dict | None = None) -> list[str]:
     """The run's stages in pipeline order: stats.json's order (the runner writes it in order), then
-    known stages with a file, then any other stage file, so a stage added later is never skipped."""
-    files = {p.name[: -len(".jsonl")] for p in (run_dir / "stages").glob("*.jsonl")
-             if not p.name.endswith(".time.jsonl")}
+    known stages with results (a jsonl file or a folder of shards), then any other, so a stage added
+    later is never skipped."""
+    from ..pipeline.shards import stages_on_disk
+
+    files = stages_on_disk(run_dir)
     order = [n for n in (stats or {}).get("stages", {}) if n in files]
     order += [n for n in STAGE_ORDER if n in files and n not in order]
     return order + sorted(files - set(order))

@@ -1,7 +1,8 @@
 """Writing a run's outputs from its stage files: sft.jsonl/.parquet, distilled.jsonl, rejects, stats, card.
 
-Everything here is derived from the append-only stage files, so it can be written again at any time
-(a resumed run re-exports from scratch) and always agrees with them. Rows come out in input order.
+Everything here is derived from the append-only stage files (jsonl, or parquet shards with executor
+ray: `shards.open_stage`), so it can be written again at any time (a resumed run re-exports from
+scratch) and always agrees with them. Rows come out in input order.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from ..config import RunConfig
 from .card import write_card
+from .shards import ShardStore, open_stage
 from .store import DONE, REJECTED, StageFile
 
 PROVENANCE_COLUMNS = (
@@ -21,10 +23,13 @@ PROVENANCE_COLUMNS = (
     "rewrite_prompt", "distill_model", "distill_prompt")
 
 
-def _in_input_order(sf: StageFile, status: str) -> Iterator[dict]:
+def _in_input_order(sf: StageFile | ShardStore, status: str) -> Iterator[dict]:
     """Rows of one status sorted by `_index`, holding only (index, offset) pairs in memory."""
     import numpy as np
 
+    if isinstance(sf, ShardStore):  # its rows come merged by `_index` already
+        yield from sf.rows(status)
+        return
     keys, offsets = array("q"), array("q")  # 16 bytes a row, not two Python ints
     if not sf.exists():
         return
@@ -99,7 +104,7 @@ def _write_sft(rows: Iterator[dict], jsonl: Path, parquet: Path) -> int:
     return n
 
 
-def _stage_stats(sf: StageFile, name: str) -> dict:
+def _stage_stats(sf: StageFile | ShardStore, name: str) -> dict:
     kept, reasons, tokens = 0, Counter(), Counter()
     scores, unparsed, distilled_none = Counter(), 0, Counter()
     for row in sf.rows():
@@ -134,7 +139,7 @@ def _stage_stats(sf: StageFile, name: str) -> dict:
 
 
 def export_run(cfg: RunConfig, out: Path, stage_names: list[str], fingerprints: dict) -> dict:
-    files = {n: StageFile(out / "stages" / f"{n}.jsonl") for n in stage_names}
+    files = {n: open_stage(out, n, cfg.runner.executor) for n in stage_names}
     final = files[stage_names[-1]]
     n_sft = _write_sft((sft_row(r, cfg) for r in _in_input_order(final, DONE)), out / "sft.jsonl", out / "sft.parquet")
     n_distilled = 0

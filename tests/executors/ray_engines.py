@@ -1,0 +1,45 @@
+"""Engine factories for Ray actors in tests: picklable, and counting requests across processes.
+
+A factory is pickled to every actor of a pool, so each actor has its own `FakeEngine`. To count what
+the whole pool was asked, each engine appends one line per served request (`stage<TAB>key`) to a
+shared log file. `fail_after` makes every actor's engine raise `EngineUnavailable` once it has
+served that many requests of `fail_stage` (a server that went away).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from fake_engine import FakeEngine, stage_of
+from test_runner import CONTEXT, responder
+
+from backforth.engines.base import EngineUnavailable
+
+
+class RecordingEngine(FakeEngine):
+    def __init__(self, log: str, **kw):
+        super().__init__(responder, context_length=CONTEXT, **kw)
+        self.log = log
+
+    def generate(self, requests):
+        results = super().generate(requests)  # raises before logging when it fails: nothing was saved
+        with open(self.log, "a", encoding="utf-8") as fh:
+            fh.write("".join(f"{stage_of(r)}\t{r.key}\n" for r in requests))
+        return results
+
+
+class RecordingFactory:
+    def __init__(self, log: Path, fail_after: int | None = None, fail_stage: str | None = None):
+        self.log, self.fail_after, self.fail_stage = str(log), fail_after, fail_stage
+
+    def __call__(self, model_cfg) -> RecordingEngine:
+        return RecordingEngine(self.log, fail_after=self.fail_after, fail_stage=self.fail_stage,
+                               fail_with=EngineUnavailable)
+
+
+def requests_logged(log: Path) -> Counter[tuple[str, str]]:
+    """(stage, key) -> how many times the pool was asked."""
+    if not log.exists():
+        return Counter()
+    return Counter(tuple(line.split("\t")) for line in log.read_text(encoding="utf-8").splitlines())

@@ -1,0 +1,200 @@
+"""`runner.executor: ray` on a real local Ray instance (2 CPUs): the same outputs as the local runner,
+resume per shard and row, crashed shard writes, and the embedded model on an actor pool.
+
+The fake-engine runs use the runner tests' corpus and responder (tests/pipeline/test_runner.py), with
+every hygiene stage on, so that the driver's order-dependent stages (exact and near dedup: first
+seen wins, in input order) read Ray's shards back in input order. Engines log each request to a file
+(tests/executors/ray_engines.py) because every actor has its own engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import ray
+from ray_engines import RecordingFactory, requests_logged
+from test_runner import fake, outputs, write_docs
+
+from backforth.analysis.analyze import analyze, stage_order, stage_rows
+from backforth.analysis.report import examples
+from backforth.cli import DATA_DIR
+from backforth.config import ConfigError, build_config, load_config
+from backforth.engines.base import EngineUnavailable
+from backforth.executors import make_runner
+from backforth.executors.ray import RayRunner
+from backforth.pipeline import RunConflict, Runner
+from backforth.pipeline.shards import ShardStore
+
+TESTS = Path(__file__).resolve().parent.parent
+WORKER_PATH = [str(TESTS / "executors"), str(TESTS / "pipeline"), str(TESTS)]  # as conftest.py puts on sys.path
+MODEL_STAGES = ["backtranslate", "curate", "rewrite", "distill"]
+ROLES = ["backward", "scorer", "rewriter", "distiller"]
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray instance for the module; its workers (started by it, with its environment) import
+    the test helpers through PYTHONPATH."""
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(WORKER_PATH + ([saved] if saved else []))
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = saved
+    yield
+    ray.shutdown()
+
+
+def config(docs: Path, executor: str = "ray", **runner):
+    pools = {role: {"concurrency": 2, "num_cpus": 1, "batch_size": 2} for role in ROLES}
+    return build_config({"input": {"path": str(docs)}, "runner": {
+        "progress": False, "chunk_size": 3, "executor": executor, "ray": {"driver_shard_rows": 4, **pools}, **runner}})
+
+
+def run_ray(cfg, out: Path, factory: RecordingFactory, **kw):
+    return RayRunner(cfg, out, engine_factory=factory, log=lambda msg: None, **kw).run()
+
+
+def shard_ids(out: Path, stage: str) -> set[str]:
+    return set(ShardStore(out / "stages" / stage).ids())
+
+
+@pytest.fixture(scope="module")
+def reference(ray_local, tmp_path_factory):
+    """The same corpus through the local runner and through Ray (2 actors per role, 2 rows a batch)."""
+    base = tmp_path_factory.mktemp("ray")
+    docs = write_docs(base / "docs.jsonl")
+    local_stats = Runner(config(docs, "local"), base / "local", engine_factory=lambda m: fake(),
+                         log=lambda msg: None).run()
+    log = base / "ray_requests.log"
+    ray_stats = run_ray(config(docs), base / "ray", RecordingFactory(log))
+    return {"base": base, "docs": docs, "local": base / "local", "ray": base / "ray", "log": log,
+            "local_stats": local_stats, "ray_stats": ray_stats, "outputs": outputs(base / "local")}
+
+
+def test_ray_run_equals_the_local_run(reference):
+    ray_out = reference["ray"]
+    assert outputs(ray_out) == reference["outputs"]  # sft.jsonl, rejects.jsonl, distilled.jsonl, byte for byte
+    assert (ray_out / "sft.parquet").is_file()
+    local_stats, ray_stats = reference["local_stats"], reference["ray_stats"]
+    assert ray_stats["funnel"] == local_stats["funnel"] and ray_stats["outputs"] == local_stats["outputs"]
+    for name, st in local_stats["stages"].items():
+        assert ray_stats["stages"][name]["rejected_by_reason"] == st["rejected_by_reason"], name
+    assert all(ray_stats["stages"][name]["seconds"] > 0 for name in MODEL_STAGES)  # the driver's wall time
+    assert ray_stats["funnel"]["exported"] > 0  # rows reached every model stage
+    # every model request was made once, by the actor pools
+    asked = requests_logged(reference["log"])
+    assert asked and max(asked.values()) == 1
+    assert {s for s, _ in asked} == set(MODEL_STAGES)
+    # the layout: shards with the plain columns and the row as JSON, no stage file
+    assert not list((ray_out / "stages").glob("*.jsonl"))
+    for stage in MODEL_STAGES:
+        shards = list((ray_out / "stages" / stage).glob("part-*.parquet"))
+        assert shards and pq.read_schema(shards[0]).names == ["id", "_status", "_index", "row"]
+        assert all(pq.read_metadata(p).num_rows <= 2 for p in shards)  # one shard per batch
+
+
+def test_analysis_reads_ray_runs_like_local_ones(reference):
+    ray_out, local_out = reference["ray"], reference["local"]
+    assert stage_order(ray_out, reference["ray_stats"]) == stage_order(local_out, reference["local_stats"])
+    for stage in stage_order(local_out):
+        assert stage_rows(ray_out, stage) == stage_rows(local_out, stage), stage
+    assert examples(ray_out, stage_order(ray_out)) == examples(local_out, stage_order(local_out))
+
+
+def test_a_finished_ray_run_rerun_requests_nothing(reference, tmp_path):
+    log = tmp_path / "again.log"
+    out = tmp_path / "run"
+    shutil.copytree(reference["ray"], out)
+    run_ray(config(reference["docs"]), out, RecordingFactory(log))
+    assert not log.exists() and outputs(out) == reference["outputs"]
+
+
+def test_resume_after_the_server_went_away(reference, tmp_path):
+    """A run stops in backtranslate when the server goes away; the next (`--until backtranslate`, to
+    keep the test short) sends only the unfinished rows, and the stage's rows are the local run's."""
+    out, first, second = tmp_path / "run", tmp_path / "first.log", tmp_path / "second.log"
+    cfg = config(reference["docs"])
+    with pytest.raises(EngineUnavailable, match="stage backtranslate"):
+        run_ray(cfg, out, RecordingFactory(first, fail_after=2, fail_stage="backtranslate"))
+    before = shard_ids(out, "backtranslate")
+    assert before and not (out / "stages" / "dedup_instructions").exists() and not (out / "sft.jsonl").exists()
+
+    assert run_ray(cfg, out, RecordingFactory(second), until="backtranslate") is None
+    again = requests_logged(second)
+    assert again and {s for s, _ in again} == {"backtranslate"} and max(again.values()) == 1
+    assert not [k for _, k in again if k in before], "a finished row was requested again"
+    assert stage_rows(out, "backtranslate") == stage_rows(reference["local"], "backtranslate")
+    ids = [i for p in (out / "stages" / "backtranslate").glob("part-*.parquet")
+           for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()]
+    assert len(ids) == len(set(ids))  # every row once
+
+
+def test_a_crashed_shard_write_is_cleaned_and_redone(reference, tmp_path):
+    out, log = tmp_path / "run", tmp_path / "redo.log"
+    shutil.copytree(reference["ray"], out)
+    rewrite = out / "stages" / "rewrite"
+    lost = max(rewrite.glob("part-*.parquet"), key=lambda p: pq.read_metadata(p).num_rows)
+    lost_ids = set(pq.read_table(lost, columns=["id"]).column("id").to_pylist())
+    # killed while writing: the rows of that batch never got their shard, only half a temporary file
+    tmp = rewrite / ".tmp-deadbeef-123.parquet"
+    tmp.write_bytes(lost.read_bytes()[:100])
+    lost.unlink()
+    for f in ("sft.jsonl", "rejects.jsonl", "distilled.jsonl", "stats.json"):
+        (out / f).unlink()
+    run_ray(config(reference["docs"]), out, RecordingFactory(log))
+    assert not tmp.exists()
+    assert set(requests_logged(log)) == {("rewrite", k) for k in lost_ids}
+    assert outputs(out) == reference["outputs"]
+
+
+def test_layouts_and_unsupported_settings_are_refused_with_a_message(reference, tmp_path):
+    with pytest.raises(RunConflict, match="executor local"):
+        make_runner(config(reference["docs"]), reference["local"]).run()
+    with pytest.raises(RunConflict, match="runner.executor=ray"):
+        make_runner(config(reference["docs"], "local"), reference["ray"])
+    with pytest.raises(ConfigError, match="iterations 2"):
+        RayRunner(build_config({"curate": {"iterations": 2}, "runner": {"executor": "ray"}}), tmp_path)
+
+
+# ---- the real embedded model on an actor pool ---------------------------------------------------
+
+def test_embedded_model_on_a_ray_actor_pool(ray_local, tmp_path):
+    out = tmp_path / "demo"
+    cfg = load_config(DATA_DIR / "demo.yaml", [
+        "variant=filter", "distill.enabled=false", "curate.threshold=1", "backtranslate.max_tokens=24",
+        "runner.progress=false", "runner.executor=ray", "runner.ray.backward.concurrency=2",
+        "runner.ray.backward.batch_size=1"])
+    cfg.input.path = str(DATA_DIR / "demo_corpus.jsonl")
+    cfg.input.limit = 3
+    stats = make_runner(cfg, out, log=lambda msg: None).run()
+    sft = [json.loads(line) for line in open(out / "sft.jsonl")]
+    rejects = [json.loads(line) for line in open(out / "rejects.jsonl")]
+    assert sorted(r["id"] for r in sft + rejects) == ["doc-001", "doc-002", "doc-003"]
+    assert stats["funnel"]["documents_in"] == 3 and stats["outputs"]["sft"] == len(sft)
+    bt = list(ShardStore(out / "stages" / "backtranslate").rows())
+    assert len(bt) == stats["stages"]["backtranslate"]["in"]
+    assert all(r["backtranslate_model"] == "embedded" and r["backtranslate_prompt_tokens"] > 100 for r in bt)
+    assert len(list((out / "stages" / "backtranslate").glob("part-*.parquet"))) == len(bt)  # batch_size 1
+    curated = list(ShardStore(out / "stages" / "curate").rows())
+    assert all(r["score_method"] == "logprobs" and r["score"] in {1, 2, 3, 4, 5} for r in curated)
+    result = analyze(out, tokenizer=None)
+    assert result["sets"]["instructions"]["n"] == stats["stages"]["backtranslate"]["kept"]
+    assert (out / "analysis.md").is_file()
+
+
+def test_without_ray_the_error_names_the_extra(monkeypatch):
+    from backforth.executors.ray import import_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without the extra looks like
+    with pytest.raises(ConfigError, match=r"pip install 'backforth\[ray\]'"):
+        import_ray()
