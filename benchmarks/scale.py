@@ -1,9 +1,13 @@
 """Throughput and memory of the pipeline itself at corpus scale, with an instant in-process engine.
 
-N synthetic documents go through every stage (prepare, backtranslate, decontaminate, curate by
-logprobs, rewrite, grounding, distill) and the export (MinHash near-dedup is off: its index is
-memory that grows with the corpus by design, measured in `backforth/pipeline/dedup.py`); the engine answers at once, so what is measured is the pipeline: reading,
-request building, parsing, the append-only stage files, resume bookkeeping and the export.
+N synthetic documents go through every stage (prepare, near-dedup of the documents, backtranslate,
+near-dedup of the instructions, decontaminate, curate by logprobs, rewrite, grounding, distill) and
+the export; the engine answers at once, so what is measured is the pipeline: reading, request
+building, parsing, the MinHash near-dedup and its index, the append-only stage files, resume
+bookkeeping and the export. The dedup does real work: 3% of the documents are near-copies of a recent
+one (1-2 words changed and a new header: most are dropped as near-duplicates, the rest make near-duplicate
+instructions), and 2% of the instructions are one of 20 stock questions; the other instructions are
+built from their document's words, so they are distinct.
 
     python benchmarks/scale.py --docs 100000              # one run: docs/s and peak_rss_mb
     python benchmarks/scale.py --compare 100000 1000000   # both sizes in subprocesses, side by side
@@ -21,14 +25,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 from backforth.config import build_config
 from backforth.engines.base import Request, Result
 from backforth.pipeline.runner import Runner
 
-WORDS = ("river stone market light paper garden engine winter signal coffee harbor violin planet "
-         "ladder mirror forest castle pencil rocket candle bridge island thunder meadow lantern").split()
+# 4,000 pseudo-words: random documents share few 5-word shingles, random instructions few words
+VOCAB = [a + b + c + s for s in ("", "a", "o", "en", "et") for a in ("ba", "ko", "mi", "ne", "su", "ta", "vo", "ri", "le", "du")
+         for b in "aeiou" for c in "nrsltmkpdgbxzfvw"]
+STOCK = [f"How do I choose a good {w}?" for w in VOCAB[:20]]  # the duplicated instructions
 
 
 class InstantEngine:
@@ -51,8 +58,10 @@ class InstantEngine:
                 out.append(Result(text=" A clear answer drawn from the draft. [/RES]", finish_reason="stop",
                                   prompt_tokens=len(user) // 4, completion_tokens=10))
             elif "What request does this text answer" in user:
-                out.append(Result(text=f"How does the {r.key[-6:]} {random.choice(WORDS)} work?", finish_reason="stop",
-                                  prompt_tokens=len(user) // 4, completion_tokens=9))
+                document = user.rsplit("<<<", 1)[-1].split(">>>", 1)[0].split()
+                h = zlib.crc32(r.key.encode())
+                text = STOCK[h % 20] if h % 50 == 0 else f"How does {' '.join(document[2:10])} work?"
+                out.append(Result(text=text, finish_reason="stop", prompt_tokens=len(user) // 4, completion_tokens=9))
             else:
                 out.append(Result(text="A direct answer without the document.", finish_reason="stop",
                                   prompt_tokens=len(user) // 4, completion_tokens=8))
@@ -63,11 +72,43 @@ class InstantEngine:
 
 
 def write_corpus(path: Path, n: int, seed: int = 0) -> None:
+    """`n` documents of 60-140 words; 3% are a recent document with 1-2 words changed (a new id and header)."""
     rng = random.Random(seed)
+    recent: list[list[str]] = []  # the last 256 bodies: near-copies come from these (flat memory)
     with open(path, "w") as fh:
         for i in range(n):
-            text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(60, 140)))
-            fh.write(json.dumps({"id": f"d{i:08d}", "text": f"Document {i}. {text}."}) + "\n")
+            if recent and rng.random() < 0.03:
+                body = list(rng.choice(recent))
+                for j in rng.sample(range(len(body)), rng.randint(1, 2)):
+                    body[j] = rng.choice(VOCAB)
+            else:
+                body = [rng.choice(VOCAB) for _ in range(rng.randint(60, 140))]
+                recent.append(body)
+                if len(recent) > 256:
+                    recent.pop(0)
+            fh.write(json.dumps({"id": f"d{i:08d}", "text": f"Document {i}. {' '.join(body)}."}) + "\n")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:  # Linux; elsewhere the per-stage figures are left out
+        return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS"))
+
+
+class MeasuredRunner(Runner):
+    """Records the RSS at the end of each stage, before the stage releases its state (e.g. a dedup index)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rss_at_stage_end: dict[str, float] = {}
+        self.peak_at_stage_end: dict[str, float] = {}  # the high-water mark so far
+
+    def _run_stage(self, st, previous) -> None:
+        super()._run_stage(st, previous)
+        try:
+            self.rss_at_stage_end[st.name] = round(_rss_mb(), 1)
+            self.peak_at_stage_end[st.name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        except OSError:
+            pass
 
 
 def run_once(n: int) -> dict:
@@ -75,17 +116,18 @@ def run_once(n: int) -> dict:
         corpus = Path(tmp) / "corpus.jsonl"
         write_corpus(corpus, n)
         cfg = build_config({"input": {"path": str(corpus)}, "curate": {"method": "logprobs"},
-                            "prepare": {"min_words": 10}, "runner": {"progress": False, "chunk_size": 256},
-                            # MinHash dedup is measured on its own (its index grows ~6 KB per kept row: dedup.py)
-                            "dedup_documents": {"enabled": False}, "dedup_instructions": {"enabled": False}})
+                            "prepare": {"min_words": 10}, "runner": {"progress": False, "chunk_size": 256}})
         engine = InstantEngine()
         t0 = time.perf_counter()
-        stats = Runner(cfg, Path(tmp) / "run", engine_factory=lambda _m: engine, log=lambda _s: None).run()
+        runner = MeasuredRunner(cfg, Path(tmp) / "run", engine_factory=lambda _m: engine, log=lambda _s: None)
+        stats = runner.run()
         seconds = time.perf_counter() - t0
         disk = sum(p.stat().st_size for p in (Path(tmp) / "run").rglob("*") if p.is_file())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"docs": n, "seconds": round(seconds, 1), "docs_per_s": round(n / seconds, 1), "peak_rss_mb": round(peak, 1),
-            "exported": stats["outputs"]["sft"], "run_dir_mb": round(disk / 2**20, 1)}
+            "exported": stats["outputs"]["sft"], "run_dir_mb": round(disk / 2**20, 1),
+            "near_duplicates": {st: stats["stages"][st]["rejected"] for st in ("dedup_documents", "dedup_instructions")},
+            "rss_mb_at_stage_end": runner.rss_at_stage_end, "peak_rss_mb_at_stage_end": runner.peak_at_stage_end}
 
 
 def main() -> None:
@@ -105,7 +147,11 @@ def main() -> None:
     small, large = results
     for r in results:
         print(f"{r['docs']:>9} docs: {r['docs_per_s']:>8} docs/s  peak_rss_mb {r['peak_rss_mb']:>7}  "
-              f"({r['seconds']} s, {r['exported']} exported, run dir {r['run_dir_mb']} MB)")
+              f"({r['seconds']} s, {r['exported']} exported, run dir {r['run_dir_mb']} MB, near-duplicates dropped "
+              f"{r['near_duplicates']['dedup_documents']} documents, {r['near_duplicates']['dedup_instructions']} instructions)")
+    for r in results:
+        print(f"{r['docs']:>9} docs, RSS MB at each stage's end (peak so far): " + ", ".join(
+            f"{k} {v} ({r['peak_rss_mb_at_stage_end'][k]})" for k, v in r["rss_mb_at_stage_end"].items()))
     print(f"docs/s ratio large/small: {large['docs_per_s'] / small['docs_per_s']:.2f}")
     print(f"peak_rss_mb ratio large/small: {large['peak_rss_mb'] / small['peak_rss_mb']:.2f} "
           f"(docs x{large['docs'] / small['docs']:.0f})")

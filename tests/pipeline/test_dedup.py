@@ -141,3 +141,116 @@ def test_many_rows_grow_the_signature_store():
 def test_config_is_validated(bad):
     with pytest.raises(ValueError):
         DedupDocumentsConfig(**bad)
+
+
+# --- the index against brute force, growth and resume -------------------------------------------------
+
+def planted(n: int, seed: int = 11) -> list[str]:
+    """`n` texts of 30 distinct words; about a third are copies of an earlier text (itself maybe a copy)
+    with k words replaced, k = 0..8: word Jaccard 1.0, 0.94, 0.88, 0.82, 0.76, 0.71, 0.67, 0.62, 0.58."""
+    local = random.Random(seed)
+    vocab = [f"v{i}" for i in range(20000)]
+    made: list[list[str]] = []
+    for _ in range(n):
+        if made and local.random() < 0.35:
+            ws = list(local.choice(made))
+            for i in local.sample(range(len(ws)), local.randrange(9)):
+                ws[i] = local.choice(vocab)
+        else:
+            ws = local.sample(vocab, 30)
+        made.append(ws)
+    return [" ".join(ws) for ws in made]
+
+
+def brute_force(st: NearDedup, texts: list[str]) -> list[tuple[str | None, str | None]]:
+    """LSH semantics over all pairs: a kept row is a candidate when it equals the new row on every hash
+    of at least one band; with verify the earliest candidate whose estimate reaches the threshold wins."""
+    from backforth.pipeline.dedup import lsh_params
+
+    b, r = lsh_params(st.cfg.threshold, st.cfg.num_perm)
+    kept: list[tuple[str, object]] = []
+    out = []
+    for i, text in enumerate(texts):
+        sig = st.signature(text).hashvalues
+        match = None
+        for kid, ksig in kept:
+            if any((sig[j * r:(j + 1) * r] == ksig[j * r:(j + 1) * r]).all() for j in range(b)):
+                if not st.cfg.verify or (sig == ksig).mean() >= st.cfg.threshold:
+                    match = kid
+                    break
+        if match is None:
+            kept.append((f"t{i}", sig))
+        out.append(("near_duplicate" if match else None, match))
+    return out
+
+
+def test_the_index_finds_exactly_the_duplicates_that_all_pairs_do():
+    texts = planted(400)
+    dropped = {}
+    for verify in (True, False):
+        st = instructions(verify=verify)
+        rows = [{"id": f"t{i}", "instruction": t} for i, t in enumerate(texts)]
+        got = [(reason, row.get("duplicate_of")) for reason, row in zip(run(st, rows), rows)]
+        assert got == brute_force(instructions(verify=verify), texts)
+        dropped[verify] = sum(reason is not None for reason, _ in got)
+        assert st.kept == 400 - dropped[verify]
+    assert 30 <= dropped[True] < dropped[False]  # verification kept some candidates below the threshold
+    sims = [row["duplicate_similarity"] for row in rows if "duplicate_similarity" in row]
+    assert sims and all(s is None for s in sims)  # without verify: no estimate
+
+
+def test_the_candidates_are_datasketchs():
+    from datasketch import MinHashLSH
+
+    from backforth.pipeline.dedup import lsh_params
+
+    st = instructions()
+    lsh = MinHashLSH(num_perm=128, params=lsh_params(0.8, 128))
+    for i, text in enumerate(planted(300, seed=5)):
+        m = st.signature(text)
+        hv = st.hashvalues(text)
+        assert sorted(set(st._index.candidates(st._index.band_hashes(hv)))) == sorted(lsh.query(m))
+        lsh.insert(i, m)
+        st._insert(f"t{i}", hv)
+
+
+def test_growth_past_the_first_block_and_merges_changes_nothing(monkeypatch):
+    from backforth.pipeline import dedup
+
+    texts = planted(700, seed=3)
+    rows = [{"id": f"t{i}", "instruction": t} for i, t in enumerate(texts)]
+    expected_rows = [dict(r) for r in rows]
+    expected = run(instructions(), expected_rows)  # no merge, one block
+    monkeypatch.setattr(dedup, "_BLOCK", 64)  # blocks of 64 rows, a merge every 50
+    monkeypatch.setattr(dedup, "_MERGE_AT", 50)
+    st = instructions()
+    assert run(st, rows) == expected and rows == expected_rows
+    assert len(st._sig_rows.blocks) > 5 and st._index.n_recent < 50 and len(st._index.hashes[0]) >= 500
+    assert st.kept == expected.count(None)
+
+
+def test_resume_through_observe_across_merges_gives_the_uninterrupted_result(monkeypatch):
+    from backforth.pipeline import dedup
+
+    monkeypatch.setattr(dedup, "_BLOCK", 64)
+    monkeypatch.setattr(dedup, "_MERGE_AT", 50)
+    texts = planted(600, seed=9)
+    rows = [{"id": f"t{i}", "instruction": t} for i, t in enumerate(texts)]
+    whole = [dict(r) for r in rows]
+    expected = run(instructions(), whole)
+    first = [dict(r) for r in rows[:350]]
+    assert run(instructions(), first) == expected[:350]
+    resumed = instructions()
+    for row, reason in zip(first, expected[:350]):
+        if reason is None:  # the runner observes the rows the stage file holds as done
+            resumed.observe(row)
+    rest = [dict(r) for r in rows[350:]]
+    assert run(resumed, rest) == expected[350:] and rest == whole[350:]
+    assert resumed.kept == expected.count(None)
+
+
+def test_release_drops_the_index_and_keeps_the_count():
+    st = documents()
+    run(st, [{"id": "a", "text": doc()}, {"id": "b", "text": doc()}])
+    st.release()
+    assert st.kept == 2 and st._index is None and st._sig_rows is None
