@@ -3,11 +3,11 @@
 The same backtranslation prompts (the bundled demo corpus, greedy decoding so both sides generate
 exactly the same tokens) go once straight to `TransformersEngine.generate` and once through the
 pipeline (`Runner` up to the backtranslate stage: request building, chunking, parsing, the
-append-only stage file). The engine side runs before and after the pipeline and is averaged, so
-drift in machine load does not favour either. Also prints the engine's batched throughput
+append-only stage file). Bare and pipeline passes alternate (bare, then `--rounds` times pipeline
++ bare) and are averaged, so drift in machine load favours neither. Also prints the engine's batched throughput
 against batch size 1.
 
-    python benchmarks/engine_overhead.py [--docs 32] [--max-tokens 48]
+    python benchmarks/engine_overhead.py [--docs 32] [--max-tokens 48] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=2, help="pipeline passes, each followed by a bare pass")
     args = ap.parse_args()
 
     cfg = load_config(DATA_DIR / "demo.yaml", [
@@ -52,21 +53,30 @@ def main() -> None:
             results += engine.generate(requests[i:i + cfg.runner.chunk_size])
         return time.perf_counter() - t0, sum(r.completion_tokens for r in results)
 
-    t_engine1, tokens = bare()
-    with tempfile.TemporaryDirectory() as tmp:
-        runner = Runner(cfg, tmp, until="backtranslate", engine_factory=lambda _m: engine, log=lambda _s: None)
-        runner.engines.close = lambda: None  # keep the shared engine loaded for the second bare pass
-        t0 = time.perf_counter()
-        runner.run()
-        wall = time.perf_counter() - t0
-        bt_seconds = runner.stage_file("backtranslate").seconds()
-        done = sum(1 for _ in runner.stage_file("backtranslate").rows())
-        pipe_tokens = sum(json.loads(line).get("backtranslate_completion_tokens", 0)
-                          for line in open(Path(tmp) / "stages" / "backtranslate.jsonl"))
-    t_engine2, _ = bare()
-    t_engine = (t_engine1 + t_engine2) / 2
+    def pipeline() -> tuple[float, float, int, int]:
+        with tempfile.TemporaryDirectory() as tmp:
+            runner = Runner(cfg, tmp, until="backtranslate", engine_factory=lambda _m: engine, log=lambda _s: None)
+            runner.engines.close = lambda: None  # keep the shared engine loaded for the next pass
+            t0 = time.perf_counter()
+            runner.run()
+            wall = time.perf_counter() - t0
+            seconds = runner.stage_file("backtranslate").seconds()
+            done = sum(1 for _ in runner.stage_file("backtranslate").rows())
+            toks = sum(json.loads(line).get("backtranslate_completion_tokens", 0)
+                       for line in open(Path(tmp) / "stages" / "backtranslate.jsonl"))
+        return seconds, wall, done, toks
+
+    # bare, then (pipeline, bare) x rounds: passes alternate, so drift in machine load favours neither
+    t_bare, tokens = bare()
+    bare_times, pipe_times, walls = [t_bare], [], []
+    for _ in range(args.rounds):
+        bt_seconds, wall, done, pipe_tokens = pipeline()
+        pipe_times.append(bt_seconds)
+        walls.append(wall)
+        bare_times.append(bare()[0])
+    t_engine = sum(bare_times) / len(bare_times)
     engine_rps = len(requests) / t_engine
-    pipe_rps = done / bt_seconds
+    pipe_rps = done / (sum(pipe_times) / len(pipe_times))
 
     subset = requests[:8]
     engine.batch_size = 1
@@ -81,9 +91,11 @@ def main() -> None:
     tok_batched = sum(r.completion_tokens for r in batched) / t_batched
 
     print(f"model: {engine.name} ({engine.dtype}), {len(requests)} backtranslation prompts, greedy, max_tokens {args.max_tokens}")
-    print(f"bare engine: {engine_rps:.3f} requests/s ({tokens} tokens; runs {t_engine1:.1f}s and {t_engine2:.1f}s)")
-    print(f"pipeline backtranslate stage: {pipe_rps:.3f} requests/s ({pipe_tokens} tokens; stage {bt_seconds:.1f}s, "
-          f"whole run incl. prepare {wall:.1f}s)")
+    print(f"bare engine: {engine_rps:.3f} requests/s ({tokens} tokens; passes "
+          f"{', '.join(f'{t:.1f}s' for t in bare_times)})")
+    print(f"pipeline backtranslate stage: {pipe_rps:.3f} requests/s ({pipe_tokens} tokens; passes "
+          f"{', '.join(f'{t:.1f}s' for t in pipe_times)}; whole runs incl. prepare "
+          f"{', '.join(f'{t:.1f}s' for t in walls)})")
     print(f"pipeline/engine throughput ratio: {pipe_rps / engine_rps:.3f}")
     print(f"engine batch {args.batch_size} vs batch 1 on {len(subset)} prompts: {tok_batched:.1f} vs {tok_single:.1f} tokens/s "
           f"(ratio {tok_batched / tok_single:.2f})")
