@@ -127,11 +127,12 @@ def main() -> None:
     for name in ("logprobs", "logprobs+calibrate"):
         r = res[name]
         union = base["kept"] | r["kept"]
-        jac = len(base["kept"] & r["kept"]) / len(union) if union else 1.0
+        jac = len(base["kept"] & r["kept"]) / len(union) if union else None
         k = kappa([i in base["kept"] for i in ids], [i in r["kept"] for i in ids])
         both = [i for i in ids if base["rows"][i]["score"] is not None and r["rows"][i]["score"] is not None]
         rho = spearman([base["rows"][i]["score"] for i in both], [r["rows"][i]["score_expected"] for i in both])
-        print(f"agreement generate vs {name}: kept-set Jaccard {jac:.2f}, keep/drop kappa "
+        print(f"agreement generate vs {name}: kept-set Jaccard "
+              f"{'n/a (both kept nothing)' if jac is None else f'{jac:.2f}'}, keep/drop kappa "
               f"{'n/a' if k is None else f'{k:.2f}'}, Spearman of scores {'n/a' if rho is None else f'{rho:.2f}'} "
               f"(on {len(both)} rows both parsed)")
     engine.close()
