@@ -23,26 +23,42 @@ band; the rows sharing a band hash sit side by side, so the candidates are exact
 barring a 64-bit hash collision), searched by bisection; new rows wait in a small dict per band that
 is merged into the arrays every 8,192 rows, one band at a time (a merge briefly needs one band's
 arrays twice, not the whole index), and the heap is trimmed after each merge (glibc `malloc_trim`,
-else the replaced arrays stay resident as holes: +8% RSS). The signatures for `verify` (uint32 x
-`num_perm`) are stored in blocks of 65,536 rows, never copied when the store grows; the ids as utf-8
-bytes end to end with an end offset each.
+else the replaced arrays stay resident as holes: +8% RSS). The ids are utf-8 bytes end to end with
+an end offset each.
 
-Memory per kept row (128 hashes, b=9 r=13, 12-character ids): band arrays 9 x 12 = 108 bytes,
-signatures 512, ids 12 + 8: 640 bytes by construction, plus at most ~15 MB for the insert buffer.
-Measured (RSS of a fresh process before and after indexing 1,000,000 distinct synthetic 12-30-word
-texts with 12-character ids, numpy 2.4, Python 3.11, glibc): 644 bytes per kept row at 1M (661 at
-400k, 676 at 200k: the bounded buffer amortised), 614 MiB per million; the process high-water mark
-(merge transients included) 682 bytes per row; back to +2 MB after `release()`. Without `verify`:
-126 bytes per row of arrays, ~145 measured at 300k. The same per row at any size: no per-row Python
-objects. Speed, one core (shared), the same texts through both implementations with identical
-results: 8-20-word instructions ~32,000 rows/s (datasketch MinHash + MinHashLSH: ~17,000), 300-700-word documents
-~3,300 rows/s (datasketch: ~2,350); the MinHash itself (SHA-1 per shingle) is most of the time.
+The signatures for `verify` (uint32 x `num_perm`: 512 bytes) are read only for a row's LSH candidates
+(most rows have none), so they are not kept in RAM: each kept row's goes to an anonymous scratch file
+(row k at byte 512 k), written 1,024 rows at a time (the newest wait in RAM and are read from there),
+and a candidate's is read back with one `os.pread` (not a memory map: mapped file pages count in the
+RSS). The file is made in the directory `BACKFORTH_TMPDIR` names when set, else the system's temp dir
+(`tempfile`: TMPDIR, /tmp); it has no name (POSIX), and goes with `release()`, with the stage
+object, or with the process. Disk: 512 bytes per kept row, 512 MB per million (in the OS page cache
+while it is recent, which the kernel can write back and drop: not this process's RSS).
+
+Memory per kept row (128 hashes, b=9 r=13, 12-character ids): band arrays 9 x 12 = 108 bytes, ids
+12 + 8: 128 bytes by construction, plus at most ~15 MB for the insert buffer and 512 KiB of
+unwritten signatures. Measured (RSS of a fresh process before and after indexing 1,000,000 distinct
+synthetic 12-30-word texts with 12-character ids, numpy 2.4, Python 3.11, glibc, ext4): 132-133 bytes
+per kept row at 1M (145 at 400k, 152-157 at 200k: the bounded buffers amortised), 126 MiB per
+million; the process high-water mark (merge transients included) 163-168 bytes per row; back to +2-3
+MB after `release()`; the scratch file 512 bytes per kept row. (With the signatures in RAM, as before:
+644 bytes per kept row at 1M, high-water 676-682.) Without `verify` there is no file and the same
+RAM (131 bytes per kept row at 1M). The same per row at any size: no per-row Python objects. Speed, one core (shared), the same
+texts through both implementations with identical results: 8-20-word instructions ~32,000 rows/s
+(datasketch MinHash + MinHashLSH: ~17,000), 300-700-word documents ~3,300 rows/s (datasketch:
+~2,350); the MinHash itself (SHA-1 per shingle) is most of the time. The scratch file costs no
+measurable speed (side by side in one process, identical results: 200,000 instructions with 5% near-
+copies 28,200-28,300 rows/s with the signatures in RAM, 28,500-29,000 spilled, 3,903 preads; with 40%
+near-copies 27,200-27,800 vs 28,000-28,200, 30,366 preads; 10,000 documents 3,200-3,300 both).
 Beyond tens of millions of rows, dedup in shards or with a dedicated tool.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
+import weakref
 from array import array
 from functools import lru_cache
 from typing import Any
@@ -53,9 +69,10 @@ from ..config import NearDedupConfig
 from .base import Stage
 from .parsing import words
 
-_BLOCK = 1 << 16  # rows per block of the signature store
+_BLOCK = 1024  # signatures written to the scratch file at a time (the newest wait in RAM): 512 KiB
 _MERGE_AT = 8192  # rows buffered before the band arrays are merged
 _malloc_trim = None  # glibc's, found on first use (False where there is none)
+_pread = getattr(os, "pread", None)
 
 
 def shingles(text: str, n: int) -> set[bytes]:
@@ -101,28 +118,76 @@ def _trim_heap() -> None:
         _malloc_trim(0)
 
 
-class _Rows:
-    """Fixed-width numpy rows, appended one by one: a first block that doubles up to 65,536 rows,
-    then further blocks of 65,536, so growing never copies a large array (old + new at once)."""
+class _SpillRows:
+    """Fixed-width numpy rows, appended one by one to an anonymous scratch file (row k at byte
+    k * row size) and read back one by one with `os.pread`. The newest rows wait in RAM until
+    `_BLOCK` of them are written at once; a read of one of those is served from RAM. The file is made
+    on the first write, in `BACKFORTH_TMPDIR` when that is set, else the system's temp dir; on POSIX it
+    has no name (deleted at creation), so it goes with `close()`, with this object, or with the process."""
 
     def __init__(self, width: int, dtype):
-        self.width, self.dtype, self.n = width, dtype, 0
-        self.blocks = [np.empty((min(1024, _BLOCK), width), dtype=dtype)]
+        self.width, self.dtype = width, np.dtype(dtype)
+        self.row_bytes = width * self.dtype.itemsize
+        self.n = self.written = 0  # rows appended; rows of those in the file
+        self.tail = bytearray()  # rows written..n, not yet in the file
+        self.file = None
+        self._finalizer = None
 
-    def append(self, values) -> None:
-        b, i = divmod(self.n, _BLOCK)
-        if b == len(self.blocks):
-            self.blocks.append(np.empty((_BLOCK, self.width), dtype=self.dtype))
-        elif i == len(self.blocks[b]):
-            grown = np.empty((min(2 * i, _BLOCK), self.width), dtype=self.dtype)
-            grown[:i] = self.blocks[b]
-            self.blocks[b] = grown
-        self.blocks[b][i] = values
+    def _open(self) -> None:
+        where = os.environ.get("BACKFORTH_TMPDIR") or None
+        try:
+            self.file = tempfile.TemporaryFile(dir=where, prefix="backforth-dedup-", buffering=0)
+        except OSError as e:
+            raise OSError(f"near-dedup: cannot make its scratch file in {where or tempfile.gettempdir()} "
+                          f"({e}); set BACKFORTH_TMPDIR to a writable directory") from e
+        self._finalizer = weakref.finalize(self, self.file.close)
+
+    def append(self, values: np.ndarray) -> None:
+        self.tail += np.ascontiguousarray(values, dtype=self.dtype).tobytes()
         self.n += 1
+        if self.n - self.written >= _BLOCK:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.tail:
+            return
+        if self.file is None:
+            self._open()
+        self.file.seek(self.written * self.row_bytes)  # where the rows go, even after a failed write
+        with memoryview(self.tail) as view:
+            done = 0
+            while done < len(view):
+                done += self.file.write(view[done:])
+        self.written = self.n
+        self.tail.clear()
 
     def __getitem__(self, key: int) -> np.ndarray:
-        return self.blocks[key // _BLOCK][key % _BLOCK]
+        if not 0 <= key < self.n:
+            raise IndexError(f"signature row {key} of {self.n}")
+        size = self.row_bytes
+        if key >= self.written:
+            at = (key - self.written) * size
+            data = bytes(self.tail[at:at + size])
+        elif _pread is not None:
+            data = _pread(self.file.fileno(), size, key * size)
+        else:  # no pread (Windows)
+            self.file.seek(key * size)
+            data = self.file.read(size)
+        if len(data) != size:
+            raise OSError(f"near-dedup: the scratch file is short at signature row {key} of {self.n}")
+        return np.frombuffer(data, dtype=self.dtype)
 
+    def close(self) -> None:
+        """Close the scratch file (deleting it) and drop the unwritten rows."""
+        if self._finalizer is not None:
+            self._finalizer()
+        self.file, self.tail = None, bytearray()
+
+    def ram_nbytes(self) -> int:
+        return len(self.tail)
+
+    def disk_nbytes(self) -> int:
+        return self.written * self.row_bytes
 
 
 class _Ids:
@@ -241,7 +306,7 @@ class NearDedup(Stage):
         self._kept = 0
         self._index: BandIndex | None = BandIndex(*lsh_params(cfg.threshold, cfg.num_perm))
         self._ids: _Ids | None = _Ids()  # kept rows in insertion order (their key is the position here)
-        self._sig_rows: _Rows | None = _Rows(cfg.num_perm, np.uint32) if cfg.verify else None
+        self._sig_rows: _SpillRows | None = _SpillRows(cfg.num_perm, np.uint32) if cfg.verify else None
 
     def settings(self) -> dict[str, Any]:
         return {"field": self.field, **self.cfg.model_dump(exclude={"enabled"})}
@@ -309,7 +374,9 @@ class NearDedup(Stage):
         return None
 
     def release(self) -> None:
-        """Drop the index (the stage is finished; `kept` stays)."""
+        """Drop the index and close the signatures' scratch file, deleting it (the stage is finished; `kept` stays)."""
+        if self._sig_rows is not None:
+            self._sig_rows.close()
         self._index = self._ids = self._sig_rows = None
         _trim_heap()
 
@@ -319,12 +386,17 @@ class NearDedup(Stage):
 
     @property
     def _sigs(self) -> np.ndarray:
-        """The stored signatures as one array (a copy, for inspection; rows past `kept` are unset)."""
+        """The stored signatures as one array, read back from the scratch file (for inspection)."""
         if self._sig_rows is None:
             return np.empty((0, self.cfg.num_perm), dtype=np.uint32)
-        return np.concatenate(self._sig_rows.blocks)
+        return np.array([self._sig_rows[k] for k in range(self._sig_rows.n)], dtype=np.uint32).reshape(-1, self.cfg.num_perm)
 
     def index_nbytes(self) -> int:
-        """Bytes held by the index's arrays (band arrays, signatures, ids), not counting the insert buffer."""
-        sigs = self._sig_rows.n * self.cfg.num_perm * 4 if self._sig_rows is not None else 0
+        """Bytes of RAM held by the index's arrays (band arrays, ids, the signatures not yet written to
+        the scratch file), not counting the insert buffer."""
+        sigs = self._sig_rows.ram_nbytes() if self._sig_rows is not None else 0
         return self._index.nbytes() + sigs + self._ids.nbytes()
+
+    def spill_nbytes(self) -> int:
+        """Bytes of the signatures' scratch file (0 without `verify`)."""
+        return self._sig_rows.disk_nbytes() if self._sig_rows is not None else 0

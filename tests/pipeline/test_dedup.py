@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -220,12 +221,12 @@ def test_growth_past_the_first_block_and_merges_changes_nothing(monkeypatch):
     texts = planted(700, seed=3)
     rows = [{"id": f"t{i}", "instruction": t} for i, t in enumerate(texts)]
     expected_rows = [dict(r) for r in rows]
-    expected = run(instructions(), expected_rows)  # no merge, one block
-    monkeypatch.setattr(dedup, "_BLOCK", 64)  # blocks of 64 rows, a merge every 50
+    expected = run(instructions(), expected_rows)  # no merge, no signature written to the scratch file
+    monkeypatch.setattr(dedup, "_BLOCK", 64)  # signatures written 64 at a time, a merge every 50
     monkeypatch.setattr(dedup, "_MERGE_AT", 50)
     st = instructions()
     assert run(st, rows) == expected and rows == expected_rows
-    assert len(st._sig_rows.blocks) > 5 and st._index.n_recent < 50 and len(st._index.hashes[0]) >= 500
+    assert st._sig_rows.written > 5 * 64 and st._index.n_recent < 50 and len(st._index.hashes[0]) >= 500
     assert st.kept == expected.count(None)
 
 
@@ -254,3 +255,59 @@ def test_release_drops_the_index_and_keeps_the_count():
     run(st, [{"id": "a", "text": doc()}, {"id": "b", "text": doc()}])
     st.release()
     assert st.kept == 2 and st._index is None and st._sig_rows is None
+
+
+def test_release_deletes_the_scratch_file_of_the_signatures(tmp_path, monkeypatch):
+    from backforth.pipeline import dedup
+
+    monkeypatch.setattr(dedup, "_BLOCK", 4)
+    monkeypatch.setenv("BACKFORTH_TMPDIR", str(tmp_path))
+    st = documents()
+    run(st, [{"id": str(i), "text": doc()} for i in range(10)])
+    f = st._sig_rows.file
+    assert st.spill_nbytes() == os.fstat(f.fileno()).st_size == 8 * 128 * 4  # 2 rows still in RAM
+    if os.path.exists(f"/proc/self/fd/{f.fileno()}"):  # Linux: in BACKFORTH_TMPDIR, and without a name
+        target = os.readlink(f"/proc/self/fd/{f.fileno()}")
+        assert target.startswith(str(tmp_path)) and target.endswith("(deleted)")
+    assert list(tmp_path.iterdir()) == []
+    st.release()
+    assert f.closed and st._sig_rows is None and st.kept == 10
+
+
+def test_the_scratch_file_goes_with_the_stage_object(monkeypatch):
+    import gc
+
+    from backforth.pipeline import dedup
+
+    monkeypatch.setattr(dedup, "_BLOCK", 2)
+    st = documents()
+    run(st, [{"id": str(i), "text": doc()} for i in range(5)])
+    f = st._sig_rows.file
+    del st
+    gc.collect()
+    assert f.closed
+
+
+def test_without_verify_there_is_no_scratch_file():
+    st = documents(verify=False)
+    run(st, [{"id": str(i), "text": doc()} for i in range(5)])
+    assert st._sig_rows is None and st.spill_nbytes() == 0
+
+
+def test_the_spilled_signatures_are_the_signatures_and_give_the_brute_force_result(monkeypatch):
+    from backforth.pipeline import dedup
+
+    monkeypatch.setattr(dedup, "_BLOCK", 8)  # candidates both in the file and in the unwritten tail
+    reads = []
+    monkeypatch.setattr(dedup, "_pread", lambda fd, n, at: reads.append(at) or os.pread(fd, n, at))
+    texts = planted(400, seed=13)
+    st = instructions()
+    rows = [{"id": f"t{i}", "instruction": t} for i, t in enumerate(texts)]
+    got = [(reason, row.get("duplicate_of")) for reason, row in zip(run(st, rows), rows)]
+    assert reads and all(at % 512 == 0 for at in reads)  # candidates read from the file
+    assert got == brute_force(instructions(), texts)
+    kept = [t for t, (reason, _) in zip(texts, got) if reason is None]
+    assert 0 < st._sig_rows.written < st.kept == len(kept) and st._sig_rows.written % 8 == 0
+    assert (st._sigs == [st.hashvalues(t) for t in kept]).all()
+    sims = [row["duplicate_similarity"] for row in rows if "duplicate_similarity" in row]
+    assert sims and all(0.8 <= s <= 1.0 for s in sims)
