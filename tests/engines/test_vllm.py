@@ -213,3 +213,27 @@ def test_pipeline_end_to_end_on_vllm(tmp_path):
         assert row["backtranslate_prompt_tokens"] > 100
         assert row["score_method"] == "logprobs" and row["score"] in {1, 2, 3, 4, 5}
     assert "engine: vllm" in (tmp_path / "config.yaml").read_text()
+
+
+def test_vllm_engine_on_a_ray_actor_pool(tmp_path):
+    """The cluster path in miniature: `executor: ray` with the backward role on `engine: vllm`, one
+    actor holding a vLLM engine (on a GPU node: `num_gpus`, `tensor_parallel_size` in engine_kwargs)."""
+    ray = pytest.importorskip("ray", reason="ray is not installed in this venv (make vllm-env installs it)")
+    from backforth.executors import make_runner
+    from backforth.pipeline.shards import ShardStore
+
+    cfg = load_config(DATA_DIR / "demo.yaml", [
+        "backtranslate.max_tokens=32", "runner.progress=false", "runner.executor=ray", "runner.ray.num_cpus=2",
+        "runner.ray.backward.num_cpus=2", "runner.ray.backward.batch_size=2"])
+    cfg.input.path = str(DATA_DIR / "demo_corpus.jsonl")
+    cfg.input.limit = 4
+    cfg.models.backward.engine, cfg.models.backward.engine_kwargs = "vllm", dict(FAST, max_model_len=2048)
+    try:
+        make_runner(cfg, tmp_path, until="backtranslate", log=lambda msg: None).run()
+    finally:
+        ray.shutdown()
+    rows = list(ShardStore(tmp_path / "stages" / "backtranslate").rows())
+    assert sorted(r["id"] for r in rows) == ["doc-001", "doc-002", "doc-003", "doc-004"]
+    assert all(r["backtranslate_prompt_tokens"] > 100 for r in rows)
+    assert len(list((tmp_path / "stages" / "backtranslate").glob("part-*.parquet"))) == 2  # 2 rows a batch
+    assert "engine: vllm" in (tmp_path / "config.yaml").read_text()
