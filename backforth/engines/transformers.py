@@ -15,6 +15,7 @@ from itertools import islice
 
 from .base import EngineError, Request, Result
 from .models import resolve_model_dir
+from .tokenized import Tokenized, has_tokenizer
 
 
 def pick_dtype(name: str):
@@ -38,7 +39,7 @@ def _cpu_flag(flag: str) -> bool:
         return False
 
 
-class TransformersEngine:
+class TransformersEngine(Tokenized):
     def __init__(self, model: str = "embedded", adapter: str | None = None, gguf_file: str | None = None,
                  dtype: str = "auto", batch_size: int = 16, seed: int = 0, context_length: int | None = None,
                  **_: object):
@@ -52,7 +53,7 @@ class TransformersEngine:
         self.batch_size = batch_size
         self.dtype = pick_dtype(dtype)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(adapter if adapter and _has_tokenizer(adapter) else weights)
+            self.tokenizer = AutoTokenizer.from_pretrained(adapter if adapter and has_tokenizer(adapter) else weights)
             self.model = AutoModelForCausalLM.from_pretrained(weights, dtype=self.dtype)
         except OSError as err:
             raise EngineError(f"cannot load model '{model}': {err}. Give a local folder, a .gguf file, "
@@ -67,20 +68,6 @@ class TransformersEngine:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._context = context_length or getattr(self.model.config, "max_position_embeddings", None)
         torch.manual_seed(seed)
-
-    @property
-    def context_length(self) -> int | None:
-        return self._context
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def render(self, req: Request) -> str:
-        if req.prompt is not None:
-            text = req.prompt
-        else:
-            text = self.tokenizer.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True)
-        return text + (req.assistant_prefix or "")
 
     def generate(self, requests: list[Request]) -> list[Result]:
         results: list[Result | None] = [None] * len(requests)
@@ -148,14 +135,6 @@ class TransformersEngine:
             results.append(Result(text=text, finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=len(tokens)))
         return results
 
-    def _choice_ids(self, choice: str) -> list[int]:
-        """Tokens that spell the choice on their own ("5", and " 5" where it is one token)."""
-        ids = {toks[0] for variant in (choice, " " + choice)
-               if len(toks := self.tokenizer(variant, add_special_tokens=False)["input_ids"]) == 1}
-        if not ids:
-            raise EngineError(f"choice '{choice}' is not a single token for this tokenizer")
-        return sorted(ids)
-
     def _score_batch(self, reqs: list[Request], seqs: list[list[int]]) -> list[Result]:
         import torch
 
@@ -183,6 +162,3 @@ def _as_list(x) -> list:
         return []
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
-
-def _has_tokenizer(folder: str) -> bool:
-    return any(os.path.isfile(os.path.join(folder, f)) for f in ("tokenizer.json", "tokenizer_config.json"))

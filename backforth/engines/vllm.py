@@ -42,6 +42,7 @@ import os
 
 from .base import EngineError, EngineUnavailable, Request, Result
 from .models import resolve_model_dir
+from .tokenized import Tokenized, has_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def _import_vllm():
     return vllm
 
 
-class VLLMEngine:
+class VLLMEngine(Tokenized):
     def __init__(self, model: str = "embedded", adapter: str | None = None, gguf_file: str | None = None,
                  dtype: str = "auto", seed: int = 0, context_length: int | None = None,
                  engine_kwargs: dict | None = None, **_: object):
@@ -77,7 +78,7 @@ class VLLMEngine:
         kwargs.update(_cpu_defaults(engine_kwargs or {}))
         kwargs.update(engine_kwargs or {})
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(adapter if adapter and _has_tokenizer(adapter) else weights)
+            self.tokenizer = AutoTokenizer.from_pretrained(adapter if adapter and has_tokenizer(adapter) else weights)
         except OSError as err:
             raise EngineError(f"cannot load the tokenizer of model '{model}': {err}. Give a local folder, a .gguf "
                               "file, `embedded`, or a hub name that is cached (no downloads happen offline).") from None
@@ -97,21 +98,6 @@ class VLLMEngine:
         model_config = getattr(self.llm, "model_config", None) or self.llm.llm_engine.model_config
         self._max_len = model_config.max_model_len
         self._context = min(context_length, self._max_len) if context_length else self._max_len
-        self._choice_cache: dict[str, list[int]] = {}
-
-    @property
-    def context_length(self) -> int | None:
-        return self._context
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def render(self, req: Request) -> str:
-        if req.prompt is not None:
-            text = req.prompt
-        else:
-            text = self.tokenizer.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True)
-        return text + (req.assistant_prefix or "")
 
     def generate(self, requests: list[Request]) -> list[Result]:
         results: list[Result | None] = [None] * len(requests)
@@ -202,16 +188,6 @@ class VLLMEngine:
                 table[c] = top + math.log(sum(math.exp(v - top) for v in vals))
         return table
 
-    def _choice_ids(self, choice: str) -> list[int]:
-        """Tokens that spell the choice on their own ("5", and " 5" where it is one token)."""
-        if choice not in self._choice_cache:
-            ids = {toks[0] for variant in (choice, " " + choice)
-                   if len(toks := self.tokenizer(variant, add_special_tokens=False)["input_ids"]) == 1}
-            if not ids:
-                raise EngineError(f"choice '{choice}' is not a single token for this tokenizer")
-            self._choice_cache[choice] = sorted(ids)
-        return self._choice_cache[choice]
-
     def close(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None
         if llm is None:
@@ -266,6 +242,3 @@ def _cpu_defaults(engine_kwargs: dict) -> dict:
 def _describe(kwargs: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in sorted(kwargs.items()))
 
-
-def _has_tokenizer(folder: str) -> bool:
-    return any(os.path.isfile(os.path.join(folder, f)) for f in ("tokenizer.json", "tokenizer_config.json"))

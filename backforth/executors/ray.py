@@ -56,6 +56,7 @@ from pathlib import Path
 
 from ..config import ConfigError, ModelConfig, RunConfig
 from ..engines import EngineError, EngineUnavailable, build_engine
+from ..engines.tokenized import Tokenized, has_tokenizer
 from ..hashset import CompactSet
 from ..pipeline.base import Stage
 from ..pipeline.runner import Engines, Runner, RunConflict, _PartialChunk, build_stages, process_chunk
@@ -73,7 +74,7 @@ def import_ray():
     return ray
 
 
-class TokenCounter:
+class TokenCounter(Tokenized):
     """The backward model's tokenizer and context length without its weights: all that `prepare`
     needs on the driver. It mirrors the transformers and vllm engines' `count_tokens` and
     `context_length` (vLLM: `engine_kwargs.max_model_len` when set)."""
@@ -86,9 +87,8 @@ class TokenCounter:
         weights, folder_adapter = resolve_model_dir(cfg.model, cfg.gguf_file)
         adapter = cfg.adapter or folder_adapter
         self.name = cfg.model
-        has_tokenizer = adapter and any((Path(adapter) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(adapter if has_tokenizer else weights)
+            self.tokenizer = AutoTokenizer.from_pretrained(adapter if has_tokenizer(adapter) else weights)
             max_len = getattr(AutoConfig.from_pretrained(weights), "max_position_embeddings", None)
         except OSError as err:
             raise EngineError(f"cannot load the tokenizer of model '{cfg.model}': {err}. Give a local folder, a "
@@ -98,13 +98,6 @@ class TokenCounter:
             self._context = min(cfg.context_length, max_len) if cfg.context_length and max_len else (cfg.context_length or max_len)
         else:
             self._context = cfg.context_length or max_len
-
-    @property
-    def context_length(self) -> int | None:
-        return self._context
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, requests):
         raise EngineError("the driver's token counter serves no requests (model stages run on Ray actors)")
