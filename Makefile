@@ -38,8 +38,11 @@ test: install chromium
 test-slow: install chromium
 	$(BIN)/pytest -q -m slow
 
+# The quick benchmarks (a few minutes); benchmarks/scale.py, curation.py and `make bench-vllm` are
+# longer and run on their own (README: Performance).
 bench: install
 	$(BIN)/python benchmarks/engine_overhead.py
+	$(BIN)/python benchmarks/server_overlap.py --chunk 64
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
