@@ -40,7 +40,9 @@ class ModelConfig(Section):
     gguf_file: str | None = Field(None, description="File name of the GGUF weights inside `model` when it is a folder.")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="Weights dtype (transformers, vllm). `auto`: for transformers bfloat16 where the CPU/GPU supports it, else float32; for vllm, vLLM's own choice.")
-    batch_size: int = Field(16, ge=1, description="Requests per forward batch (transformers engine).")
+    batch_size: int = Field(16, ge=1, description="Most requests in one forward batch (transformers engine); `max_batch_tokens` usually decides first.")
+    max_batch_tokens: int | None = Field(None, ge=1, description="Token budget of one batch (transformers engine): requests are sorted by length and packed so that rows x longest prompt (plus max_tokens for generation) stays under it; a longer request runs alone. Default 16384, measured on a 2-core CPU (benchmarks/long_documents.py); on a GPU try 131072 or more, as its memory allows.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where an in-process model runs (transformers engine): `auto` takes the GPU when torch sees one, else the CPU; `cuda` fails plainly without a GPU.")
     base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible server URL (engine openai).")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key; the key itself never goes in a config.")
     api: Literal["chat", "completions"] = Field("chat", description="Endpoint for messages requests (engine openai).")

@@ -320,18 +320,18 @@ def lengths(sets: dict[str, TextSet], tokenizer: Any) -> dict[str, dict]:
 
 
 def load_tokenizer(spec: str | None) -> tuple[Any | None, str]:
-    """(tokenizer, its name). "embedded": SmolLM2's tokenizer read straight from the bundled GGUF
+    """(tokenizer, its name). "embedded[:name]": the embedded model's tokenizer read straight from its GGUF
     (a few seconds, no model load); None or any failure: the metrics' word-and-punctuation count."""
     if spec is None:
         return None, WORDS_TOKENIZER
     try:
         from transformers import AutoTokenizer
 
-        if spec == "embedded":
-            from ..engines.models import EMBEDDED_NAME, embedded_gguf
+        from .. import embedded
 
-            gguf = embedded_gguf()
-            return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name), EMBEDDED_NAME
+        if embedded.is_embedded(spec):
+            gguf = embedded.gguf_path(spec)
+            return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name), embedded.lookup(spec).title
         return AutoTokenizer.from_pretrained(spec), spec
     except Exception as err:  # noqa: BLE001 - any failure falls back to a documented default
         return None, f"{WORDS_TOKENIZER}; tokenizer '{spec}' unavailable: {err}"

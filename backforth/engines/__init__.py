@@ -13,7 +13,8 @@ def build_engine(cfg) -> Engine:
         from .transformers import TransformersEngine
 
         return TransformersEngine(model=cfg.model, adapter=cfg.adapter, gguf_file=cfg.gguf_file, dtype=cfg.dtype,
-                                  batch_size=cfg.batch_size, seed=cfg.seed, context_length=cfg.context_length)
+                                  batch_size=cfg.batch_size, max_batch_tokens=cfg.max_batch_tokens,
+                                  device=cfg.device, seed=cfg.seed, context_length=cfg.context_length)
     if cfg.engine == "openai":
         from .openai import OpenAIEngine
 

@@ -20,8 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..errors import UserError
 
-class EngineError(Exception):
+
+class EngineError(UserError):
     """A user-facing engine problem (bad model path, missing extra, ...)."""
 
 

@@ -1,9 +1,16 @@
-"""In-process engine on transformers: batched, left-padded, length-sorted, bf16 where the CPU has it.
+"""In-process engine on transformers: batched by tokens, left-padded, on the CPU or a GPU.
 
-Requests are grouped by sampling settings, sorted by prompt length (so a batch pads little) and run
-`batch_size` at a time; results come back in request order. Choice-scoring requests take one
-forward pass and read the next-token log-probabilities of each choice (" 5" and "5" both count as
-"5": their probabilities are summed).
+Requests are grouped by sampling settings, sorted by prompt length and packed into batches whose
+padded size (rows x longest prompt, plus the new tokens for generation) stays under
+`max_batch_tokens`, at most `batch_size` rows each (`batching.pack_by_tokens`); results come back
+in request order. Choice-scoring requests take one forward pass that computes the logits of the
+last position only (`logits_to_keep=1`: the full logits of a long batch are gigabytes) and read
+the next-token log-probabilities of each choice (" 5" and "5" both count as "5": their
+probabilities are summed).
+
+Attention is PyTorch's SDPA (a fused kernel on CPUs and GPUs alike) and the KV cache is kept in
+the model's dtype. Tensors are made on the model's device; the only copies back to the host are
+one per batch (the generated ids, or the choice logprobs).
 """
 
 from __future__ import annotations
@@ -11,50 +18,37 @@ from __future__ import annotations
 import math
 import os
 from collections import defaultdict
-from itertools import islice
 
 from .base import EngineError, Request, Result
+from .batching import pack_by_tokens
+from .device import pick_dtype, resolve_device
 from .models import resolve_model_dir
 from .tokenized import Tokenized, has_tokenizer
 
+DEFAULT_MAX_BATCH_TOKENS = 16384  # benchmarks/long_documents.py: 2-core CPU, SmolLM2-135M
 
-def pick_dtype(name: str):
-    import torch
-
-    if name != "auto":
-        return getattr(torch, name)
-    if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    # bf16 matmuls are fast only with native CPU support (AVX512-BF16 / AMX); elsewhere fp32 is faster.
-    native = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
-    has_bf16 = _cpu_flag("avx512_bf16") or _cpu_flag("amx_bf16")
-    return torch.bfloat16 if has_bf16 and native else torch.float32
-
-
-def _cpu_flag(flag: str) -> bool:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            return any(flag in line.split() for line in fh if line.startswith("flags"))
-    except OSError:
-        return False
+__all__ = ["TransformersEngine", "pick_dtype", "DEFAULT_MAX_BATCH_TOKENS"]
 
 
 class TransformersEngine(Tokenized):
     def __init__(self, model: str = "embedded", adapter: str | None = None, gguf_file: str | None = None,
-                 dtype: str = "auto", batch_size: int = 16, seed: int = 0, context_length: int | None = None,
-                 **_: object):
+                 dtype: str = "auto", batch_size: int = 16, max_batch_tokens: int | None = None,
+                 device: str = "auto", seed: int = 0, context_length: int | None = None, **_: object):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
-        weights, folder_adapter = resolve_model_dir(model, gguf_file)
+        self.device = resolve_device(device)
+        if self.device == "cpu":  # a GPU run leaves the host's thread pool alone
+            torch.set_num_threads(max(1, os.cpu_count() or 1))
+        self.dtype = pick_dtype(dtype, self.device)
+        weights, folder_adapter = resolve_model_dir(model, gguf_file, self.dtype)
         adapter = adapter or folder_adapter
         self.name = model if not adapter else f"{model}+{os.path.basename(os.path.normpath(adapter))}"
         self.batch_size = batch_size
-        self.dtype = pick_dtype(dtype)
+        self.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(adapter if adapter and has_tokenizer(adapter) else weights)
-            self.model = AutoModelForCausalLM.from_pretrained(weights, dtype=self.dtype)
+            self.model = _load(AutoModelForCausalLM, weights, self.dtype)
         except OSError as err:
             raise EngineError(f"cannot load model '{model}': {err}. Give a local folder, a .gguf file, "
                               "`embedded`, or a hub name that is cached (no downloads happen offline).") from None
@@ -62,11 +56,13 @@ class TransformersEngine(Tokenized):
             from peft import PeftModel
 
             self.model = PeftModel.from_pretrained(self.model, adapter).merge_and_unload()
+        self.model.to(self.device)
         self.model.eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._context = context_length or getattr(self.model.config, "max_position_embeddings", None)
+        self._eos = set(_as_list(self.model.generation_config.eos_token_id)) | {self.tokenizer.eos_token_id}
         torch.manual_seed(seed)
 
     def generate(self, requests: list[Request]) -> list[Result]:
@@ -84,22 +80,27 @@ class TransformersEngine(Tokenized):
             sig = ("choices",) if req.choices else (req.temperature, req.top_p, req.max_tokens, tuple(req.stop))
             groups[sig].append(i)
         for sig, idx in groups.items():
-            idx.sort(key=lambda i: len(encoded[i]))
-            it = iter(idx)
-            while batch := list(islice(it, self.batch_size)):
-                fn = self._score_batch if sig[0] == "choices" else self._generate_batch
-                for i, res in zip(batch, fn([requests[i] for i in batch], [encoded[i] for i in batch])):
+            scoring = sig[0] == "choices"
+            extra = 0 if scoring else requests[idx[0]].max_tokens
+            fn = self._score_batch if scoring else self._generate_batch
+            for batch in self.batches([len(encoded[i]) for i in idx], extra):
+                members = [idx[j] for j in batch]
+                for i, res in zip(members, fn([requests[i] for i in members], [encoded[i] for i in members])):
                     res.key = requests[i].key
                     results[i] = res
         return results  # type: ignore[return-value]
+
+    def batches(self, lengths: list[int], extra: int) -> list[list[int]]:
+        """Positions into `lengths`, packed under this engine's token budget and row cap."""
+        return pack_by_tokens(lengths, extra, self.max_batch_tokens, self.batch_size)
 
     def _pad(self, seqs: list[list[int]]):
         import torch
 
         width = max(len(s) for s in seqs)
         pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs])
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])
+        ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=self.device)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device)
         return ids, mask
 
     def _generate_batch(self, reqs: list[Request], seqs: list[list[int]]) -> list[Result]:
@@ -115,14 +116,13 @@ class TransformersEngine(Tokenized):
             kwargs.update(stop_strings=r0.stop, tokenizer=self.tokenizer)
         with torch.inference_mode():
             out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
-        new = out[:, ids.shape[1]:]
-        eos = set(_as_list(self.model.generation_config.eos_token_id)) | {self.tokenizer.eos_token_id}
+        new = out[:, ids.shape[1]:].tolist()  # one copy to the host per batch
         results = []
-        for row, prompt in zip(new.tolist(), seqs):
+        for row, prompt in zip(new, seqs):
             tokens = []
             ended = False
             for t in row:
-                if t in eos:
+                if t in self._eos:
                     ended = True
                     break
                 tokens.append(t)
@@ -135,19 +135,29 @@ class TransformersEngine(Tokenized):
             results.append(Result(text=text, finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=len(tokens)))
         return results
 
-    def _score_batch(self, reqs: list[Request], seqs: list[list[int]]) -> list[Result]:
+    def next_token_logprobs(self, seqs: list[list[int]]):
+        """Log-probabilities of the next token after each sequence, from the last position's logits
+        only (float32, on the host): one row per sequence."""
         import torch
 
         ids, mask = self._pad(seqs)
         with torch.inference_mode():
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1, :].float()
-        logp = torch.log_softmax(logits, dim=-1)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
+            return torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+
+    def _score_batch(self, reqs: list[Request], seqs: list[list[int]]) -> list[Result]:
+        import torch
+
+        logp = self.next_token_logprobs(seqs)
+        wanted = sorted({t for req in reqs for c in req.choices or [] for t in self._choice_ids(c)})
+        col = {t: j for j, t in enumerate(wanted)}
+        table_all = logp[:, wanted].cpu()  # only the candidate tokens come back to the host
         results = []
-        for row, req, prompt in zip(logp, reqs, seqs):
+        for row, req, prompt in zip(table_all, reqs, seqs):
             table = {}
             for c in req.choices or []:
-                table[c] = float(torch.logsumexp(row[self._choice_ids(c)], dim=0))
+                table[c] = float(torch.logsumexp(row[[col[t] for t in self._choice_ids(c)]], dim=0))
             best = max(table, key=table.get) if table else ""
             results.append(Result(text=best, finish_reason="stop", prompt_tokens=len(prompt), completion_tokens=0,
                                   choice_logprobs={k: (v if math.isfinite(v) else float("-inf")) for k, v in table.items()}))
@@ -157,8 +167,17 @@ class TransformersEngine(Tokenized):
         self.model = None
 
 
+def _load(auto_cls, weights: str, dtype):
+    """The model with SDPA attention; an architecture without SDPA support keeps its default."""
+    try:
+        return auto_cls.from_pretrained(weights, dtype=dtype, attn_implementation="sdpa")
+    except ValueError as err:
+        if "sdpa" not in str(err).lower():
+            raise
+        return auto_cls.from_pretrained(weights, dtype=dtype)
+
+
 def _as_list(x) -> list:
     if x is None:
         return []
     return list(x) if isinstance(x, (list, tuple)) else [x]
-

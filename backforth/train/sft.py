@@ -93,6 +93,8 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, description="Seed for the adapter initialisation and data order.")
     bf16: bool | Literal["auto"] = Field(
         "auto", description="bf16 autocast. `auto`: on where the GPU or CPU supports bf16 natively.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where training runs: `auto` takes the GPU when torch sees one, else the CPU; `cuda` fails plainly without a GPU.")
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations to save memory (slower; off: a 135M model fits easily).")
     group_by_length: bool = Field(True, description="Batch examples of similar length together: less padding, faster on CPU.")
@@ -295,24 +297,35 @@ def load_model(base_path: str, attention_dropout: float | None = None) -> Any:
         raise TrainError(f"cannot load base model {base_path}: {err}") from None
 
 
-def use_bf16(setting: bool | str) -> bool:
+def use_bf16(setting: bool | str, device: str = "auto") -> bool:
     """`auto` follows the engine's rule: bf16 only where the hardware does it natively."""
     if setting != "auto":
         return bool(setting)
     import torch
 
-    from ..engines.transformers import pick_dtype
+    from ..engines.device import pick_dtype
 
-    return pick_dtype("auto") is torch.bfloat16
+    return pick_dtype("auto", training_device(device)) is torch.bfloat16
 
 
-def _has_accelerator() -> bool:
-    """Without one the Trainer must be told `use_cpu`, or it rejects bf16 autocast on the CPU."""
+def training_device(setting: str = "auto") -> str:
+    """`cpu` or `cuda` for a `device` setting (the engines' rule; `cuda` without a GPU is a TrainError)."""
+    from ..engines.base import EngineError
+    from ..engines.device import resolve_device
+
+    try:
+        return resolve_device(setting)
+    except EngineError as err:
+        raise TrainError(f"device: {err}") from None
+
+
+def _other_accelerator() -> bool:
+    """Apple MPS or Intel XPU, which the Trainer finds on its own when not told `use_cpu`."""
     import torch
 
     mps = getattr(torch.backends, "mps", None)
     xpu = getattr(torch, "xpu", None)
-    return torch.cuda.is_available() or bool(mps and mps.is_available()) or bool(xpu and xpu.is_available())
+    return not torch.cuda.is_available() and (bool(mps and mps.is_available()) or bool(xpu and xpu.is_available()))
 
 
 def lora_config(cfg: TrainConfig):
@@ -335,8 +348,9 @@ def sft_config(cfg: TrainConfig, checkpoints: Path, n_examples: int):
         gradient_accumulation_steps=batch // per_device, learning_rate=cfg.peak_lr(),
         lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         num_train_epochs=cfg.num_epochs, max_steps=cfg.max_steps or -1, max_length=cfg.max_length,
-        seed=cfg.seed, data_seed=cfg.seed, bf16=use_bf16(cfg.bf16), fp16=False,
-        activation_checkpointing=cfg.gradient_checkpointing, use_cpu=not _has_accelerator(),
+        seed=cfg.seed, data_seed=cfg.seed, bf16=use_bf16(cfg.bf16, cfg.device), fp16=False,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        use_cpu=training_device(cfg.device) == "cpu" and not (cfg.device == "auto" and _other_accelerator()),
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         logging_steps=cfg.logging_steps, logging_first_step=True, save_strategy="steps",
         save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, disable_tqdm=not cfg.progress,
