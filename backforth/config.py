@@ -64,6 +64,7 @@ class InputConfig(Section):
     split: str = Field("train", description="Dataset split (hub datasets).")
     text_field: str = Field("text", description="Column holding the document text.")
     id_field: str = Field("id", description="Column holding a stable document id; when absent, ids are made from a hash of the text.")
+    instruction_field: str | None = Field("instruction", description="Column holding an instruction that comes with the document: such rows skip backtranslation and go straight to curation and rewriting (how to rescore or rewrite an existing dataset's responses, the text being the response). Rows without it are backtranslated; null: always backtranslate.")
     limit: int | None = Field(None, ge=1, description="Read at most this many documents.")
 
 
@@ -97,6 +98,7 @@ class CurateConfig(Sampling):
     seed: str | None = Field(None, description="Seed pairs (jsonl: instruction, response) for M1 when iterations is 2; default the bundled demo seed.")
     m1_max_steps: int | None = Field(None, ge=1, description="Optimizer steps for M1 (default: the training config's epochs).")
     threshold_on: Literal["score", "expected"] = Field("score", description="With logprobs: compare the threshold to the most likely score or to the expected score.")
+    keep_share: float | None = Field(None, gt=0, le=1, description="Instead of the threshold, keep this share of the scored pairs, the best first: by expected score with logprobs, by score with generate, ties in input order (e.g. 0.3: the top 30%). For small scorers, which rarely put their most likely score on 5 (stage `top_share`; rejects `below_top_share`). Null: the threshold decides (paper).")
 
 
 class RewriteConfig(Sampling):
@@ -218,10 +220,11 @@ class RunConfig(Section):
         optional = {"dedup_documents": self.dedup_documents.enabled, "dedup_instructions": self.dedup_instructions.enabled,
                     "decontaminate": self.decontaminate.enabled, "curate": "filter" in self.variant,
                     "curate_m1": "filter" in self.variant and self.curate.iterations == 2,
+                    "top_share": "filter" in self.variant and self.curate.keep_share is not None,
                     "rewrite": "rewrite" in self.variant, "grounding": "rewrite" in self.variant and self.grounding.enabled,
                     "distill": self.distill.enabled}
         order = ["prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate", "curate",
-                 "curate_m1", "rewrite", "grounding", "distill"]
+                 "curate_m1", "top_share", "rewrite", "grounding", "distill"]
         return [n for n in order if optional.get(n, True)]
 
 

@@ -125,7 +125,10 @@ def read_documents(cfg: InputConfig) -> Iterator[dict]:
             yield row
             continue
         for k, v in rec.items():
-            if k not in (cfg.text_field, cfg.id_field) and not k.startswith("_"):
+            if k not in (cfg.text_field, cfg.id_field, cfg.instruction_field) and not k.startswith("_"):
                 row[k] = v
         row.update(id=doc_id, text=text)
+        given = rec.get(cfg.instruction_field) if cfg.instruction_field else None
+        if isinstance(given, str) and given.strip():
+            row["instruction_given"] = given.strip()
         yield row

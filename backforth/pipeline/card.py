@@ -8,11 +8,19 @@ from pathlib import Path
 from .. import __version__
 from ..config import RunConfig
 
-_VARIANT = {
-    "filter": "filtering only (the response is the cleaned web document)",
-    "rewrite": "rewriting only (every backtranslated pair is rewritten, no score filter)",
-    "filter+rewrite": "filtering + rewriting (pairs scored 5 are rewritten)",
-}
+def _variant(cfg: RunConfig) -> str:
+    """The variant in words, with the keep rule actually configured."""
+    c = cfg.curate
+    if c.keep_share is not None:
+        keep = f"the best {c.keep_share:.0%} of the scored pairs"
+    else:
+        on = " (expected score)" if c.method == "logprobs" and c.threshold_on == "expected" else ""
+        keep = f"pairs scored {c.threshold:g}{on}" if c.threshold == 5 else f"pairs scored >= {c.threshold:g}{on}"
+    return {
+        "filter": f"filtering only: {keep} are kept, the response is the cleaned web document",
+        "rewrite": "rewriting only: every backtranslated pair is rewritten, no score filter",
+        "filter+rewrite": f"filtering + rewriting: {keep} are rewritten",
+    }[cfg.variant]
 
 
 def _table(rows: list[tuple]) -> str:
@@ -20,6 +28,14 @@ def _table(rows: list[tuple]) -> str:
     lines = ["| " + " | ".join(map(str, head)) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(map(str, r)) + " |" for r in body]
     return "\n".join(lines)
+
+
+def _given_line(stages: dict) -> str:
+    given = stages.get("backtranslate", {}).get("instructions_from_input") or 0
+    if not given:
+        return ""
+    return (f"{given} of the {stages['backtranslate']['kept']} instructions came with the input "
+            "(`instruction_source: input`): those rows were rescored and rewritten, not backtranslated.\n")
 
 
 def _sample(out: Path) -> str:
@@ -62,12 +78,13 @@ def write_card(cfg: RunConfig, out: Path, stats: dict, fingerprints: dict) -> No
         "translation** (Nguyen et al., 2024, arXiv:2408.04614): a backward model writes the instruction each "
         "document answers, a scorer rates the pair on Humpback's 5-point rubric, and an aligned model rewrites "
         "the document into a response that stays close to it. "
-        f"Variant: {_VARIANT[cfg.variant]}. Made with backforth {__version__}.",
+        f"Variant: {_variant(cfg)}. Made with backforth {__version__}.",
         "",
         "## Counts",
         "",
         _table([("step", "rows"), *funnel.items()]),
         "",
+        _given_line(stages),
         f"`sft.jsonl` / `sft.parquet`: {stats['outputs']['sft']} pairs. "
         f"`distilled.jsonl`: {stats['outputs']['distilled']} distilled answers to the same instructions (the baseline). "
         f"`rejects.jsonl`: {stats['outputs']['rejects']} rejected rows, each with its `stage` and `reason`.",
@@ -81,10 +98,13 @@ def write_card(cfg: RunConfig, out: Path, stats: dict, fingerprints: dict) -> No
         dist = curate.get("score_distribution", {})
         how = ""
         if cfg.curate.method == "logprobs":
-            on = "most likely" if cfg.curate.threshold_on == "score" else "expected"
+            on = ("expected" if cfg.curate.keep_share is not None or cfg.curate.threshold_on == "expected"
+                  else "most likely")
             how = f" (on the {on} score" + (", with contextual calibration" if cfg.curate.calibrate else "") + ")"
+        rule = (f"keep the best {cfg.curate.keep_share:.0%} of the scored pairs{how}" if cfg.curate.keep_share is not None
+                else f"keep score >= {cfg.curate.threshold:g}{how}")
         lines += [
-            f"Scoring: method `{cfg.curate.method}`, keep score >= {cfg.curate.threshold}{how}. "
+            f"Scoring: method `{cfg.curate.method}`, {rule}. "
             f"Parse rate: {curate.get('parse_rate')}. Scores: " + ", ".join(f"{k}: {v}" for k, v in dist.items()) + ".",
             "",
         ]

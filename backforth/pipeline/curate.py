@@ -87,6 +87,8 @@ class Curate(Stage):
             value = score
         if score is None:
             return "unparsed_score"
+        if self.cfg.keep_share is not None:  # stage top_share keeps the best share instead
+            return None
         return None if value >= self.cfg.threshold else "low_score"
 
 

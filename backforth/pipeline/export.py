@@ -56,6 +56,7 @@ def sft_row(row: dict, cfg: RunConfig) -> dict:
         "id": row["id"],
         "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": response}],
         "instruction": row["instruction"],
+        "instruction_source": row.get("instruction_source", "backtranslated"),
         "response": response,
         "variant": cfg.variant,
         "score": row.get("score"),
@@ -78,7 +79,7 @@ def _parquet_schema():
     s = pa.string()
     return pa.schema([
         ("id", s), ("messages", pa.list_(pa.struct([("role", s), ("content", s)]))), ("instruction", s),
-        ("response", s), ("variant", s), ("score", pa.int64()), ("score_expected", pa.float64()), ("score_round1", pa.int64()),
+        ("instruction_source", s), ("response", s), ("variant", s), ("score", pa.int64()), ("score_expected", pa.float64()), ("score_round1", pa.int64()),
         ("score_method", s), ("score_reason", s), ("distilled", s), ("unsupported_share", pa.float64()), ("url", s), ("source", s),
         ("provenance", pa.struct([(k, s) for k in PROVENANCE_COLUMNS])),
     ])
@@ -121,6 +122,8 @@ def _stage_stats(sf: StageFile | ShardStore, name: str) -> dict:
                 unparsed += 1
         if name == "distill" and row.get("distill_reason"):
             distilled_none[row["distill_reason"]] += 1
+        if name == "backtranslate" and row["_status"] == DONE and row.get("instruction_source") == "input":
+            tokens["given"] += 1
     n = kept + sum(reasons.values())
     seconds = sf.seconds()
     stats = {"in": n, "kept": kept, "rejected": sum(reasons.values()), "rejected_by_reason": dict(reasons.most_common()),
@@ -133,6 +136,8 @@ def _stage_stats(sf: StageFile | ShardStore, name: str) -> dict:
         stats["parse_failures"] = unparsed
     if name == "distill":
         stats["distill_failed_by_reason"] = dict(distilled_none)
+    if name == "backtranslate":
+        stats["instructions_from_input"] = tokens["given"]
     if name == "grounding":
         stats["ungrounded_rate"] = round(reasons.get("ungrounded", 0) / n, 4) if n else None
     return stats
@@ -183,6 +188,8 @@ def _funnel(per_stage: dict, n_sft: int) -> dict:
     if "dedup_documents" in kept:
         funnel["unique_documents"] = kept["dedup_documents"]
     funnel["instructions"] = kept["backtranslate"]
+    if per_stage["backtranslate"].get("instructions_from_input"):
+        funnel["instructions_from_input"] = per_stage["backtranslate"]["instructions_from_input"]
     for stage, step in (("dedup_instructions", "unique_instructions"), ("decontaminate", "uncontaminated")):
         if stage in kept:
             funnel[step] = kept[stage]
@@ -192,6 +199,8 @@ def _funnel(per_stage: dict, n_sft: int) -> dict:
         funnel["kept"] = kept["curate"]
     if "curate_m1" in kept:
         funnel["kept_by_m1"] = kept["curate_m1"]
+    if "top_share" in kept:
+        funnel["kept_top_share"] = kept["top_share"]
     if "rewrite" in kept:
         funnel["rewritten"] = kept["rewrite"]
     if "grounding" in kept:

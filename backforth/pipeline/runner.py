@@ -30,6 +30,7 @@ from .grounding import Grounding
 from .prepare import Prepare
 from .rewrite import Rewrite
 from .store import DONE, REJECTED, StageFile
+from .top_share import TopShare
 
 
 
@@ -99,6 +100,7 @@ def build_stages(cfg: RunConfig, engines: Engines) -> list[Stage]:
         "decontaminate": lambda: Decontaminate(cfg.decontaminate),
         "curate": lambda: Curate(cfg.curate),
         "curate_m1": lambda: CurateM1(cfg.curate),
+        "top_share": lambda: TopShare(cfg.curate),
         "rewrite": lambda: Rewrite(cfg.rewrite),
         "grounding": lambda: Grounding(cfg.grounding),
         "distill": lambda: Distill(cfg.distill),
@@ -218,6 +220,8 @@ class Runner:
             done.add(row["id"])
             if row["_status"] == DONE:
                 st.observe(row)
+        if st.wants_survey and previous is not None:
+            st.survey(r for r in previous.rows() if st.accepts(r))
         engine = self.engines.get(st.role) if st.role else None
         if engine is not None:
             st.model_name = engine.name

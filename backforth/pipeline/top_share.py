@@ -1,0 +1,56 @@
+"""top_share: keep a fixed share of the scored pairs, the best first (`curate.keep_share`).
+
+The paper keeps score 5. A small scorer rarely puts its most likely score on 5, even for good
+pairs, yet its expected score still ranks them (benchmarks/curation.py measures the AUC): keeping
+the top 30% by expected score then keeps the pairs it rates best. The stage sees every scored row
+before it decides (`survey`), ranks them by expected score (logprobs) or score (generate), ties
+broken by input order, and keeps the first `ceil(keep_share * n)`; the others are rejected as
+`below_top_share`. Each row records its `score_rank` (1 = best) and the share's `score_cutoff`.
+The ranking is computed again from the same scores on resume, so it never changes under a run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from ..config import CurateConfig
+from ..hashset import CompactSet
+from .base import Stage
+
+
+def score_value(row: dict) -> float | None:
+    """What a row is ranked by: the expected score where the scorer gave probabilities, else the score."""
+    value = row.get("score_expected")
+    return row.get("score") if value is None else value
+
+
+class TopShare(Stage):
+    name = "top_share"
+    wants_survey = True
+
+    def __init__(self, cfg: CurateConfig):
+        self.share = cfg.keep_share
+        self._kept = CompactSet()
+        self._rank: dict[str, int] = {}
+        self.cutoff: float | None = None
+
+    def settings(self) -> dict:
+        return {"keep_share": self.share}
+
+    def survey(self, rows: Iterable[dict]) -> None:
+        ranked = sorted(((score_value(r), r.get("_index", 0), r["id"]) for r in rows if score_value(r) is not None),
+                        key=lambda t: (-t[0], t[1]))
+        n_keep = math.ceil(self.share * len(ranked))
+        self._rank = {rid: i + 1 for i, (_v, _x, rid) in enumerate(ranked)}
+        for _v, _x, rid in ranked[:n_keep]:
+            self._kept.add(rid)
+        self.cutoff = ranked[n_keep - 1][0] if n_keep else None
+
+    def apply(self, row: dict, results: list) -> str | None:
+        row["score_rank"] = self._rank.get(row["id"])
+        row["score_cutoff"] = self.cutoff
+        return None if row["id"] in self._kept else "below_top_share"
+
+    def release(self) -> None:
+        self._kept, self._rank = CompactSet(), {}
