@@ -60,21 +60,28 @@ def copied_share(instruction: str, document: str, n: int = 3) -> float:
     return len(grams & doc_grams) / len(grams)
 
 
-_SCORE = re.compile(
-    r"score\s*(?:\*\*|__)?\s*(?:[:=]|is|of)\s*(?:\*\*|__)?\s*\[?\s*(\d+(?:\.\d+)?)\s*\]?\s*(?:/\s*(\d+))?",
-    re.IGNORECASE)
+_NUM = r"(?:\*\*|__)?\s*\[?\s*(\d+(?:\.\d+)?)\s*\]?\s*(?:\*\*|__)?\s*(?:(?:/|out\s+of)\s*(\d+))?"
+# "Score: 4", "**Score**: 5/5", "Rating: 4", "a score of 4", "the rating is 4 out of 5": a keyword, a
+# separator, the number. "Score 5: The answer is a perfect..." (a rubric line quoted back) has no
+# separator, and a list item "5." has no keyword: neither is a score.
+_SCORE = re.compile(r"(?<![\w])(?:score|rating)\s*(?:\*\*|__)?\s*(?:[:=]|is|of|would be|will be)\s*" + _NUM,
+                    re.IGNORECASE)
+# "I would rate this answer 4 out of 5", "I'd rate it a 4/5": a verb needs the scale to count.
+_RATE = re.compile(r"(?<![\w])(?:rate|rated|give|gave)\s+(?:it|this|this answer|the answer|this pair)?\s*(?:an?\s+|as\s+)?"
+                   r"(\d+(?:\.\d+)?)\s*(?:/|out\s+of)\s*(5)(?!\d)", re.IGNORECASE)
 
 
 def parse_score(text: str) -> int | None:
-    """The last valid `Score: N` (N an integer 1..5; `N/5` accepted; 10, 4.5 or N/10 are not valid)."""
-    found = None
-    for m in _SCORE.finditer(text or ""):
-        value, scale = m.group(1), m.group(2)
-        if "." in value or (scale is not None and scale != "5"):
-            continue
-        n = int(value)
-        if 1 <= n <= 5:
-            found = n
+    """The last valid score (an integer 1..5; `N/5` or `N out of 5` accepted; 10, 4.5 or N/10 are not)."""
+    found, at = None, -1
+    for pattern in (_SCORE, _RATE):
+        for m in pattern.finditer(text or ""):
+            value, scale = m.group(1), m.group(2)
+            if "." in value or (scale is not None and scale != "5"):
+                continue
+            n = int(value)
+            if 1 <= n <= 5 and m.start() > at:
+                found, at = n, m.start()
     return found
 
 

@@ -145,6 +145,20 @@ def test_copied_share():
     ("Score: 6", None),
     ("Score: 5/10", None),
     ("I'd give it a 5", None),
+    ("Rating: 4", 4),
+    ("**Rating:** 3", 3),
+    ("**Score**: 5/5", 5),
+    ("I would give this a score of 4.", 4),
+    ("Therefore, the rating is 4 out of 5.", 4),
+    ("I would rate this answer 2 out of 5.", 2),
+    ("I'd rate it a 3/5", 3),
+    ("Score: 4 out of 10", None),
+    ("1. The answer is incomplete.\n5. The answer is a perfect AI assistant answer.", None),  # list items
+    ("Score 5: The answer is a perfect AI assistant answer", None),  # a rubric line quoted back
+    ("Score: 4\n\nThe answer is a perfect AI assistant answer: written on purpose for this instruction.", 4),
+    ("Rating: N, where N is 1, 2, 3, 4 or 5", None),  # the format instruction echoed
+    ("Scoring rubric... Rating: 2\nScore: 5", 5),
+    ("Score: 5\nRating: 2", 2),  # the last one written wins, whichever keyword
     ("5", None),
     ("Score:", None),
     ("", None),
@@ -152,6 +166,21 @@ def test_copied_share():
 ])
 def test_parse_score(text, score):
     assert parse_score(text) == score
+
+
+def test_parse_score_on_real_scorer_outputs():
+    """Rationales the embedded scorers really wrote (benchmarks/curation.py --dump-raw), scores read by hand:
+    the 1.5B ends "Rating: N" or "the rating is N out of 5", the 0.5B writes "Score: N" first and then
+    quotes the rubric's 5 line, SmolLM2 enumerates the rubric as a list (no score at all)."""
+    import json
+    from pathlib import Path
+
+    rows = [json.loads(line) for line in (Path(__file__).parent / "data" / "scorer_outputs.jsonl").open()]
+    assert len(rows) >= 30 and {r["model"] for r in rows} >= {"embedded:qwen2.5-coder-1.5b", "embedded:smollm2-135m"}
+    for r in rows:
+        assert parse_score(r["raw"]) == r["score"], (r["model"], r["id"], r["raw"][-120:])
+    assert sum(r["score"] is not None for r in rows if r["model"] == "embedded:qwen2.5-coder-1.5b") == \
+        sum(r["model"] == "embedded:qwen2.5-coder-1.5b" for r in rows)
 
 
 # ---- score_from_logprobs -----------------------------------------------------------------------
