@@ -8,6 +8,8 @@ these descriptions (`backforth config-doc`).
 
 from __future__ import annotations
 
+from .errors import UserError
+
 import hashlib
 import json
 from pathlib import Path
@@ -21,7 +23,7 @@ WEB_TAG = "Answer with knowledge from web search."
 SEED_TAG = "Answer in the style of an AI Assistant."
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """A user mistake in a config file or override; the message says where and what to do."""
 
 

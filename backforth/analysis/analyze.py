@@ -20,6 +20,8 @@ why, never a crash: the demo run keeps only a handful of rows.
 
 from __future__ import annotations
 
+from ..errors import UserError
+
 import json
 import math
 import random
@@ -43,7 +45,7 @@ TAG_MAX_CHARS = 1500  # long documents are cut before tagging: a small tagger is
 WORDS_TOKENIZER = r"words-and-punctuation (\w+|[^\w\s])"
 
 
-class RunDirError(ValueError):
+class RunDirError(UserError, ValueError):
     """A run dir or dataset the user named cannot be read; the message says what to do."""
 
 

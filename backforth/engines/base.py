@@ -30,6 +30,8 @@ class EngineError(UserError):
 class EngineUnavailable(EngineError):
     """The engine cannot serve requests at all (server down after all retries)."""
 
+    exit_code = 3
+
 
 @dataclass
 class Request:

@@ -14,6 +14,8 @@ set is small and hand-made, and a silently shorter set would change the win rate
 
 from __future__ import annotations
 
+from ..errors import UserError
+
 import gzip
 import hashlib
 import json
@@ -35,7 +37,7 @@ ALPACA_EVAL_URL = f"https://huggingface.co/datasets/{ALPACA_EVAL_REPO}/resolve/m
 REFERENCE, REFERENCE_GENERATOR = "reference", "reference_generator"
 
 
-class EvalDataError(ValueError):
+class EvalDataError(UserError, ValueError):
     """A user-fixable problem with an eval, outputs or references file; the message says where."""
 
 

@@ -7,6 +7,8 @@ before the next reads it). Rows flow `prepare -> backtranslate -> [curate] -> [r
 
 from __future__ import annotations
 
+from ..errors import UserError
+
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -39,7 +41,7 @@ class _PartialChunk(Exception):
         self.rows, self.unfinished = rows, unfinished
 
 
-class RunConflict(Exception):
+class RunConflict(UserError):
     """The run dir holds results made with different data-relevant settings."""
 
 

@@ -29,6 +29,8 @@ Decisions (see `select_seed_pairs`):
 
 from __future__ import annotations
 
+from ..errors import UserError
+
 import gzip
 import hashlib
 import json
@@ -69,7 +71,7 @@ SEED_FIELDS: tuple[str, ...] = (
 )
 
 
-class SeedError(Exception):
+class SeedError(UserError):
     """A problem the user can fix (bad path, malformed file, missing column, empty selection)."""
 
 

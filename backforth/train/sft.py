@@ -24,6 +24,8 @@ Re-running the same command resumes from the newest checkpoint under `<out>/chec
 
 from __future__ import annotations
 
+from ..errors import UserError
+
 import json
 import os
 import statistics
@@ -47,7 +49,7 @@ FINGERPRINT_FILE = "fingerprint.json"
 STATS_FILE = "train_stats.json"
 
 
-class TrainError(Exception):
+class TrainError(UserError):
     """A problem the user can fix (missing base model, no data, a run dir from other settings)."""
 
 
