@@ -8,8 +8,6 @@ these descriptions (`backforth config-doc`).
 
 from __future__ import annotations
 
-from .errors import UserError
-
 import hashlib
 import json
 from pathlib import Path
@@ -17,6 +15,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import UserError
 
 FINGERPRINT_VERSION = 1
 WEB_TAG = "Answer with knowledge from web search."

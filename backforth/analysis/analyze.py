@@ -20,8 +20,6 @@ why, never a crash: the demo run keeps only a handful of rows.
 
 from __future__ import annotations
 
-from ..errors import UserError
-
 import json
 import math
 import random
@@ -33,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UserError
 from . import metrics
 
 MIN_ITEMS = 4  # below this, MAUVE, the classifier and trigram counts say nothing about a set

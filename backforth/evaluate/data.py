@@ -14,13 +14,13 @@ set is small and hand-made, and a silently shorter set would change the win rate
 
 from __future__ import annotations
 
-from ..errors import UserError
-
 import gzip
 import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+
+from ..errors import UserError
 
 BUNDLED = "bundled"
 BUNDLED_PATH = Path(__file__).resolve().parent.parent / "data" / "eval_set.jsonl"

@@ -7,8 +7,6 @@ before the next reads it). Rows flow `prepare -> backtranslate -> [curate] -> [r
 
 from __future__ import annotations
 
-from ..errors import UserError
-
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -17,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from ..errors import UserError
 from ..config import ModelConfig, RunConfig, digest
 from ..corpus import read_documents
 from ..engines import Engine, EngineUnavailable, build_engine

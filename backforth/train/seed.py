@@ -29,8 +29,6 @@ Decisions (see `select_seed_pairs`):
 
 from __future__ import annotations
 
-from ..errors import UserError
-
 import gzip
 import hashlib
 import json
@@ -41,6 +39,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..errors import UserError
 
 DEFAULT_HUB_DATASET = "OpenAssistant/oasst1"
 DEFAULT_N = 3200

@@ -24,8 +24,6 @@ Re-running the same command resumes from the newest checkpoint under `<out>/chec
 
 from __future__ import annotations
 
-from ..errors import UserError
-
 import json
 import os
 import statistics
@@ -39,6 +37,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..errors import UserError
 from ..config import SEED_TAG, WEB_TAG, ConfigError, explain_validation, digest, parse_overrides, read_yaml_mapping
 from ..prompts import TRAINED_TEMPLATE_FILE
 from ..prompts import PromptTemplate, load_template, template_from_text
