@@ -8,16 +8,13 @@ after it is lost.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 from .config import ConfigError, InputConfig
 from .hashset import CompactSet
-
-_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
+from .io import DATA_SUFFIXES, UnreadableFileError, data_files, iter_records
 
 
 def content_id(text: str) -> str:
@@ -27,48 +24,22 @@ def content_id(text: str) -> str:
 def _files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
-    found = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(_SUFFIXES))
+    found = data_files(path)
     if not found:
         raise ConfigError(f"input.path {path}: a folder with no .jsonl/.jsonl.gz/.parquet files")
     return found
 
 
-def _jsonl_records(path: Path, name: str) -> Iterator[tuple[str, dict | None, str | None]]:
-    """(where, record or None, reject reason) per non-empty line; `name` is the file as `where` shows it."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            where = f"{name}:{lineno}"
-            if not raw.strip():
-                continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                yield where, None, f"invalid_utf8 (byte {err.start})"
-                continue
-            try:
-                rec = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as err:
-                yield where, None, f"malformed_json ({getattr(err, 'msg', 'too deeply nested')})"
-                continue
-            if not isinstance(rec, dict):
-                yield where, None, "not_an_object"
-                continue
-            yield where, rec, None
+def _file_records(path: Path, name: str) -> Iterator[tuple[str, dict | None, str | None]]:
+    """(where, record or None, reject reason) per record; `name` is the file as `where` shows it.
 
-
-def _parquet_records(path: Path, name: str) -> Iterator[tuple[str, dict | None, str | None]]:
-    import pyarrow.parquet as pq
-
+    A `.json` file is JSON lines here, as it always was for documents; a bad line is a reason, not an error.
+    """
     try:
-        pf = pq.ParquetFile(path)
-    except Exception as err:  # pyarrow raises several types for a bad file
-        raise ConfigError(f"{path}: not a readable parquet file ({err})") from None
-    n = 0
-    for batch in pf.iter_batches(batch_size=1024):
-        for rec in batch.to_pylist():
-            n += 1
-            yield f"{name}:row{n}", rec, None
+        for where, rec, problem in iter_records(path, name=name, json_array=False):
+            yield where, rec, None if problem is None else str(problem)
+    except UnreadableFileError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _hub_records(cfg: InputConfig) -> Iterator[tuple[str, dict | None, str | None]]:
@@ -89,14 +60,14 @@ def _records(cfg: InputConfig) -> Iterator[tuple[str, dict | None, str | None]]:
         raise ConfigError("input.path is empty: name a .jsonl or .parquet file, a folder, or a dataset")
     path = Path(cfg.path).expanduser()
     if not path.exists():
-        if cfg.path.endswith(_SUFFIXES) or cfg.path.startswith((".", "/", "~")):
+        if cfg.path.endswith(DATA_SUFFIXES) or cfg.path.startswith((".", "/", "~")):
             raise ConfigError(f"input.path {cfg.path}: no such file")
         yield from _hub_records(cfg)
         return
     for f in _files(path):
         # Relative to the input folder: train/part-0.jsonl and test/part-0.jsonl must not share reject ids.
         name = f.name if f == path else f.relative_to(path).as_posix()
-        yield from (_parquet_records(f, name) if f.name.endswith(".parquet") else _jsonl_records(f, name))
+        yield from _file_records(f, name)
 
 
 def read_documents(cfg: InputConfig) -> Iterator[dict]:

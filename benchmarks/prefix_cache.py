@@ -4,9 +4,9 @@ The same backtranslation requests (the bundled demo corpus, greedy) go to vLLM's
 server (started here on the embedded model, prefix caching on) through backforth's `OpenAIEngine`,
 in alternating passes with the server's prefix cache emptied before each:
 
-* `order_by_prefix` on (the default): sorted by prompt, and the first request of a prompt family
-  sent alone before the rest of its family;
-* off: every request at once, in corpus order.
+* `order_by_prefix` on: sorted by prompt, and the first request of a prompt family sent alone
+  before the rest of its family;
+* off (the default): every request at once, in corpus order.
 
 Printed per mode: the prefix-cache hit rate (cached prompt tokens / prompt tokens, from /metrics)
 and requests per second.
@@ -79,7 +79,7 @@ def main() -> None:
             stop_server(proc)
     print(f"{len(requests)} backtranslation requests, vLLM server, prefix cache emptied before each pass, "
           f"{args.rounds} passes each")
-    for ordered, label in ((False, "all at once, corpus order"), (True, "by prefix family (default)")):
+    for ordered, label in ((False, "all at once (default)"), (True, "by prefix family")):
         hit = sum(h for h, _ in runs[ordered]) / len(runs[ordered])
         rps = sum(r for _, r in runs[ordered]) / len(runs[ordered])
         print(f"  {label:<28} prefix-cache hit rate {hit:6.1%}   {rps:6.2f} req/s")

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
+from ..io import INVALID_UTF8, NOT_AN_OBJECT, UnreadableFileError, iter_records
 from . import metrics
 
 MIN_ITEMS = 4  # below this, MAUVE, the classifier and trigram counts say nothing about a set
@@ -68,16 +69,17 @@ class TextSet:
 def iter_jsonl(path: Path) -> Iterator[dict]:
     """Rows of a jsonl file, streamed; a partial last line (a run killed mid-write) is skipped, as
     resume does."""
-    with open(path, "rb") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
+    try:
+        for where, row, problem in iter_records(path, json_array=False, drop_partial_last_line=True):
+            if problem is None:
+                yield row
                 continue
-            if not line.endswith(b"\n"):
-                return
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as err:
-                raise RunDirError(f"{path}:{number}: not valid JSON ({err.msg}); fix or remove that line") from None
+            what = {INVALID_UTF8: f"not UTF-8 text ({problem.detail})",
+                    NOT_AN_OBJECT: f"expected a JSON object, got {problem.detail}"}.get(
+                        problem.kind, f"not valid JSON ({problem.detail})")
+            raise RunDirError(f"{where}: {what}; fix or remove that line")
+    except UnreadableFileError as err:
+        raise RunDirError(str(err)) from None
 
 
 def stage_rows(run_dir: Path, stage: str, columns: Sequence[str] | None = None,

@@ -39,7 +39,7 @@ def ngrams(ws: list[str], n: int) -> list[str]:
 
 def load_eval_instructions(source: str) -> list[dict]:
     """Rows (`id`, `instruction`) of one eval set, through the eval loader (bundled, alpaca_eval or a file)."""
-    from ..evaluate.data import load_eval_set  # the one loader of eval sets (hub fallbacks included)
+    from ..evalsets import load_eval_set  # the one loader of eval sets (hub fallbacks included)
 
     return load_eval_set(source)
 

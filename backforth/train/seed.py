@@ -7,8 +7,7 @@ English only, using the reply that human rankers put first (`rank == 0`).
 oasst1 is a flat table of messages; a conversation is a tree linked by `parent_id`. A root has
 `parent_id` null, role "prompter", and its `message_id` equals its `message_tree_id`. This module
 
-* reads such messages from the hub (`datasets.load_dataset`, what users normally run) or from local
-  `.jsonl` / `.jsonl.gz` / `.parquet` files in the same schema (offline runs, tests);
+* reads such messages from the hub or from local files in the same schema (`oasst.py`);
 * selects at most one (root, rank-0 reply) pair per tree, recording why every other tree was
   rejected so a surprising count can be explained;
 * writes / reads the seed as jsonl.
@@ -29,203 +28,22 @@ Decisions (see `select_seed_pairs`):
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import math
 import os
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+# SeedError and load_oasst_messages are imported from here too: loading lives in `oasst.py`.
+from .oasst import DEFAULT_HUB_DATASET, USED_COLUMNS, SeedError, load_oasst_messages, strict_records
 
-DEFAULT_HUB_DATASET = "OpenAssistant/oasst1"
 DEFAULT_N = 3200
-
-# Columns selection cannot work without; `rank`, `deleted`, `review_result` are optional (absent
-# means "unranked", "not deleted", "not reviewed as bad").
-REQUIRED_COLUMNS: tuple[str, ...] = (
-    "message_id",
-    "parent_id",
-    "message_tree_id",
-    "role",
-    "text",
-    "lang",
-)
-OPTIONAL_COLUMNS: tuple[str, ...] = ("rank", "deleted", "review_result", "created_date")
-USED_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
-
-LOCAL_SUFFIXES: tuple[str, ...] = (".jsonl", ".jsonl.gz", ".parquet")
-KNOWN_SPLITS: tuple[str, ...] = ("train", "validation", "test")
-SEED_FIELDS: tuple[str, ...] = (
-    "id",
-    "instruction",
-    "response",
-    "prompt_message_id",
-    "response_message_id",
-    "message_tree_id",
-    "lang",
-)
-
-
-class SeedError(UserError):
-    """A problem the user can fix (bad path, malformed file, missing column, empty selection)."""
-
-
-# --------------------------------------------------------------------------------------- loading
-
-
-def load_oasst_messages(
-    source: str = DEFAULT_HUB_DATASET,
-    split: str = "train",
-    columns: Sequence[str] | None = None,
-) -> Iterator[dict]:
-    """Yield oasst1 messages from a local file/folder or from the hub.
-
-    `source` is a local path when it exists (or looks like one: a known suffix, or starts with
-    `.`, `/`, `~`), otherwise a hub dataset name. `split` selects the hub split; for a folder it
-    picks files whose name starts with the split (hub snapshots name them `train-0000...parquet`,
-    `validation-...`) and is ignored when no file is named after a split. `columns` limits what is
-    read (parquet and hub skip the bulky `detoxify`/`labels` columns this way); None yields every
-    column. Required columns are checked up front so a wrong file fails with a clear message.
-    """
-    path = Path(source).expanduser()
-    if path.exists():
-        return _iter_local(path, split, columns)
-    if _looks_like_path(source):
-        raise SeedError(
-            f"seed source {source!r} does not exist; pass an existing .jsonl/.jsonl.gz/.parquet "
-            f"file or folder, or a hub dataset name such as {DEFAULT_HUB_DATASET!r}"
-        )
-    return _iter_hub(source, split, columns)
-
-
-def _looks_like_path(source: str) -> bool:
-    """A missing local path must not be sent to the hub, where it fails with a confusing error."""
-    return source.endswith(LOCAL_SUFFIXES + (".gz", ".json")) or source.startswith((".", "/", "~"))
-
-
-def _iter_local(path: Path, split: str, columns: Sequence[str] | None) -> Iterator[dict]:
-    files = _local_files(path, split)
-    # Check every file's header before yielding, so a bad shard fails before any work is done.
-    for file in files:
-        if file.name.endswith(".parquet"):
-            _check_columns(_parquet_columns(file), str(file))
-    return _chain_files(files, columns)
-
-
-def _chain_files(files: list[Path], columns: Sequence[str] | None) -> Iterator[dict]:
-    for file in files:
-        if file.name.endswith(".parquet"):
-            yield from _iter_parquet(file, columns)
-        else:
-            yield from _iter_jsonl(file, columns)
-
-
-def _local_files(path: Path, split: str) -> list[Path]:
-    """The data files for `path`: itself, or the (split's) data files under a folder, sorted."""
-    if path.is_file():
-        if not path.name.endswith(LOCAL_SUFFIXES):
-            raise SeedError(f"{path}: unsupported file type; use .jsonl, .jsonl.gz or .parquet")
-        return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(LOCAL_SUFFIXES))
-    if not files:
-        raise SeedError(f"{path}: folder has no .jsonl, .jsonl.gz or .parquet files")
-    if any(p.name.startswith(KNOWN_SPLITS) for p in files):
-        files = [p for p in files if p.name.startswith(split)]
-        if not files:
-            raise SeedError(
-                f"{path}: no file for split {split!r} (files are named after splits; "
-                f"expected names starting with {split!r})"
-            )
-    return files
-
-
-def _check_columns(present: Iterable[str], where: str) -> None:
-    missing = [c for c in REQUIRED_COLUMNS if c not in set(present)]
-    if missing:
-        raise SeedError(
-            f"{where}: missing required column(s) {', '.join(missing)}; the seed needs oasst1 "
-            f"message rows with {', '.join(REQUIRED_COLUMNS)}"
-        )
-
-
-def _project(row: dict, columns: Sequence[str] | None) -> dict:
-    return row if columns is None else {c: row[c] for c in columns if c in row}
-
-
-def _open_text(path: Path):
-    """Text handle for .jsonl or .jsonl.gz (gzip detected by name, as the oasst release ships)."""
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open("r", encoding="utf-8")
-
-
-def _iter_jsonl(path: Path, columns: Sequence[str] | None) -> Iterator[dict]:
-    try:
-        with _open_text(path) as handle:
-            for lineno, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                row = _parse_line(line, path, lineno)
-                _check_columns(row.keys(), f"{path}:{lineno}")
-                yield _project(row, columns)
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
-        raise SeedError(
-            f"{path}: cannot read ({exc}); is it a valid (gzipped) UTF-8 file?"
-        ) from exc
-
-
-def _parse_line(line: str, path: Path, lineno: int) -> dict:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise SeedError(
-            f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno}); "
-            "each line must be one JSON object; fix or delete this line"
-        ) from exc
-    if not isinstance(row, dict):
-        raise SeedError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-    return row
-
-
-def _parquet_columns(path: Path) -> list[str]:
-    import pyarrow.parquet as pq
-
-    try:
-        return list(pq.read_schema(path).names)
-    except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for non-parquet files
-        raise SeedError(f"{path}: not a readable parquet file ({exc})") from exc
-
-
-def _iter_parquet(path: Path, columns: Sequence[str] | None) -> Iterator[dict]:
-    import pyarrow.parquet as pq
-
-    present = _parquet_columns(path)
-    wanted = present if columns is None else [c for c in columns if c in present]
-    parquet = pq.ParquetFile(path)
-    for batch in parquet.iter_batches(columns=wanted, batch_size=4096):
-        yield from batch.to_pylist()
-
-
-def _iter_hub(name: str, split: str, columns: Sequence[str] | None) -> Iterator[dict]:
-    """Load from the Hugging Face hub; network/split failures become a SeedError with advice."""
-    import datasets
-
-    try:
-        dataset = datasets.load_dataset(name, split=split)
-    except Exception as exc:  # offline, unknown repo, unknown split, ...
-        raise SeedError(
-            f"cannot load hub dataset {name!r} split {split!r}: {exc}. Check the name and split, "
-            "your network / HF_HUB_OFFLINE setting, or pass a local .jsonl/.parquet file instead"
-        ) from exc
-    _check_columns(dataset.column_names, f"hub dataset {name!r} ({split})")
-    if columns is not None:
-        dataset = dataset.select_columns([c for c in columns if c in dataset.column_names])
-    return iter(dataset)
+SEED_FIELDS: tuple[str, ...] = ("id", "instruction", "response", "prompt_message_id", "response_message_id",
+                                "message_tree_id", "lang")
 
 
 # ------------------------------------------------------------------------------------- selection
@@ -477,21 +295,17 @@ def load_seed(path: str | os.PathLike) -> list[dict]:
     file = Path(path)
     if not file.is_file():
         raise SeedError(f"seed file {file} does not exist; create it with build_seed()")
-    rows: list[dict] = []
-    with _open_text(file) as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if line.strip():
-                rows.append(_seed_row(_parse_line(line, file, lineno), file, lineno))
+    rows = [_seed_row(row, place) for place, row in strict_records(file)]
     if not rows:
         raise SeedError(f"seed file {file} has no rows; rebuild it with build_seed()")
     return rows
 
 
-def _seed_row(row: dict, file: Path, lineno: int) -> dict:
+def _seed_row(row: dict, place: str) -> dict:
     for key in ("instruction", "response"):
         value = row.get(key)
         if not isinstance(value, str) or not value.strip():
             state = "missing" if key not in row else "empty or not a string"
-            raise SeedError(f"{file}:{lineno}: field {key!r} is {state}; "
+            raise SeedError(f"{place}: field {key!r} is {state}; "
                             "each seed row needs non-empty 'instruction' and 'response'")
     return row

@@ -93,7 +93,7 @@ def test_a_prefix_family_opens_with_one_request_then_the_rest_arrive_together():
     shuffled = users[:]
     random.Random(0).shuffle(shuffled)
     with StubOpenAIServer(delay_s=0.1) as stub:
-        eng = engine_for(stub, max_in_flight=16)
+        eng = engine_for(stub, max_in_flight=16, order_by_prefix=True)  # the opener is off by default
         results = eng.generate([chat(u, key=u) for u in shuffled])
         assert [r.key for r in results] == shuffled  # request order, whatever the send order
         assert [r.text for r in results] == ["stub:" + u for u in shuffled]
@@ -113,6 +113,16 @@ def test_a_prefix_family_opens_with_one_request_then_the_rest_arrive_together():
         eng.generate([chat("x", system=f"{i} " + "distinct system prompt " * 30) for i in range(5)])
         third = stub.requests[n:]
         assert max(r["t_in"] for r in third) < min(r["t_out"] for r in third)
+        eng.close()
+
+
+def test_by_default_a_prefix_family_is_sent_all_at_once():
+    users = [f"question {i:02d}" for i in range(10)]
+    with StubOpenAIServer(delay_s=0.1) as stub:
+        eng = engine_for(stub, max_in_flight=16)
+        results = eng.generate([chat(u, key=u) for u in users])
+        assert [r.key for r in results] == users
+        assert max(r["t_in"] for r in stub.requests) < min(r["t_out"] for r in stub.requests)  # no opener
         eng.close()
 
 

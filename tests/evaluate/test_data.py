@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from backforth.evaluate import data as D
+from backforth import evalsets  # where the hub loader reads ALPACA_EVAL_FILE
 from backforth.evaluate.data import (EvalDataError, content_id, load_alpaca_eval, load_eval_set, load_outputs,
                                      load_references)
 
@@ -169,7 +169,7 @@ def test_fallback_reads_alpaca_eval_json_with_the_real_json_builder(tmp_path, mo
         return real(*args, cache_dir=str(tmp_path / "cache"), **kwargs)
 
     monkeypatch.setattr(datasets, "load_dataset", first_refuses)
-    monkeypatch.setattr(D, "ALPACA_EVAL_FILE", str(local))
+    monkeypatch.setattr(evalsets, "ALPACA_EVAL_FILE", str(local))
     rows = load_eval_set("alpaca_eval")
     assert [r["instruction"] for r in rows] == [r["instruction"] for r in ALPACA_ROWS]
     assert rows[1]["reference"] == ALPACA_ROWS[1]["output"]

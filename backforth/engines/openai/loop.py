@@ -1,0 +1,65 @@
+"""Where an engine's requests run: one private event loop on a daemon thread, and per-call state.
+
+`generate()` is synchronous for the runner but async inside. Every call of one engine shares the
+same loop (and so one HTTP client and one in-flight limit), whichever thread it comes from and
+even from inside a running event loop of the caller's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from dataclasses import dataclass
+
+from ..base import Result
+
+
+class _Loop:
+    """A private event loop on a daemon thread, shared by every call of one engine."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="backforth-openai", daemon=True)
+        self.thread.start()
+
+    def submit(self, coro) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def stop(self, finalize) -> None:
+        """Cancel what still runs, run `finalize()` (closing the client) on the loop, then stop it."""
+        async def shutdown() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await finalize()
+
+        if self.loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(timeout=10)
+            except (concurrent.futures.TimeoutError, RuntimeError):
+                pass
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+@dataclass
+class _Outcome:
+    result: Result
+    unreachable: bool = False  # final failure was connection-level (counts towards EngineUnavailable)
+
+
+class _CallState:
+    """Shared by the requests of one `generate()` call: a circuit breaker for a dead server.
+
+    Without it a dead server would cost every request its full retry schedule, one semaphore
+    window after another; once a request has exhausted its retries on connection errors with no
+    success anywhere meanwhile, the remaining requests fail fast instead.
+    """
+
+    def __init__(self) -> None:
+        self.successes = 0
+        self.dead = False
