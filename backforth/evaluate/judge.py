@@ -12,7 +12,7 @@ order is picked per row from a hash of its id (AlpacaEval's randomisation, made 
 
 Two methods, as `curate` has: `generate` samples a verdict and parses the last standalone label
 (robust to "Output (a)", "**A**", "Answer: B", reasoning that names both answers); `logprobs` forces
-the reply up to "Better answer:" and reads P(A) vs P(B) from one forward pass, a soft preference
+the reply up to "The better answer is" and reads P(A) vs P(B) from one forward pass, a soft preference
 that always parses (AlpacaEval 2.0's weighted annotator does the same with its m/M labels).
 
 Annotation rows follow AlpacaEval: `output_1` = reference, `output_2` = model, `preference` 1 =

@@ -75,9 +75,9 @@ def test_compare_prints_markdown_and_writes_csv(tmp_path):
 def _judge_reply(body: dict) -> str:
     """The stub judge prefers the answer that starts with 'stub:' (the model's), wherever it is."""
     text = body["messages"][-1]["content"]
-    if "<answer_A>" not in text:
+    if "\nAnswer A:\n" not in text:
         return "stub:" + text[:40]  # a generation request: answer like the default stub
-    return "A" if "<answer_A>\nstub:" in text else "Verdict: B"
+    return "A" if "\nAnswer A:\nstub:" in text else "Verdict: B"
 
 
 def test_generate_then_judge_through_an_openai_server(tmp_path):
@@ -122,7 +122,7 @@ def test_judge_logprobs_through_an_openai_server(tmp_path):
                      "--engine", "openai", "--model", "stub-model", "--base-url", stub.base_url, "--no-progress")
         assert res.exit_code == 0, res.output
         body = stub.requests[0]["body"]
-        assert body["messages"][-1] == {"role": "assistant", "content": "Better answer: "} and body["logprobs"] is True
+        assert body["messages"][-1] == {"role": "assistant", "content": "The better answer is "} and body["logprobs"] is True
     (row,) = [json.loads(line) for line in open(tmp_path / "j.jsonl")]
     assert row["preference"] == pytest.approx(1.5)  # a judge that leans to slot A whatever it reads: a draw
     assert row["preference_by_order"]["model_first"] > 1.5 > row["preference_by_order"]["reference_first"]
