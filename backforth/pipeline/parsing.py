@@ -139,3 +139,60 @@ def extract_response(text: str, finish_reason: str | None, opened: bool = False)
     if is_refusal(answer):
         return None, "refusal"
     return answer, None
+
+
+# A model's echoed scaffolding at the top of an answer: "[Question]\n...", "Question: ...\nAnswer:",
+# "**Answer:**", "Response:". Only at the start: the same words inside an answer are content.
+_LEAD_LABEL = re.compile(r"^\s*(?:\*\*|__|#+\s*)?\[?\s*(?:answer|response|rewritten answer|final answer)\s*\]?"
+                         r"\s*(?:\*\*|__)?\s*(?::|\n)\s*(?:\*\*|__)?\s*", re.IGNORECASE)
+_LEAD_QUESTION = re.compile(r"^\s*(?:\*\*|__|#+\s*)?\[?\s*(?:question|instruction|user(?:'s)? (?:question|request)|query)"
+                            r"\s*\]?\s*(?:\*\*|__)?\s*(?::|\n)[^\n]*(?:\n(?!\s*\n)(?!\s*(?:\*\*|__)?\[?\s*(?:answer|response)\b)"
+                            r"[^\n]*)*(?:\n\s*|$)", re.IGNORECASE)
+
+
+def strip_scaffolding(answer: str, instruction: str) -> str:
+    """The answer without the labels and echoed question a model put before it."""
+    text = answer.strip()
+    for _ in range(3):
+        before = text
+        text = _LEAD_QUESTION.sub("", text, count=1).strip() if _LEAD_QUESTION.match(text) else text
+        text = _LEAD_LABEL.sub("", text, count=1).strip()
+        first, _, rest = text.partition("\n")
+        if rest.strip() and words(first) == words(instruction):  # the instruction repeated as a first line
+            text = rest.strip()
+        if text == before:
+            break
+    return text
+
+
+_LIST_MARK = re.compile(r"^\s*(?:[-*+•]|\(?\d+[.):]|\(?[a-z][.)])\s+", re.IGNORECASE)
+
+
+def is_repetitive(text: str, n: int = 4) -> bool:
+    """A phrase looping: a line of 3+ words three times or more (list numbers aside), under half of the
+    word n-grams distinct, or, in a short text, one n-gram three times."""
+    lines = [" ".join(words(_LIST_MARK.sub("", ln))) for ln in text.splitlines()]
+    counts: dict[str, int] = {}
+    for ln in lines:
+        if len(ln.split()) >= 3:
+            counts[ln] = counts.get(ln, 0) + 1
+    if any(c >= 3 for c in counts.values()):
+        return True
+    ws = words(text)
+    grams = [tuple(ws[i:i + n]) for i in range(len(ws) - n + 1)]
+    seen: dict[tuple, int] = {}
+    for g in grams:
+        seen[g] = seen.get(g, 0) + 1
+    looping = len(grams) >= 12 and len(seen) / len(grams) < 0.5
+    return looping or (len(grams) < 60 and any(c >= 3 for c in seen.values()))
+
+
+def degenerate_reason(answer: str, instruction: str) -> str | None:
+    """Why a cleaned answer is no answer: `echoed_prompt` (nothing left but the question or labels),
+    `repetitive_response` (a phrase looping); None when it reads as an answer."""
+    aw, iw = words(answer), words(instruction)
+    if len(aw) < 3 or aw == iw or (len(aw) <= len(iw) + 2 and copied_share(answer, instruction) >= 0.8):
+        return "echoed_prompt"
+    if is_repetitive(answer):
+        return "repetitive_response"
+    return None

@@ -2,8 +2,10 @@
 
 The brief is the paper's grounded editing (stay close to the draft, copy where possible, improve
 flow, clarity and relevance, answer directly, add no facts), the answer between [RES] and [/RES].
-Rejects: `missing_delimiters`, `empty_response`, `truncated_rewrite` (finish_reason length),
-`refusal`, `engine_error`.
+The model's own scaffolding before the answer (`[Question]`, `Question:`/`Answer:` headers, the
+instruction repeated as a first line) is stripped. Rejects: `missing_delimiters`, `empty_response`,
+`truncated_rewrite` (finish_reason length), `refusal`, `echoed_prompt` (nothing left but the
+question or labels), `repetitive_response` (a phrase looping), `engine_error`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from ..config import RewriteConfig
 from ..engines.base import Request, Result
 from ..prompts import load_template
 from .base import Stage
-from .parsing import extract_response
+from .parsing import degenerate_reason, extract_response, strip_scaffolding
 
 
 class Rewrite(Stage):
@@ -40,5 +42,10 @@ class Rewrite(Stage):
         if not res.ok:
             return "engine_error"
         response, reason = extract_response(res.text, res.finish_reason, opened=self.cfg.force_open_delimiter)
-        row["response"] = response
+        if response is not None:
+            response = strip_scaffolding(response, row["instruction"])
+            reason = degenerate_reason(response, row["instruction"])
+        row["response"] = response if reason is None else None
+        if reason is not None and response is not None:
+            row["response_rejected"] = response
         return reason

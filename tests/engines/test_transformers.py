@@ -12,7 +12,7 @@ CHOICES = ["1", "2", "3", "4", "5"]
 
 @pytest.fixture(scope="module")
 def engine():
-    return TransformersEngine(model="embedded", batch_size=16, max_batch_tokens=4096, device="cpu")
+    return TransformersEngine(model="embedded:smollm2-135m", batch_size=16, max_batch_tokens=4096, device="cpu")
 
 
 def _long_text(n_words: int) -> str:

@@ -33,7 +33,7 @@ def chat(text: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def engine():
-    eng = build_engine(ModelConfig(engine="vllm", model="embedded", engine_kwargs=dict(FAST, max_model_len=CONTEXT)))
+    eng = build_engine(ModelConfig(engine="vllm", model="embedded:smollm2-135m", engine_kwargs=dict(FAST, max_model_len=CONTEXT)))
     yield eng
     eng.close()
 
@@ -45,7 +45,7 @@ def lora_dir(tmp_path_factory):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    weights, _ = resolve_model_dir("embedded")
+    weights, _ = resolve_model_dir("embedded:smollm2-135m")
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32)
     # init_lora_weights=False: B is random too, so the adapter really changes the model.
@@ -59,7 +59,7 @@ def lora_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lora_engine(lora_dir):
-    eng = build_engine(ModelConfig(engine="vllm", model="embedded", adapter=str(lora_dir),
+    eng = build_engine(ModelConfig(engine="vllm", model="embedded:smollm2-135m", adapter=str(lora_dir),
                                    engine_kwargs=dict(FAST, max_model_len=CONTEXT)))
     yield eng
     eng.close()
@@ -68,12 +68,12 @@ def lora_engine(lora_dir):
 def test_engine_kwargs_reach_vllm(engine):
     assert engine.context_length == CONTEXT  # max_model_len went through to LLM(...)
     assert engine.llm.llm_engine.model_config.enforce_eager is True
-    assert engine.name == "embedded"
+    assert engine.name == "embedded:smollm2-135m"
 
 
 def test_unknown_engine_kwarg_is_a_clear_error():
     with pytest.raises(EngineError, match="no_such_option"):
-        build_engine(ModelConfig(engine="vllm", model="embedded", engine_kwargs={"no_such_option": 1}))
+        build_engine(ModelConfig(engine="vllm", model="embedded:smollm2-135m", engine_kwargs={"no_such_option": 1}))
 
 
 def test_greedy_messages_and_prompt(engine):
@@ -176,7 +176,7 @@ def test_a_request_vllm_itself_refuses_fails_alone(engine):
 
 
 def test_lora_adapter_changes_the_model(engine, lora_engine, lora_dir):
-    assert lora_engine.name == f"embedded+{lora_dir.name}"
+    assert lora_engine.name == f"embedded:smollm2-135m+{lora_dir.name}"
     assert lora_engine.llm.llm_engine.vllm_config.lora_config.max_lora_rank == 8
     reqs = [Request(messages=chat("Name three colours."), temperature=0, max_tokens=12),
             Request(messages=SCORE_PROMPT, assistant_prefix="Score:", choices=list("12345"))]
@@ -197,7 +197,7 @@ def test_pipeline_end_to_end_on_vllm(tmp_path):
     cfg.input.limit = 3
     for role in ("backward", "scorer", "rewriter", "distiller"):
         m = getattr(cfg.models, role)
-        m.engine, m.engine_kwargs = "vllm", dict(FAST, max_model_len=2048)
+        m.engine, m.engine_kwargs, m.model = "vllm", dict(FAST, max_model_len=2048), "embedded:smollm2-135m"
     stats = Runner(cfg, tmp_path).run()
 
     for name in ("sft.jsonl", "rejects.jsonl", "stats.json", "README.md"):
@@ -209,7 +209,7 @@ def test_pipeline_end_to_end_on_vllm(tmp_path):
     curate = [json.loads(line) for line in open(tmp_path / "stages" / "curate.jsonl")]
     assert curate, "backtranslate kept no instruction from three real documents"
     for row in curate:
-        assert row["backtranslate_model"] == "embedded" and row["curate_model"] == "embedded"
+        assert row["backtranslate_model"] == "embedded:smollm2-135m" and row["curate_model"] == "embedded:smollm2-135m"
         assert row["backtranslate_prompt_tokens"] > 100
         assert row["score_method"] == "logprobs" and row["score"] in {1, 2, 3, 4, 5}
     assert "engine: vllm" in (tmp_path / "config.yaml").read_text()

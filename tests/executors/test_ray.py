@@ -168,12 +168,14 @@ def test_layouts_and_unsupported_settings_are_refused_with_a_message(reference, 
 
 # ---- the real embedded model on an actor pool ---------------------------------------------------
 
+SMOL = "embedded:smollm2-135m"  # the smallest embedded model: this test checks the cluster path, not quality
+
 def test_embedded_model_on_a_ray_actor_pool(ray_local, tmp_path):
     out = tmp_path / "demo"
     cfg = load_config(DATA_DIR / "demo.yaml", [
         "variant=filter", "distill.enabled=false", "curate.threshold=1", "backtranslate.max_tokens=24",
         "runner.progress=false", "runner.executor=ray", "runner.ray.backward.concurrency=2",
-        "runner.ray.backward.batch_size=1"])
+        "runner.ray.backward.batch_size=1", f"models.backward.model={SMOL}", f"models.scorer.model={SMOL}"])
     cfg.input.path = str(DATA_DIR / "demo_corpus.jsonl")
     cfg.input.limit = 3
     stats = make_runner(cfg, out, log=lambda msg: None).run()
@@ -183,7 +185,7 @@ def test_embedded_model_on_a_ray_actor_pool(ray_local, tmp_path):
     assert stats["funnel"]["documents_in"] == 3 and stats["outputs"]["sft"] == len(sft)
     bt = list(ShardStore(out / "stages" / "backtranslate").rows())
     assert len(bt) == stats["stages"]["backtranslate"]["in"]
-    assert all(r["backtranslate_model"] == "embedded" and r["backtranslate_prompt_tokens"] > 100 for r in bt)
+    assert all(r["backtranslate_model"] == SMOL and r["backtranslate_prompt_tokens"] > 100 for r in bt)
     assert len(list((out / "stages" / "backtranslate").glob("part-*.parquet"))) == len(bt)  # batch_size 1
     curated = list(ShardStore(out / "stages" / "curate").rows())
     assert all(r["score_method"] == "logprobs" and r["score"] in {1, 2, 3, 4, 5} for r in curated)

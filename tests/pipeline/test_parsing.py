@@ -9,10 +9,12 @@ import pytest
 from backforth.pipeline.parsing import (
     clean_instruction,
     copied_share,
+    degenerate_reason,
     extract_response,
     is_refusal,
     parse_score,
     score_from_logprobs,
+    strip_scaffolding,
     words,
 )
 
@@ -293,3 +295,32 @@ def test_extract_response_never_leaks_a_delimiter():
                          ("[RES]a[/RES] [RES]b[/RES]", False), ("[RES] [RES] y", True)]:
         answer, reason = extract_response(text, "stop", opened=opened)
         assert reason is None and answer and "RES" not in answer, (text, answer)
+
+
+# ---- scaffolding and degenerate answers --------------------------------------------------------
+
+@pytest.mark.parametrize("answer, instruction, cleaned", [
+    ("[Question]\nWhat is the product?\n\n[Answer]\nIt is a steel bottle that keeps drinks cold.", "What is the product?",
+     "It is a steel bottle that keeps drinks cold."),
+    ("Question: What is the product?\nAnswer: It is a steel bottle.", "What is the product?", "It is a steel bottle."),
+    ("**Answer:** It is a steel bottle.", "What is the product?", "It is a steel bottle."),
+    ("What is the product?\nIt is a steel bottle.", "What is the product?", "It is a steel bottle."),
+    ("The answer depends on the oven.\nBake for 20 minutes.", "How long?", "The answer depends on the oven.\nBake for 20 minutes."),
+    ("Answering a question: start with the answer.", "How do I write well?", "Answering a question: start with the answer."),
+])
+def test_strip_scaffolding(answer, instruction, cleaned):
+    assert strip_scaffolding(answer, instruction) == cleaned
+
+
+@pytest.mark.parametrize("answer, instruction, reason", [
+    ("", "What is the product?", "echoed_prompt"),
+    ("What is the product?", "What is the product?", "echoed_prompt"),
+    ('What is the correct answer to the question: "What is the answer to the question "What is the answer to the '
+     'question, "Why is the sky blue?"?"', "What is the correct answer?", "repetitive_response"),
+    ("1. Use a sharp knife with a sharp blade.\n2. Use a sharp knife with a sharp blade.\n"
+     "3. Use a sharp knife with a sharp blade.", "How do I sharpen a knife?", "repetitive_response"),  # a real distilled answer
+    ("Bake at 200 C for 20 minutes. Then bake at 200 C for 10 more minutes until golden. Serve warm.", "Scones?", None),
+    ("Seasons are caused by the tilt of Earth's axis, about 23.4 degrees.", "What causes the seasons?", None),
+])
+def test_degenerate_reason(answer, instruction, reason):
+    assert degenerate_reason(strip_scaffolding(answer, instruction), instruction) == reason

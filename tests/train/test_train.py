@@ -30,6 +30,8 @@ from backforth.train.sft import (
     train_backward,
 )
 
+SMOL = "embedded:smollm2-135m"  # the smallest embedded model: these tests check mechanics, not quality
+
 SEED = [
     {"instruction": "Name a primary colour.", "response": "Red is a primary colour."},
     {"instruction": "What is 2 + 2?", "response": "2 + 2 equals 4."},
@@ -45,7 +47,7 @@ WEB = [
 def tokenizer():
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_base("embedded"))
+    return AutoTokenizer.from_pretrained(resolve_base(SMOL))
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -219,7 +221,7 @@ def test_real_lora_training_on_the_embedded_model(tmp_path):
     seed.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "backward"
     sets = ["per_device_batch_size=2", "small_data_batch_size=2", "max_length=128", "warmup_ratio=0",
-            "save_steps=1", "logging_steps=1", "progress=false", "threads=1"]
+            "save_steps=1", "logging_steps=1", "progress=false", "threads=1", f"base_model={SMOL}"]
     args = ["train", "backward", "--seed", str(seed), "--out", str(out), "--max-steps", "2"]
     res = CliRunner().invoke(_cli(), args + [x for s in sets for x in ("--set", s)])
     assert res.exit_code == 0, res.output

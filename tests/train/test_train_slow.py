@@ -28,7 +28,7 @@ DOCUMENT = ("Preheat the oven to 200 C. Cut the potatoes into wedges, toss them 
 
 def _cfg(**kw) -> TrainConfig:
     base = dict(max_steps=3, per_device_batch_size=2, small_data_batch_size=2, max_length=512, warmup_ratio=0.0,
-                save_steps=2, logging_steps=1, progress=False, threads=1)
+                save_steps=2, logging_steps=1, progress=False, threads=1, base_model="embedded:smollm2-135m")
     return TrainConfig(**{**base, **kw})
 
 
@@ -85,7 +85,8 @@ def test_trained_backward_model_inside_the_pipeline(backward_dir, tmp_path):
 
     cfg = load_config(DATA_DIR / "demo.yaml", [
         "backtranslate.mode=trained", f"models.backward.model={backward_dir}", "variant=filter",
-        "distill.enabled=false", "backtranslate.max_tokens=32", "runner.progress=false"])
+        "distill.enabled=false", "backtranslate.max_tokens=32", "runner.progress=false",
+        "models.scorer.model=embedded:smollm2-135m"])
     cfg.input.path, cfg.input.limit = str(DATA_DIR / "demo_corpus.jsonl"), 3
     stats = Runner(cfg, tmp_path / "run", log=lambda _m: None).run()
     rows = [json.loads(line) for line in open(tmp_path / "run" / "stages" / "backtranslate.jsonl")]
