@@ -90,6 +90,7 @@ class BacktranslateConfig(Sampling):
     max_instruction_words: int = Field(150, ge=1, description="Reject longer instructions (paper: the longest BFT instruction is 514 tokens; ours are short).")
     min_instruction_words: int = Field(3, ge=1, description="Reject shorter instructions.")
     echo_threshold: float = Field(0.7, ge=0, le=1, description="Reject an instruction whose word trigrams are at least this share copied from the document.")
+    require_request: bool = Field(True, description="Reject an instruction that does not read as a user's request (a question, an imperative, \"I need ...\", \"Please ...\"): a page title or a recipe's serving line copied as the instruction (`not_a_request`). English patterns: set false for other languages (our choice; the paper has no such check).")
 
 
 class CurateConfig(Sampling):

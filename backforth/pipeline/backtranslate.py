@@ -7,7 +7,8 @@ brought an instruction (`input.instruction_field`) keeps it, marked `instruction
 and costs no request: that is how an existing dataset is rescored or rewritten.
 Rejects: `empty_instruction`, `short_instruction`, `overlong_instruction` (too many words, or cut
 off by max_tokens), `echo_instruction` (mostly copied from the document), `refusal_instruction` (the model answered
-instead of asking: "I'm sorry, but ..."), `engine_error`.
+instead of asking: "I'm sorry, but ..."), `not_a_request` (a page title or a statement, not a
+question or an imperative; `require_request`), `engine_error`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ..config import BacktranslateConfig
 from ..engines.base import Request, Result
 from ..prompts import PromptTemplate, load_template
 from .base import Stage
-from .parsing import clean_instruction, copied_share, is_refusal
+from .parsing import clean_instruction, copied_share, is_refusal, looks_like_request
 
 
 class Backtranslate(Stage):
@@ -63,4 +64,6 @@ class Backtranslate(Stage):
         row["instruction_copied_share"] = round(share, 3)
         if n >= 6 and share >= self.cfg.echo_threshold:
             return "echo_instruction"
+        if self.cfg.require_request and not looks_like_request(instruction):
+            return "not_a_request"  # a page title, a serving line, a statement
         return None

@@ -196,3 +196,31 @@ def degenerate_reason(answer: str, instruction: str) -> str | None:
     if is_repetitive(answer):
         return "repetitive_response"
     return None
+
+
+_QUESTION_START = re.compile(
+    r"^(?:what|how|why|when|where|which|who|whom|whose|is|are|was|were|do|does|did|can|could|should|would|will|"
+    r"shall|may|might|must|have|has|had)\b", re.IGNORECASE)
+_ASKING = re.compile(r"^(?:i(?:'d| would)? (?:like|need|want)|i am looking|i'm looking|please|help me|tell me|"
+                     r"give me|show me|teach me)\b", re.IGNORECASE)
+_IMPERATIVE = re.compile(
+    r"^(?:explain|describe|list|give|write|tell|show|compare|contrast|summari[sz]e|suggest|recommend|provide|create|"
+    r"make|help|find|name|outline|identify|define|teach|share|calculate|translate|fix|plan|draft|convert|choose|pick|"
+    r"rank|rate|evaluate|analy[sz]e|discuss|detail|illustrate|clarify|walk|guide|offer|propose|prepare|design|"
+    r"generate|compose|rewrite|edit|improve|check|review|advise|recommend|set up|install|cook|bake|clean|repair|"
+    r"remove|replace|protect|prevent|choose|decide|estimate|predict|state|point out|break down|go through)\b",
+    re.IGNORECASE)
+
+
+def looks_like_request(instruction: str) -> bool:
+    """Whether text reads as a user's request: a question, an imperative, or "I need ..."/"Please ...".
+
+    A page title ("The Daily Ledger"), a recipe's serving line ("Serves 2 | 15 minutes") or a model's
+    statement ("I have no additional information ...") does not."""
+    text = instruction.strip().strip("\"'*").strip()
+    if not text:
+        return False
+    if text.endswith("?"):
+        return True
+    first = re.sub(r"^(?:how to|ways to)\b", "how", text, flags=re.IGNORECASE)
+    return bool(_QUESTION_START.match(first) or _ASKING.match(first) or _IMPERATIVE.match(first))

@@ -114,7 +114,7 @@ def test_limits_follow_the_config():
     assert st.apply(row(), [ok("Why do recyclers sort glass by colour?")]) == "overlong_instruction"
     assert st.apply(row(), [ok("Glass?")]) is None
     # a short instruction is never an echo (it is a topic, however copied)
-    assert Backtranslate(BacktranslateConfig()).apply(row(), [ok("Glass recycling starts")]) is None
+    assert Backtranslate(BacktranslateConfig(require_request=False)).apply(row(), [ok("Glass recycling starts")]) is None
 
 
 def test_an_engine_error_is_a_reject_with_the_error_kept():
@@ -130,3 +130,17 @@ def test_fingerprint_holds_settings_prompt_and_model():
     fp = st.fingerprint({"engine": "openai", "model": "m"})
     assert fp["temperature"] == 0.5 and fp["model"] == {"engine": "openai", "model": "m"}
     assert fp["prompt"].startswith("backtranslate@1#")
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("Serves 2 | 15 minutes", "not_a_request"),                     # a recipe's serving line
+    ("The Daily Ledger", "not_a_request"),                          # a page title
+    ("I have no additional information about this product.", "not_a_request"),
+    ("How is glass sorted before recycling?", None),
+    ("Explain how glass is recycled.", None),
+    ("I need a summary of how glass is recycled.", None),
+    ("Glass recycling steps?", None),
+])
+def test_an_instruction_must_read_as_a_request(text, reason):
+    assert Backtranslate(BacktranslateConfig()).apply(row(), [ok(text)]) == reason
+    assert Backtranslate(BacktranslateConfig(require_request=False)).apply(row(), [ok(text)]) is None
