@@ -42,11 +42,11 @@ def _fail(message: str, code: int = 2) -> None:
 def _run(cfg, out: Path, force: bool, until: str | None = None) -> None:
     from .config import ConfigError
     from .engines import EngineError, EngineUnavailable
-    from .executors import make_runner
     from .pipeline import RunConflict
+    from .workflows import run as run_pipeline
 
     try:
-        stats = make_runner(cfg, out, force=force, until=until, log=typer.echo).run()
+        stats = run_pipeline(cfg, out, force=force, until=until, log=typer.echo)
     except (RunConflict, ConfigError) as err:  # ConfigError: the input turned out unreadable (no such file, ...)
         _fail(str(err))
     except EngineUnavailable as err:

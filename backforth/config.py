@@ -100,6 +100,7 @@ class CurateConfig(Sampling):
     iterations: int = Field(1, ge=1, le=2, description="Humpback's self-curation rounds. 2: train M1 on the seed pairs plus the pairs round 1 kept (each tagged by source), re-score every candidate round 1 scored with M1, keep by M1's score; rows keep both rounds' scores. M1 runs in-process (transformers).")
     seed: str | None = Field(None, description="Seed pairs (jsonl: instruction, response) for M1 when iterations is 2; default the bundled demo seed.")
     m1_max_steps: int | None = Field(None, ge=1, description="Optimizer steps for M1 (default: the training config's epochs).")
+    m1_base_model: str | None = Field(None, description="The model M1 is fine-tuned from (default: the scorer's model when it runs in-process, else `embedded`).")
     threshold_on: Literal["score", "expected"] = Field("score", description="With logprobs: compare the threshold to the most likely score or to the expected score.")
     keep_share: float | None = Field(None, gt=0, le=1, description="Instead of the threshold, keep this share of the scored pairs, the best first: by expected score with logprobs, by score with generate, ties in input order (e.g. 0.3: the top 30%). For small scorers, which rarely put their most likely score on 5 (stage `top_share`; rejects `below_top_share`). Null: the threshold decides (paper).")
 
@@ -168,7 +169,6 @@ class RayConfig(Section):
 
     address: str | None = Field(None, description="Ray cluster to join: null starts a local Ray instance for the run (and stops it after); `auto` joins the cluster this machine is a node of (`ray start`), as does `HEAD_IP:6379`.")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local instance started when `address` is null (default: all).")
-    driver_shard_rows: int = Field(4096, ge=1, description="Rows per parquet shard for the stages that run on the driver (prepare, dedup, decontaminate, grounding without judge): they are fast, so a crash redoes at most this many cheap rows.")
     backward: RayPoolConfig = Field(default_factory=RayPoolConfig)
     scorer: RayPoolConfig = Field(default_factory=RayPoolConfig)
     rewriter: RayPoolConfig = Field(default_factory=RayPoolConfig)
@@ -179,6 +179,7 @@ class RayConfig(Section):
 class RunnerConfig(Section):
     chunk_size: int = Field(64, ge=1, description="Rows sent to an engine at once; results are flushed to disk after each chunk, so a crash loses at most one chunk (at most `chunks_in_flight` chunks with a server).")
     chunks_in_flight: int | None = Field(None, ge=1, description="Chunks kept at an engine that takes work asynchronously (engine openai), so the next chunk's requests already run while the current chunk's last ones finish and the server's batch stays full at a chunk's tail. Default: enough chunks to offer twice the engine's max_in_flight, at least 2. In-process engines always run one chunk at a time.")
+    light_chunk_size: int = Field(4096, ge=1, description="Rows per chunk (and per stored shard) for the stages without a model (prepare, dedup, decontaminate, grounding without its judge, top_share): they are fast, so a crash redoes at most this many cheap rows, and a big corpus is not cut into tiny files.")
     progress: bool = Field(True, description="Show progress bars.")
     executor: Literal["local", "ray"] = Field("local", description="`local`: this process, stage files `stages/<stage>.jsonl`; `ray`: the model stages run on a Ray cluster through Ray Data, one actor pool per model role, stage results as parquet shards `stages/<stage>/part-*.parquet` (needs `pip install 'backforth[ray]'`).")
     ray: RayConfig = Field(default_factory=RayConfig)
@@ -216,19 +217,6 @@ class RunConfig(Section):
         if self.backtranslate.mode == "trained" and self.models.backward.model == "embedded" and not self.models.backward.adapter:
             raise ValueError("backtranslate.mode 'trained' needs models.backward.model (a trained folder) or models.backward.adapter")
         return self
-
-    @property
-    def stage_names(self) -> list[str]:
-        """The stages of this run, in order (the runner builds exactly these)."""
-        optional = {"dedup_documents": self.dedup_documents.enabled, "dedup_instructions": self.dedup_instructions.enabled,
-                    "decontaminate": self.decontaminate.enabled, "curate": "filter" in self.variant,
-                    "curate_m1": "filter" in self.variant and self.curate.iterations == 2,
-                    "top_share": "filter" in self.variant and self.curate.keep_share is not None,
-                    "rewrite": "rewrite" in self.variant, "grounding": "rewrite" in self.variant and self.grounding.enabled,
-                    "distill": self.distill.enabled}
-        order = ["prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate", "curate",
-                 "curate_m1", "top_share", "rewrite", "grounding", "distill"]
-        return [n for n in order if optional.get(n, True)]
 
 
 def _set_path(data: dict, dotted: str, value: Any) -> None:

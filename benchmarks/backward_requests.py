@@ -21,7 +21,7 @@ from pathlib import Path
 from backforth.cli import DATA_DIR
 from backforth.config import load_config
 from backforth.pipeline import Runner
-from backforth.pipeline.parsing import clean_instruction, looks_like_request
+from backforth.pipeline.stages.parsing import clean_instruction, looks_like_request
 from backforth.train.seed import load_seed
 from backforth.train.sft import load_train_config, train_backward
 

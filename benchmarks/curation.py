@@ -29,7 +29,7 @@ from pathlib import Path
 from backforth import embedded
 from backforth.config import CurateConfig, ModelConfig
 from backforth.engines import build_engine
-from backforth.pipeline.curate import Curate
+from backforth.pipeline.stages.curate import Curate
 from backforth.pipeline.runner import process_chunk
 from backforth.pipeline.store import DONE
 

@@ -24,7 +24,7 @@ import json
 import re
 from pathlib import Path
 
-from backforth.pipeline.parsing import degenerate_reason, words
+from backforth.pipeline.stages.parsing import degenerate_reason, words
 
 BAD_SOURCES = {"boilerplate", "product", "forum"}
 GOOD_SOURCES = {"howto", "explainer", "recipe"}

@@ -22,8 +22,8 @@ from backforth.cli import DATA_DIR
 from backforth.config import load_config
 from backforth.corpus import read_documents
 from backforth.engines import build_engine
-from backforth.pipeline.backtranslate import Backtranslate
-from backforth.pipeline.prepare import normalize_text
+from backforth.pipeline.stages.backtranslate import Backtranslate
+from backforth.pipeline.stages.prepare import normalize_text
 from backforth.pipeline.runner import Runner
 
 

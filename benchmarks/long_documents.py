@@ -37,8 +37,8 @@ from pathlib import Path
 
 from backforth.config import CurateConfig, build_config
 from backforth.engines.transformers import TransformersEngine
-from backforth.pipeline.backtranslate import Backtranslate
-from backforth.pipeline.curate import Curate
+from backforth.pipeline.stages.backtranslate import Backtranslate
+from backforth.pipeline.stages.curate import Curate
 
 
 class FixedBatchEngine(TransformersEngine):

@@ -1,6 +1,6 @@
 """MinHash signatures: datasketch's `MinHash` against our own numpy copy of its "affine32" scheme.
 
-Near-dedup (`backforth.pipeline.dedup`) needs one MinHash signature per row: `num_perm` uint32, the
+Near-dedup (`backforth.pipeline.stages.dedup`) needs one MinHash signature per row: `num_perm` uint32, the
 minimum under each of `num_perm` affine permutations of the hashes of the row's word n-grams. datasketch
 (a dependency) computes them; the pipeline used to carry a numpy reimplementation with the same values
 (SHA-1 digests joined and read in one `frombuffer`, instead of one `struct.unpack` and one Python int
@@ -12,7 +12,7 @@ real text (the docstrings of the Python standard library, cut into paragraphs an
   of 50 texts that the implementations take turns on, best of `--repeat` tries per chunk (a shared
   machine's load comes in bursts):
   - `numpy copy`: the reimplementation, kept here as the candidate;
-  - `backforth`: `backforth.pipeline.minhash.MinHasher`, what the stage runs (one MinHash reused);
+  - `backforth`: `backforth.pipeline.stages.minhash.MinHasher`, what the stage runs (one MinHash reused);
   - `ds shared`: a new `datasketch.MinHash` per text with the permutations drawn once and passed in;
   - `ds fresh`: `datasketch.MinHash(num_perm, seed)` per text (draws its permutations every time);
   - `ds bulk`: `datasketch.MinHash.bulk` over each chunk;
@@ -73,8 +73,8 @@ import numpy as np
 from datasketch import LeanMinHash, MinHash
 
 from backforth.config import NearDedupConfig
-from backforth.pipeline.dedup import NearDedup
-from backforth.pipeline.minhash import SCHEME, MinHasher, shingles
+from backforth.pipeline.stages.dedup import NearDedup
+from backforth.pipeline.stages.minhash import SCHEME, MinHasher, shingles
 
 
 # --- the candidate: our numpy copy of datasketch's affine32 signature --------------------------------

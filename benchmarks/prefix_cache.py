@@ -32,8 +32,8 @@ from backforth.config import load_config  # noqa: E402
 from backforth.corpus import read_documents  # noqa: E402
 from backforth.engines.models import resolve_model_dir  # noqa: E402
 from backforth.engines.openai import OpenAIEngine  # noqa: E402
-from backforth.pipeline.backtranslate import Backtranslate  # noqa: E402
-from backforth.pipeline.prepare import normalize_text  # noqa: E402
+from backforth.pipeline.stages.backtranslate import Backtranslate  # noqa: E402
+from backforth.pipeline.stages.prepare import normalize_text  # noqa: E402
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ from stub_openai import StubOpenAIServer  # noqa: E402
 
 from backforth.config import build_config  # noqa: E402
 from backforth.engines.openai import OpenAIEngine  # noqa: E402
-from backforth.pipeline.backtranslate import Backtranslate  # noqa: E402
+from backforth.pipeline.stages.backtranslate import Backtranslate  # noqa: E402
 from backforth.pipeline.runner import Runner  # noqa: E402
 
 

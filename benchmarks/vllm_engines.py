@@ -34,8 +34,8 @@ from backforth.cli import DATA_DIR
 from backforth.config import ModelConfig, load_config
 from backforth.corpus import read_documents
 from backforth.engines.models import resolve_model_dir
-from backforth.pipeline.backtranslate import Backtranslate
-from backforth.pipeline.prepare import normalize_text
+from backforth.pipeline.stages.backtranslate import Backtranslate
+from backforth.pipeline.stages.prepare import normalize_text
 from backforth.pipeline.runner import Runner
 
 SERVED_NAME = "embedded"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-from backforth.engines.base import EngineUnavailable, Request, Result
+from backforth.engines.base import EngineUnavailable, InProcessEngine, Request, Result
 
 Responder = Callable[[Request], "Result | str"]
 
@@ -50,7 +50,7 @@ def section(text: str, start: str, end: str) -> str:
     return text[i:text.index(end, i)].strip()
 
 
-class FakeEngine:
+class FakeEngine(InProcessEngine):
     """Engine protocol: `name`, `generate`, `count_tokens` (whitespace words), `context_length`, `close`."""
 
     def __init__(self, responder: Responder, *, name: str = "fake-model", context_length: int | None = None,

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from backforth.cli import app
 from backforth.config import RunConfig
+from backforth.pipeline.store import StageStore
 
 runner = CliRunner()
 
@@ -122,8 +123,8 @@ def test_run_resolves_the_input_next_to_the_config_and_reports_an_unreachable_se
                  "runner: {progress: false}\n")
     out = assert_clean_failure(invoke("run", str(p), "--out", str(tmp_path / "out")), code=3)
     assert "cannot reach the model server" in out and "resume" in out
-    prepared = (tmp_path / "out" / "stages" / "prepare.jsonl").read_text()
-    assert json.loads(prepared)["id"] == "a"  # found next to the config, and saved for the resume
+    prepared = list(StageStore(tmp_path / "out" / "stages" / "prepare").rows())
+    assert prepared[0]["id"] == "a"  # found next to the config, and saved for the resume
 
 
 def test_demo_with_a_missing_input(tmp_path):

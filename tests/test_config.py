@@ -8,7 +8,9 @@ import pytest
 from fake_engine import FakeEngine
 
 from backforth.config import SEED_TAG, WEB_TAG, ConfigError, RunConfig, build_config, load_config, parse_overrides
-from backforth.pipeline.runner import Engines, build_stages, stage_fingerprints
+from backforth.pipeline import registry
+from backforth.pipeline.fingerprints import stage_fingerprints
+from backforth.pipeline.runner import Runner
 
 
 def write(tmp_path: Path, text: str, name: str = "run.yaml") -> Path:
@@ -24,18 +26,18 @@ def test_defaults_follow_the_paper():
     assert cfg.curate.threshold == 5 and cfg.export.tag == WEB_TAG == "Answer with knowledge from web search."
     assert SEED_TAG == "Answer in the style of an AI Assistant."
     assert cfg.variant == "filter+rewrite"
-    assert cfg.stage_names == ["prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate",
+    assert registry.names(cfg) == ["prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate",
                                "curate", "rewrite", "grounding", "distill"]
-    assert build_config({"variant": "filter", "distill": {"enabled": False}}).stage_names == [
+    assert registry.names(build_config({"variant": "filter", "distill": {"enabled": False}})) == [
         "prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate", "curate"]  # no rewrite: no grounding
-    assert build_config({"variant": "rewrite"}).stage_names == [
+    assert registry.names(build_config({"variant": "rewrite"})) == [
         "prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate", "rewrite", "grounding", "distill"]
     # without the hygiene stages: the paper's pipeline
     hygiene_off = {name: {"enabled": False} for name in ("dedup_documents", "dedup_instructions", "decontaminate", "grounding")}
-    assert build_config(hygiene_off).stage_names == ["prepare", "backtranslate", "curate", "rewrite", "distill"]
-    assert build_config({**hygiene_off, "variant": "filter", "distill": {"enabled": False}}).stage_names == [
+    assert registry.names(build_config(hygiene_off)) == ["prepare", "backtranslate", "curate", "rewrite", "distill"]
+    assert registry.names(build_config({**hygiene_off, "variant": "filter", "distill": {"enabled": False}})) == [
         "prepare", "backtranslate", "curate"]
-    assert build_config({**hygiene_off, "variant": "rewrite"}).stage_names == ["prepare", "backtranslate", "rewrite", "distill"]
+    assert registry.names(build_config({**hygiene_off, "variant": "rewrite"})) == ["prepare", "backtranslate", "rewrite", "distill"]
 
 
 def test_load_yaml_with_overrides(tmp_path):
@@ -133,7 +135,7 @@ def test_trained_mode_needs_a_trained_model():
 def hashes(overrides: list[str]) -> dict[str, str]:
     cfg = build_config({"runner": {"progress": False}}, overrides)
     fake = FakeEngine(lambda req: "", context_length=4096)
-    fps = stage_fingerprints(cfg, build_stages(cfg, Engines(cfg, lambda m: fake)))
+    fps = stage_fingerprints(cfg, Runner(cfg, "unused", engine_factory=lambda m: fake).build_stages())
     return {name: fp["hash"] for name, fp in fps.items()}
 
 
@@ -193,7 +195,7 @@ def test_curate_threshold_does_not_touch_backtranslate():
 def test_fingerprint_sees_the_prompt_text():
     cfg = build_config({"runner": {"progress": False}})
     fake = FakeEngine(lambda req: "")
-    stages = build_stages(cfg, Engines(cfg, lambda m: fake))
+    stages = Runner(cfg, "unused", engine_factory=lambda m: fake).build_stages()
     fps = stage_fingerprints(cfg, stages)
     by_name = {st.name: st for st in stages}
     assert fps["curate"]["fields"]["prompt"] == f"curate@1#{by_name['curate'].template.sha}"

@@ -36,9 +36,6 @@ from ..io import INVALID_UTF8, NOT_AN_OBJECT, UnreadableFileError, iter_records
 from . import metrics
 
 MIN_ITEMS = 4  # below this, MAUVE, the classifier and trigram counts say nothing about a set
-# The pipeline's order (config.RunConfig.stage_names); stats.json's order wins where it differs.
-STAGE_ORDER = ("prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate", "curate",
-               "rewrite", "grounding", "distill")
 PAIRS = (("distilled", "rewritten"), ("distilled", "documents"), ("rewritten", "documents"))
 RUN_SETS = ("documents", "rewritten", "distilled", "instructions")
 TAG_MAX_CHARS = 1500  # long documents are cut before tagging: a small tagger is slow and its context short
@@ -84,19 +81,19 @@ def iter_jsonl(path: Path) -> Iterator[dict]:
 
 def stage_rows(run_dir: Path, stage: str, columns: Sequence[str] | None = None,
                ids: Container[str] | None = None) -> dict[str, dict]:
-    """The latest row per id of one stage's results (append-only: a redone row is appended again),
-    from `stages/<stage>.jsonl` or, for a Ray run, the parquet shards of `stages/<stage>/`.
+    """One stage's rows as it saw and left them: its own columns joined with those the earlier stages
+    gave each row (`pipeline.store.RunStore.joined`), by id.
 
-    `columns` keeps only those fields and `ids` only those rows, so a big run's stage files are
-    streamed through instead of held whole in memory.
+    `columns` keeps only those fields and `ids` only those rows, so a big run's shards are streamed
+    through instead of held whole in memory.
     """
-    from ..pipeline.shards import ShardStore, open_stage
+    from ..pipeline.store import RunStore
 
-    store = open_stage(run_dir, stage)
+    order = stage_order(run_dir)
+    if stage not in order:
+        return {}
     out: dict[str, dict] = {}
-    if not store.exists():
-        return out
-    for row in (store.rows() if isinstance(store, ShardStore) else iter_jsonl(store.path)):
+    for row in RunStore(run_dir).joined(order[: order.index(stage) + 1]):
         if ids is not None and row.get("id") not in ids:
             continue
         out[row["id"]] = row if columns is None else {k: row.get(k) for k in ("id", "_status", *columns)}
@@ -104,15 +101,14 @@ def stage_rows(run_dir: Path, stage: str, columns: Sequence[str] | None = None,
 
 
 def stage_order(run_dir: Path, stats: dict | None = None) -> list[str]:
-    """The run's stages in pipeline order: stats.json's order (the runner writes it in order), then
-    known stages with results (a jsonl file or a folder of shards), then any other, so a stage added
-    later is never skipped."""
-    from ..pipeline.shards import stages_on_disk
+    """The run's stages with results, in the registry's order (any unknown one last, so a stage added
+    later is never skipped)."""
+    from ..pipeline import registry
+    from ..pipeline.store import RunStore
 
-    files = stages_on_disk(run_dir)
-    order = [n for n in (stats or {}).get("stages", {}) if n in files]
-    order += [n for n in STAGE_ORDER if n in files and n not in order]
-    return order + sorted(files - set(order))
+    on_disk = RunStore(run_dir).on_disk()
+    order = [n for n in registry.NAMES if n in on_disk]
+    return order + sorted(on_disk - set(order))
 
 
 def load_stats(run_dir: Path) -> dict:
@@ -396,7 +392,7 @@ def _complete_lines(text: str, finish_reason: str | None) -> str:
 
 def _tags_of(answer: str, finish_reason: str | None, text: str) -> list[str]:
     """Tags of one answer; none when the answer mostly copies the text (small models echo it)."""
-    from ..pipeline.parsing import copied_share
+    from ..pipeline.stages.parsing import copied_share
 
     answer = _complete_lines(answer, finish_reason)
     if len(answer.split()) >= 6 and copied_share(answer, text) >= ECHO_SHARE:

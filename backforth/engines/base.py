@@ -17,6 +17,7 @@ is down for good), so the runner can stop cleanly and the run can be resumed lat
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -62,6 +63,7 @@ class Result:
     # The failure was the server's, not the request's (unreachable): the runner leaves the row
     # unfinished, so that resuming later sends it again, instead of rejecting it.
     retryable: bool = False
+    cached: bool = False  # answered from a cache (`engines.cache`), not by the model now
 
     @property
     def ok(self) -> bool:
@@ -69,9 +71,17 @@ class Result:
 
 
 class Engine(Protocol):
-    """What every engine provides. `name` is what goes into rows' `<stage>_model` column."""
+    """What every engine provides. `name` is what goes into rows' `<stage>_model` column.
+
+    `submit` hands requests over and returns a future of their results (in request order); the runner
+    keeps several chunks at an engine that works asynchronously (a server: `max_in_flight` says how
+    many requests it takes at once) and one at an in-process engine, whose future is finished when
+    `submit` returns. `generate` is `submit(...).result()`.
+    """
 
     name: str
+
+    def submit(self, requests: list[Request]) -> Future: ...
 
     def generate(self, requests: list[Request]) -> list[Result]: ...
 
@@ -83,3 +93,21 @@ class Engine(Protocol):
     def context_length(self) -> int | None: ...
 
     def close(self) -> None: ...
+
+
+class InProcessEngine:
+    """For engines that run in this process: `submit` runs the requests now and returns a finished
+    future, so the runner drives every engine through the same submit/collect loop."""
+
+    max_in_flight: int | None = None  # not a server: one chunk at a time
+
+    def generate(self, requests: list[Request]) -> list[Result]:
+        raise NotImplementedError
+
+    def submit(self, requests: list[Request]) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(self.generate(requests))
+        except Exception as err:  # noqa: BLE001 - handed to the caller, raised by .result()
+            future.set_exception(err)
+        return future

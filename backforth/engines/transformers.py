@@ -19,7 +19,7 @@ import math
 import os
 from collections import defaultdict
 
-from .base import EngineError, Request, Result
+from .base import EngineError, InProcessEngine, Request, Result
 from .batching import pack_by_tokens
 from .device import pick_dtype, resolve_device
 from .models import resolve_model_dir
@@ -30,7 +30,7 @@ DEFAULT_MAX_BATCH_TOKENS = 16384  # benchmarks/long_documents.py: 2-core CPU, Sm
 __all__ = ["TransformersEngine", "pick_dtype", "DEFAULT_MAX_BATCH_TOKENS"]
 
 
-class TransformersEngine(Tokenized):
+class TransformersEngine(Tokenized, InProcessEngine):
     def __init__(self, model: str = "embedded", adapter: str | None = None, gguf_file: str | None = None,
                  dtype: str = "auto", batch_size: int = 16, max_batch_tokens: int | None = None,
                  device: str = "auto", seed: int = 0, context_length: int | None = None, **_: object):

@@ -40,7 +40,7 @@ import logging
 import math
 import os
 
-from .base import EngineError, EngineUnavailable, Request, Result
+from .base import EngineError, EngineUnavailable, InProcessEngine, Request, Result
 from .models import resolve_model_dir
 from .tokenized import Tokenized, has_tokenizer
 
@@ -60,7 +60,7 @@ def _import_vllm():
     return vllm
 
 
-class VLLMEngine(Tokenized):
+class VLLMEngine(Tokenized, InProcessEngine):
     def __init__(self, model: str = "embedded", adapter: str | None = None, gguf_file: str | None = None,
                  dtype: str = "auto", seed: int = 0, context_length: int | None = None,
                  engine_kwargs: dict | None = None, **_: object):

@@ -66,9 +66,11 @@ def _bar(ids: list[str], out: Path, desc: str, enabled: bool) -> Iterator:
     """A progress bar over the rows not yet in `out` (the functions skip those)."""
     from tqdm import tqdm
 
-    from ..pipeline.store import StageFile
+    from ..pipeline.store import RunStore
+    from .generate import run_dir_for
 
-    done = StageFile(out).done_ids() if enabled else set()
+    run = RunStore(run_dir_for(out))
+    done = {i for name in run.on_disk() for i in run.stage(name).ids()} if enabled else set()
     bar = tqdm(total=sum(i not in done for i in ids), desc=desc, unit="row", disable=not enabled, dynamic_ncols=True)
     try:
         yield bar.update

@@ -7,21 +7,27 @@ knowledge from web search if needed.", reporting whichever suffix wins more (Ngu
 different sentences (App. A.3); at evaluation they select which of the two learned styles answers.
 Each row records the suffix it was asked with, so the two runs can be judged and compared side by side.
 
-Rows are written one chunk at a time to an append-only file (``pipeline.store.StageFile``); a rerun
-skips the ids already there, so a crash costs at most one chunk. A request the engine failed is not
-written (and is retried on the next run), since an empty answer would count as a loss.
+Answering is a stage (`Answer`) run by the pipeline's `Runner`, with its resume, chunking,
+fingerprints and executors: the run's store is the folder next to the answers file
+(`answers.run/` for `answers.jsonl`), and the answers file is written from it at the end. A rerun
+sends only the questions not answered yet; one with other settings (model, suffix, sampling) stops
+and names them. A request the engine failed is not written, and is asked again on the next run,
+since an empty answer would count as a loss.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..config import SEED_TAG, ModelConfig
-from ..engines import Engine, Request, build_engine
-from ..pipeline.store import StageFile
+from ..config import SEED_TAG, ModelConfig, build_config
+from ..engines import Engine, Request, Result, build_engine
+from ..pipeline import Runner
+from ..pipeline.stage import DONE, Stage
+from ..pipeline.store import RunStore
 from .data import REFERENCE, REFERENCE_GENERATOR, EvalDataError
 
 Suffix = Literal["assistant", "assistant_web", "none"]
@@ -30,6 +36,7 @@ SUFFIXES: dict[str, str | None] = {
     "assistant_web": "Answer in the style of an AI Assistant, with knowledge from web search if needed.",
     "none": None,
 }
+ROLE = "answerer"
 
 
 @dataclass
@@ -50,36 +57,57 @@ def with_suffix(instruction: str, suffix: str) -> str:
 
 def model_name(cfg: ModelConfig) -> str:
     """What the engines call a model (`<stage>_model`), known before one is loaded: base, `+adapter` folder."""
-    return f"{cfg.model}+{Path(cfg.adapter).name}" if cfg.adapter else cfg.model
+    adapter = getattr(cfg, "adapter", None)
+    return f"{cfg.model}+{Path(adapter).name}" if adapter else cfg.model
 
 
 def generator_name(model_cfg: ModelConfig) -> str:
     """AlpacaEval's `generator`: the adapter's folder when there is one (fine-tuned variants share a base)."""
-    return Path(model_cfg.adapter).name if model_cfg.adapter else model_cfg.model
+    adapter = getattr(model_cfg, "adapter", None)
+    return Path(adapter).name if adapter else model_cfg.model
 
 
-def _settings(generator: str, model: str, suffix: str, sampling: dict) -> dict:
-    return {"generator": generator, "generate_model": model, "suffix": suffix, "generate_sampling": sampling}
+def run_dir_for(out_path: Path) -> Path:
+    """Where a results file's run keeps its store: `answers.run/` beside `answers.jsonl`."""
+    return out_path.with_name(out_path.name.split(".")[0] + ".run")
 
 
-def _check_resume(store: StageFile, settings: dict) -> None:
-    """Refuse to append answers made another way: one file must hold one model's answers."""
-    first = next(store.rows(), None)
-    if first is None:
-        return
-    for key, value in settings.items():
-        if first.get(key) != value:
-            raise EvalDataError(
-                f"{store.path}: holds answers with {key}={first.get(key)!r}, this run has {value!r}. "
-                "Write to another --out file, or delete this one to start over.")
+class Answer(Stage):
+    """One eval question -> one answer from the model under test."""
+
+    name = "answer"
+    role = ROLE
+    failed_stay_unfinished = True
+
+    def __init__(self, suffix: str, sampling: dict, generator: str, model: str):
+        with_suffix("", suffix)  # validates the suffix before anything is loaded
+        self.suffix, self.sampling, self.generator, self.model = suffix, sampling, generator, model
+
+    def settings(self) -> dict:
+        """What changes an answer (the question set may grow: answers are kept by question id)."""
+        return {"suffix": self.suffix, "generate_sampling": self.sampling, "generator": self.generator}
+
+    def requests(self, row: dict) -> list[Request]:
+        return [Request(messages=[{"role": "user", "content": with_suffix(row["instruction"], self.suffix)}],
+                        max_tokens=self.sampling["max_tokens"], temperature=self.sampling["temperature"],
+                        top_p=self.sampling["top_p"], key=row["id"])]
+
+    def apply(self, row: dict, results: list[Result]) -> str | None:
+        res = results[0]
+        row.update(output=res.text.strip(), generator=self.generator, generate_model=self.model, suffix=self.suffix,
+                   generate_sampling=self.sampling, suffix_text=SUFFIXES[self.suffix],
+                   generate_finish_reason=res.finish_reason, generate_prompt_tokens=res.prompt_tokens,
+                   generate_completion_tokens=res.completion_tokens)
+        return None
 
 
-def _answer_row(row: dict, result, settings: dict, suffix: str) -> dict:
-    out = {"id": row["id"], "instruction": row["instruction"], "output": result.text.strip(), **settings,
-           "suffix_text": SUFFIXES[suffix], "generate_finish_reason": result.finish_reason,
-           "generate_prompt_tokens": result.prompt_tokens, "generate_completion_tokens": result.completion_tokens}
-    for k, v in row.items():  # passthrough (category, dataset...), never the reference answer
-        if k not in out and k not in (REFERENCE, REFERENCE_GENERATOR):
+def _answer_row(row: dict) -> dict:
+    """The answers file's row: AlpacaEval's fields first, the passthrough ones (never the reference)."""
+    keys = ("id", "instruction", "output", "generator", "generate_model", "suffix", "generate_sampling", "suffix_text",
+            "generate_finish_reason", "generate_prompt_tokens", "generate_completion_tokens")
+    out = {k: row.get(k) for k in keys}
+    for k, v in row.items():
+        if k not in out and not k.startswith("_") and k not in (REFERENCE, REFERENCE_GENERATOR, "stage", "reason"):
             out[k] = v
     return out
 
@@ -97,46 +125,50 @@ def generate_answers(
     chunk_size: int = 32,
     engine: Engine | None = None,
     progress: Callable[[int], None] | None = None,
+    executor=None,
 ) -> GenerateStats:
-    """Answer every eval row not yet in `out_path` and append the answers there (jsonl).
+    """Answer every eval row not answered yet and write them all to `out_path` (jsonl, input order).
 
     Output rows: ``id``, ``instruction`` (as asked, without the suffix), ``output``, ``generator``,
     ``suffix``, ``suffix_text``, ``generate_model``, ``generate_finish_reason``, token counts and
     ``generate_sampling``. `engine` replaces the one built from `model_cfg` (it is then not closed);
     `progress` is called with the number of rows finished after each chunk.
     """
-    with_suffix("", suffix)  # validates the suffix before anything is loaded
     if chunk_size < 1:
         raise EvalDataError(f"chunk_size must be at least 1 (got {chunk_size})")
-    store = StageFile(Path(out_path))
-    store.repair()
+    out_path = Path(out_path)
     sampling = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
-    stats = GenerateStats(out_path=store.path)
-    done = store.done_ids()
-    todo = [r for r in eval_rows if r["id"] not in done]
-    stats.already_done = len(eval_rows) - len(todo)
-    if not todo:
-        return stats
-    settings = _settings(generator or generator_name(model_cfg), model_name(model_cfg), suffix, sampling)
-    _check_resume(store, settings)  # before a model is loaded for nothing
-    own = engine is None
-    engine = engine or build_engine(model_cfg)
-    try:
-        for start in range(0, len(todo), chunk_size):
-            chunk = todo[start:start + chunk_size]
-            requests = [Request(messages=[{"role": "user", "content": with_suffix(r["instruction"], suffix)}],
-                                max_tokens=max_tokens, temperature=temperature, top_p=top_p, key=r["id"])
-                        for r in chunk]
-            finished = []
-            for row, result in zip(chunk, engine.generate(requests)):
-                if result.ok:
-                    finished.append(_answer_row(row, result, settings, suffix))
-                else:
-                    stats.errors.append({"id": row["id"], "error": result.error})
-            stats.written += store.append(finished)
-            if progress is not None:
-                progress(len(chunk))
-    finally:
-        if own:
-            engine.close()
-    return stats
+    questions = [dict(r, _index=i) for i, r in enumerate(eval_rows)]
+    stage = Answer(suffix, sampling, generator or generator_name(model_cfg), model_name(model_cfg))
+    run_dir = run_dir_for(out_path)
+    store = RunStore(run_dir)
+    before = sum(1 for _ in store.stage(stage.name).ids())
+    runner = Runner(build_config({"runner": {"chunk_size": chunk_size, "progress": False}}), run_dir,
+                    stages=[stage], source=lambda: iter(questions), models={ROLE: model_cfg},
+                    engine_factory=_factory(engine), executor=executor,
+                    log=lambda _m: None)
+    runner.on_chunk = progress
+    runner.run()
+    rows = [_answer_row(r) for r in store.joined([stage.name], status=DONE)]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return GenerateStats(out_path=out_path, written=len(rows) - before, already_done=before,
+                         errors=runner.failed.get(stage.name, []))
+
+
+def _factory(engine: Engine | None) -> Callable:
+    """The given engine (kept open: its caller owns it), else the one a model config describes."""
+    if engine is None:
+        return build_engine
+
+    class Borrowed:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def close(self) -> None:  # the caller closes its own engine
+            pass
+
+    return lambda _cfg: Borrowed(engine)

@@ -19,9 +19,12 @@ Annotation rows follow AlpacaEval: `output_1` = reference, `output_2` = model, `
 reference preferred, 2 = model preferred, in between = soft, 1.5 = draw, null = no verdict (counted,
 left out of win rates). Identical answers get 1.5 without asking, as AlpacaEval does.
 
-Every judge call is cached by a hash of the judge model, prompt hash, method, sampling and the exact
-(instruction, answer A, answer B) it saw; the cache keeps the raw reply, not the parsed verdict, so
-a better parser later re-reads old replies for free. Judging the same pair again costs nothing.
+Judging is a stage (`Judge`, two requests per row: one per order) run by the pipeline's `Runner`,
+with its resume, chunking, fingerprints and executors; its store is the folder beside the
+judgements file. Every judge call goes through an engine cache (`engines.cache`) keyed by the
+judge model and everything it reads and how it samples: the cache keeps the raw reply, not the
+parsed verdict, so a better parser later re-reads old replies for free, and judging the same pair
+again costs nothing (a fully cached run loads no model).
 """
 
 from __future__ import annotations
@@ -37,12 +40,15 @@ from pathlib import Path
 from typing import Literal
 
 
-from ..config import ModelConfig
+from ..config import ModelConfig, build_config
 from ..engines import Engine, Request, Result, build_engine
-from ..pipeline.store import StageFile
+from ..engines.cache import CachedEngine, ResultCache
+from ..pipeline import Runner
+from ..pipeline.stage import DONE, Stage
+from ..pipeline.store import RunStore
 from ..prompts import PromptTemplate, load_template
 from .data import EvalDataError, instruction_key, load_outputs, load_references
-from .generate import model_name
+from .generate import _factory, model_name, run_dir_for
 
 Method = Literal["generate", "logprobs"]
 LABELS = ("A", "B")
@@ -129,50 +135,6 @@ def default_cache_path() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "backforth" / CACHE_FILE
 
 
-class JudgeCache:
-    """Raw judge replies by request hash, in an append-only jsonl (a crash loses at most one chunk).
-
-    `path=None` keeps the cache in memory only (still no request is sent twice within a run).
-    """
-
-    def __init__(self, path: str | Path | None):
-        self.store = StageFile(Path(path).expanduser()) if path else None
-        self._raw: dict[str, dict] = {}
-        if self.store is not None:
-            self.store.repair()
-            for row in self.store.rows():
-                self._raw[row["id"]] = row
-
-    def __len__(self) -> int:
-        return len(self._raw)
-
-    def get(self, key: str) -> dict | None:
-        return self._raw.get(key)
-
-    def add(self, entries: list[dict]) -> None:
-        for e in entries:
-            self._raw[e["id"]] = e
-        if self.store is not None:
-            self.store.append(entries)
-
-
-def call_key(judge_identity: dict, prompt: PromptTemplate, method: Method, sampling: dict | None,
-             instruction: str, answer_a: str, answer_b: str) -> str:
-    """What makes two judge calls the same call: any change here is a different question to the judge."""
-    blob = json.dumps({"judge": judge_identity, "prompt": prompt.sha, "method": method, "sampling": sampling,
-                       "instruction": instruction, "answer_a": answer_a, "answer_b": answer_b},
-                      sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _raw_entry(key: str, res: Result) -> dict:
-    lps = None
-    if res.choice_logprobs is not None:  # -inf is not JSON: store null
-        lps = {k: (v if math.isfinite(v) else None) for k, v in res.choice_logprobs.items()}
-    return {"id": key, "text": res.text, "choice_logprobs": lps, "finish_reason": res.finish_reason,
-            "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens}
-
-
 # ----------------------------------------------------------------------------------------- judging
 
 
@@ -187,54 +149,26 @@ class JudgeStats:
     errors: list[dict] = field(default_factory=list)  # {"id", "error"}: not written, retried on the next run
 
 
-@dataclass
-class _Call:
-    row_id: str
-    order: str
-    key: str
-    answer_a: str
-    answer_b: str
-
-
 def _orders(row_id: str, both_orders: bool) -> list[str]:
     if both_orders:
         return [MODEL_FIRST, REFERENCE_FIRST]
     return [MODEL_FIRST if int(hashlib.sha1(row_id.encode()).hexdigest(), 16) % 2 else REFERENCE_FIRST]
 
 
-def _model_share(order: str, raw: dict, method: Method) -> float | None:
+def _model_share(order: str, res: Result, method: Method) -> float | None:
     """The model's share of the win in one order (1 = model better), or None when there is no verdict."""
     if method == "logprobs":
-        p_a = probability_a(raw.get("choice_logprobs"))
+        p_a = probability_a(res.choice_logprobs)
     else:
-        verdict = parse_verdict(raw.get("text"))
+        verdict = parse_verdict(res.text)
         p_a = None if verdict is None else float(verdict == "A")
     if p_a is None:
         return None
     return p_a if order == MODEL_FIRST else 1.0 - p_a
 
 
-def _raw_view(raw: dict, method: Method):
-    return raw.get("choice_logprobs") if method == "logprobs" else raw.get("text")
-
-
-class _LazyEngine:
-    """Builds the judge only when a call misses the cache: a fully cached run loads no model at all."""
-
-    def __init__(self, cfg: ModelConfig, engine: Engine | None):
-        self.cfg, self.engine, self.own = cfg, engine, engine is None
-
-    def generate(self, requests: list[Request]) -> list[Result]:
-        if self.engine is None:
-            self.engine = build_engine(self.cfg)
-        return self.engine.generate(requests)
-
-    def close(self) -> None:
-        if self.own and self.engine is not None:
-            self.engine.close()
-
-
-def _pairs(model_outputs_path, reference_outputs_path) -> list[tuple[dict, dict]]:
+def _pairs(model_outputs_path, reference_outputs_path) -> list[dict]:
+    """One row per model answer, with its reference: what the judge compares."""
     outputs = load_outputs(model_outputs_path)
     refs = load_references(reference_outputs_path)
     missing = [r for r in outputs if instruction_key(r["instruction"]) not in refs]
@@ -242,68 +176,82 @@ def _pairs(model_outputs_path, reference_outputs_path) -> list[tuple[dict, dict]
         raise EvalDataError(f"{missing[0]['_where']}: no reference answer for this instruction in "
                             f"{reference_outputs_path} ({len(missing)} of {len(outputs)} answers have none); "
                             "judge against the references of the same eval set")
-    return [(r, refs[instruction_key(r["instruction"])]) for r in outputs]
+    pairs = []
+    for i, r in enumerate(outputs):
+        ref = refs[instruction_key(r["instruction"])]
+        pairs.append({"id": r["id"], "_index": i, "instruction": r["instruction"], "output": r["output"],
+                      "generator": r.get("generator"), "reference_output": ref["output"],
+                      "reference_generator": ref.get("generator")})
+    return pairs
 
 
-def _check_resume(store: StageFile, settings: dict) -> None:
-    first = next(store.rows(), None)
-    for key, value in settings.items():
-        if first is not None and first.get(key) != value:
-            raise EvalDataError(f"{store.path}: holds judgements with {key}={first.get(key)!r}, this run has "
-                                f"{value!r}. Write to another --out file, or delete this one to start over.")
+class Judge(Stage):
+    """One (answer, reference) pair -> an AlpacaEval annotation row, from one request per order."""
 
-
-class _Judging:
-    """One judge run's fixed settings; turns chunks of (model row, reference) into annotation rows."""
+    name = "judge"
+    role = "judge"
+    failed_stay_unfinished = True
 
     def __init__(self, judge_cfg: ModelConfig, method: Method, both_orders: bool, temperature: float, max_tokens: int):
         if method not in ("generate", "logprobs"):
             raise EvalDataError(f"method '{method}': choose 'generate' or 'logprobs'")
         self.method, self.both_orders = method, both_orders
-        self.prompt = load_judge_prompt(method)
-        self.identity = judge_cfg.identity()
+        self.template = load_judge_prompt(method)
         self.sampling = None if method == "logprobs" else {"temperature": temperature, "max_tokens": max_tokens}
-        self.settings = {"judge": model_name(judge_cfg), "judge_method": method,
-                         "judge_orders": "both" if both_orders else "one", "judge_prompt": self.prompt.tag}
+        self.labels = {"judge": model_name(judge_cfg), "judge_method": method,
+                       "judge_orders": "both" if both_orders else "one", "judge_prompt": self.template.tag}
 
-    def calls(self, row: dict, ref: dict) -> list[_Call]:
-        if row["output"].strip() == ref["output"].strip():
-            return []
+    def settings(self) -> dict:
+        return {"method": self.method, "orders": self.labels["judge_orders"], "sampling": self.sampling}
+
+    def _answers(self, row: dict, order: str) -> tuple[str, str]:
+        return (row["output"], row["reference_output"]) if order == MODEL_FIRST else (row["reference_output"], row["output"])
+
+    def requests(self, row: dict) -> list[Request]:
+        if row["output"].strip() == row["reference_output"].strip():
+            return []  # identical answers: a draw, as AlpacaEval gives, without asking
         out = []
         for order in _orders(row["id"], self.both_orders):
-            a, b = (row["output"], ref["output"]) if order == MODEL_FIRST else (ref["output"], row["output"])
-            key = call_key(self.identity, self.prompt, self.method, self.sampling, row["instruction"], a, b)
-            out.append(_Call(row["id"], order, key, a, b))
+            a, b = self._answers(row, order)
+            r = self.template.render(instruction=row["instruction"], answer_a=a, answer_b=b)
+            if self.method == "logprobs":
+                out.append(Request(messages=r.messages, assistant_prefix=r.assistant_prefix, choices=list(LABELS),
+                                   max_tokens=1, temperature=0.0, key=f"{row['id']}:{order}"))
+            else:
+                out.append(Request(messages=r.messages, max_tokens=self.sampling["max_tokens"],
+                                   temperature=self.sampling["temperature"], key=f"{row['id']}:{order}"))
         return out
 
-    def request(self, call: _Call, instruction: str) -> Request:
-        r = self.prompt.render(instruction=instruction, answer_a=call.answer_a, answer_b=call.answer_b)
-        if self.method == "logprobs":
-            return Request(messages=r.messages, assistant_prefix=r.assistant_prefix, choices=list(LABELS),
-                           max_tokens=1, temperature=0.0, key=call.key)
-        return Request(messages=r.messages, max_tokens=self.sampling["max_tokens"],
-                       temperature=self.sampling["temperature"], key=call.key)
-
-    def annotation(self, row: dict, ref: dict, calls: list[_Call], raws: dict[str, dict], cached: int) -> dict:
-        shares = {c.order: _model_share(c.order, raws[c.key], self.method) for c in calls}
-        parsed = [s for s in shares.values() if s is not None]
-        if not calls:
+    def apply(self, row: dict, results: list[Result]) -> str | None:
+        orders = _orders(row["id"], self.both_orders) if results else []
+        shares = {o: _model_share(o, res, self.method) for o, res in zip(orders, results)}
+        parsed = [v for v in shares.values() if v is not None]
+        if not results:
             preference, status = 1.5, IDENTICAL
         else:
             preference = round(1.0 + sum(parsed) / len(parsed), 6) if parsed else None
-            status = "ok" if len(parsed) == len(calls) else "partial" if parsed else "unparsed"
-        return {
-            "id": row["id"], "instruction": row["instruction"],
-            "output_1": ref["output"], "generator_1": ref.get("generator"),
+            status = "ok" if len(parsed) == len(results) else "partial" if parsed else "unparsed"
+        if preference is None:
+            self.count("unparsed")
+        row.update({
+            "output_1": row["reference_output"], "generator_1": row.get("reference_generator"),
             "output_2": row["output"], "generator_2": row.get("generator"),
             "preference": preference,
-            "preference_by_order": {o: None if s is None else round(1.0 + s, 6) for o, s in shares.items()},
-            "raw_judgements": {c.order: _raw_view(raws[c.key], self.method) for c in calls},
-            **self.settings, "judge_status": status, "judge_cached_calls": cached,
-            "judge_finish_reasons": {c.order: raws[c.key].get("finish_reason") for c in calls},
-            "judge_prompt_tokens": sum(raws[c.key].get("prompt_tokens") or 0 for c in calls),
-            "judge_completion_tokens": sum(raws[c.key].get("completion_tokens") or 0 for c in calls),
-        }
+            "preference_by_order": {o: None if v is None else round(1.0 + v, 6) for o, v in shares.items()},
+            "raw_judgements": {o: (res.choice_logprobs if self.method == "logprobs" else res.text)
+                               for o, res in zip(orders, results)},
+            **self.labels, "judge_status": status, "judge_cached_calls": sum(res.cached for res in results),
+            "judge_finish_reasons": {o: res.finish_reason for o, res in zip(orders, results)},
+            "judge_prompt_tokens": sum(res.prompt_tokens or 0 for res in results),
+            "judge_completion_tokens": sum(res.completion_tokens or 0 for res in results),
+        })
+        return None
+
+
+ANNOTATION = ("id", "instruction", "output_1", "generator_1", "output_2", "generator_2", "preference",
+              "preference_by_order", "raw_judgements", "judge", "judge_method", "judge_orders", "judge_prompt",
+              "judge_status", "judge_cached_calls", "judge_finish_reasons", "judge_prompt_tokens",
+              "judge_completion_tokens")
 
 
 def judge(
@@ -321,8 +269,9 @@ def judge(
     chunk_size: int = 32,
     engine: Engine | None = None,
     progress: Callable[[int], None] | None = None,
+    executor=None,
 ) -> JudgeStats:
-    """Judge every model answer not yet in `out_path` against its reference; append annotation rows.
+    """Judge every model answer not judged yet against its reference; write all judgements to `out_path`.
 
     `reference_outputs_path`: a file with ``instruction``/``output`` (e.g. another model's
     `generate_answers` output) or ``"alpaca_eval"``. Answers and references are matched by
@@ -332,51 +281,24 @@ def judge(
     """
     if chunk_size < 1:
         raise EvalDataError(f"chunk_size must be at least 1 (got {chunk_size})")
-    run = _Judging(judge_cfg, method, both_orders, temperature, max_tokens)
+    stage = Judge(judge_cfg, method, both_orders, temperature, max_tokens)
     pairs = _pairs(model_outputs_path, reference_outputs_path)
-    store = StageFile(Path(out_path))
-    store.repair()
-    _check_resume(store, run.settings)
-    done = store.done_ids()
-    todo = [(r, ref) for r, ref in pairs if r["id"] not in done]
-    stats = JudgeStats(out_path=store.path, already_done=len(pairs) - len(todo))
-    cache = JudgeCache((cache_path or default_cache_path()) if use_cache else None)
-    lazy = _LazyEngine(judge_cfg, engine)
-    try:
-        for start in range(0, len(todo), chunk_size):
-            chunk = todo[start:start + chunk_size]
-            stats.written += store.append(_judge_chunk(run, chunk, cache, lazy, stats))
-            if progress is not None:
-                progress(len(chunk))
-    finally:
-        lazy.close()
-    return stats
-
-
-def _judge_chunk(run: _Judging, chunk: Sequence[tuple[dict, dict]], cache: JudgeCache, lazy: _LazyEngine,
-                 stats: JudgeStats) -> list[dict]:
-    """Ask the judge what the cache does not know (each distinct call once), then annotate the rows."""
-    per_row = [run.calls(row, ref) for row, ref in chunk]
-    pending: dict[str, Request] = {}
-    for (row, _), calls in zip(chunk, per_row):
-        for c in calls:
-            if cache.get(c.key) is None and c.key not in pending:
-                pending[c.key] = run.request(c, row["instruction"])
-    failed: dict[str, str] = {}
-    if pending:
-        results = lazy.generate(list(pending.values()))
-        stats.judge_calls += len(pending)
-        cache.add([_raw_entry(k, res) for k, res in zip(pending, results) if res.ok])
-        failed = {k: res.error or "engine error" for k, res in zip(pending, results) if not res.ok}
-    rows = []
-    for (row, ref), calls in zip(chunk, per_row):
-        errors = [failed[c.key] for c in calls if c.key in failed]
-        if errors:
-            stats.errors.append({"id": row["id"], "error": errors[0]})
-            continue
-        cached = sum(c.key not in pending for c in calls)
-        stats.cached_calls += cached
-        out = run.annotation(row, ref, calls, {c.key: cache.get(c.key) for c in calls}, cached)
-        stats.unparsed += out["preference"] is None
-        rows.append(out)
-    return rows
+    out_path = Path(out_path)
+    run_dir = run_dir_for(out_path)
+    store = RunStore(run_dir)
+    before = sum(1 for _ in store.stage(stage.name).ids())
+    cache = ResultCache((cache_path or default_cache_path()) if use_cache else None)
+    make = _factory(engine)
+    cached = CachedEngine(judge_cfg.identity(), cache, lambda: make(judge_cfg), name=model_name(judge_cfg))
+    runner = Runner(build_config({"runner": {"chunk_size": chunk_size, "progress": False}}), run_dir,
+                    stages=[stage], source=lambda: iter(pairs), models={"judge": judge_cfg},
+                    engine_factory=lambda _cfg: cached, executor=executor, log=lambda _m: None)
+    runner.on_chunk = progress
+    runner.run()
+    rows = [{k: r.get(k) for k in ANNOTATION} for r in store.joined([stage.name], status=DONE)]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    counters, _s, _n = store.stage(stage.name).totals()
+    return JudgeStats(out_path=out_path, written=len(rows) - before, already_done=before, judge_calls=cached.sent,
+                      cached_calls=cached.hits, unparsed=sum(r["preference"] is None for r in rows[before:]),
+                      errors=runner.failed.get(stage.name, []))

@@ -1,5 +1,7 @@
-"""The method's stages and the runner that drives them (see shared/DESIGN.md for the row contract)."""
+"""The method (`stages/`, listed in order by `registry`) apart from how it runs (runner, executors,
+store, export, card). See shared/DESIGN.md for the row contract."""
 
-from .runner import RunConflict, Runner
+from .fingerprints import RunConflict
+from .runner import Runner
 
 __all__ = ["Runner", "RunConflict"]

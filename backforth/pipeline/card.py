@@ -1,25 +1,33 @@
-"""The dataset card (`README.md` in the run dir): what the data is, how it was made, how to load it."""
+"""The dataset card (`README.md` in the run dir): what the data is, how it was made, how to load it.
+
+The card is the Hub's: its YAML header lists the data files per config (`configs` with
+`data_files`), so `load_dataset("<run dir>")` reads the pairs from the run dir as it is, and
+`load_dataset("<you>/<repo>")` reads them once `backforth push` has uploaded it, with the same
+snippet. Every sentence comes from the config actually used and the run's counts; an empty run gets
+no snippet that would raise, but what to try instead. Stages add their own notes (`card_note`).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from .. import __version__
 from ..config import RunConfig
+from .stage import Stage
 
-def _variant(cfg: RunConfig) -> str:
+DATA_FILES = {"default": "sft.parquet", "distilled": "distilled.jsonl"}  # config name -> file in the run dir
+
+
+def _variant(cfg: RunConfig, stages: Sequence[Stage]) -> str:
     """The variant in words, with the keep rule actually configured."""
-    c = cfg.curate
-    if c.keep_share is not None:
-        keep = f"the best {c.keep_share:.0%} of the scored pairs"
-    else:
-        on = " (expected score)" if c.method == "logprobs" and c.threshold_on == "expected" else ""
-        keep = f"pairs scored {c.threshold:g}{on}" if c.threshold == 5 else f"pairs scored >= {c.threshold:g}{on}"
+    curate = next((st for st in stages if hasattr(st, "keep_rule")), None)
+    keep = curate.keep_rule() if curate is not None else ""
     return {
-        "filter": f"filtering only: {keep} are kept, the response is the cleaned web document",
+        "filter": f"filtering only ({keep}); the response is the cleaned web document",
         "rewrite": "rewriting only: every backtranslated pair is rewritten, no score filter",
-        "filter+rewrite": f"filtering + rewriting: {keep} are rewritten",
+        "filter+rewrite": f"filtering + rewriting ({keep}), then the kept pairs are rewritten",
     }[cfg.variant]
 
 
@@ -30,18 +38,8 @@ def _table(rows: list[tuple]) -> str:
     return "\n".join(lines)
 
 
-def _given_line(stages: dict) -> str:
-    given = stages.get("backtranslate", {}).get("instructions_from_input") or 0
-    if not given:
-        return ""
-    return (f"{given} of the {stages['backtranslate']['kept']} instructions came with the input "
-            "(`instruction_source: input`): those rows were rescored and rewritten, not backtranslated.\n")
-
-
 def _sample(out: Path) -> str:
     path = out / "sft.jsonl"
-    if not path.exists() or path.stat().st_size == 0:
-        return "_No pair was kept in this run: see `rejects.jsonl` for why._"
     with open(path, encoding="utf-8") as fh:
         row = json.loads(fh.readline())
     show = {k: row[k] for k in ("id", "messages", "score", "score_method")}
@@ -49,27 +47,52 @@ def _sample(out: Path) -> str:
     return "```json\n" + (text if len(text) < 3000 else text[:3000] + "\n...") + "\n```"
 
 
-def write_card(cfg: RunConfig, out: Path, stats: dict, fingerprints: dict) -> None:
-    funnel = stats["funnel"]
-    stages = stats["stages"]
+def configs_header(outputs: dict) -> list[str]:
+    """The Hub's `configs` metadata: one config per non-empty data file."""
+    counts = {"default": outputs.get("sft", 0), "distilled": outputs.get("distilled", 0)}
+    lines = ["configs:"]
+    for name, file in DATA_FILES.items():
+        if counts[name]:
+            lines += [f"- config_name: {name}", "  data_files:", "  - split: train", f"    path: {file}"]
+    return lines if len(lines) > 1 else []
+
+
+def advice(stats: dict, cfg: RunConfig) -> list[str]:
+    """What to try when little was kept (under 10% of the documents)."""
+    n_in = stats["funnel"].get("documents_in") or 0
+    if n_in and stats["outputs"]["sft"] / n_in >= 0.1:
+        return []
+    reasons = sorted(((n, f"{s}: {r}") for s, st in stats["stages"].items() for r, n in st["rejected_by_reason"].items()),
+                     reverse=True)[:4]
+    lines = [f"Only {stats['outputs']['sft']} of {n_in} documents were exported. The main reasons: "
+             + ", ".join(f"{what} ({n})" for n, what in reasons) + "." if reasons else ""]
+    if "filter" in cfg.variant:
+        lines.append("If most were `low_score`, lower `curate.threshold` (the paper keeps 5), compare with "
+                     "`curate.threshold_on: expected`, keep a share with `curate.keep_share: 0.3`, use a stronger "
+                     "scorer (`models.scorer.model`), or try `variant: rewrite`, which skips the filter. "
+                     "`docs/rejects.md` explains every reason and what moves it.")
+    return lines
+
+
+def write_card(cfg: RunConfig, out: Path, stats: dict, fingerprints: dict, stages: Sequence[Stage]) -> None:
+    per_stage = stats["stages"]
     models = []
-    for stage, role in (("backtranslate", "backward"), ("curate", "scorer"), ("rewrite", "rewriter"), ("distill", "distiller")):
-        if stage in stages:
+    for st in stages:
+        if st.role and st.name in per_stage:
+            role = st.identity_role or st.role
             m = getattr(cfg.models, role)
-            sampling = getattr(cfg, stage)
-            samp = ("forward pass (logprobs)" if stage == "curate" and cfg.curate.method == "logprobs"
-                    else f"T={sampling.temperature}, top_p={sampling.top_p}, max_tokens={sampling.max_tokens}")
-            models.append((stage, role, f"{m.engine}: {m.model}" + (f" + {m.adapter}" if m.adapter else ""), samp,
-                           fingerprints[stage]["fields"].get("prompt", "")))
-    rejects = [(s, r, n) for s, st in stages.items() for r, n in st["rejected_by_reason"].items()]
-    curate = stages.get("curate", {})
+            adapter = getattr(m, "adapter", None)
+            models.append((st.name, st.role, f"{m.engine}: {m.model}" + (f" + {adapter}" if adapter else ""),
+                           st.sampling(), fingerprints[st.name]["fields"].get("prompt", "")))
+    rejects = [(s, r, n) for s, st in per_stage.items() for r, n in st["rejected_by_reason"].items()]
+    notes = [note for st in stages if st.name in per_stage and (note := st.card_note(per_stage[st.name]))]
+    header = configs_header(stats["outputs"])
+    empty = not stats["outputs"]["sft"]
     lines = [
         "---",
         "task_categories: [text-generation]",
         "tags: [synthetic, instruction-tuning, backtranslation, backforth]",
-        "configs:",
-        "- config_name: default",
-        "  data_files: sft.jsonl",
+        *header,
         "---",
         "",
         f"# Instruction data made by back-and-forth translation ({cfg.variant})",
@@ -78,47 +101,23 @@ def write_card(cfg: RunConfig, out: Path, stats: dict, fingerprints: dict) -> No
         "translation** (Nguyen et al., 2024, arXiv:2408.04614): a backward model writes the instruction each "
         "document answers, a scorer rates the pair on Humpback's 5-point rubric, and an aligned model rewrites "
         "the document into a response that stays close to it. "
-        f"Variant: {_variant(cfg)}. Made with backforth {__version__}.",
+        f"Variant: {_variant(cfg, stages)}. Made with backforth {__version__}.",
         "",
         "## Counts",
         "",
-        _table([("step", "rows"), *funnel.items()]),
+        _table([("step", "rows"), *stats["funnel"].items()]),
         "",
-        _given_line(stages),
         f"`sft.jsonl` / `sft.parquet`: {stats['outputs']['sft']} pairs. "
         f"`distilled.jsonl`: {stats['outputs']['distilled']} distilled answers to the same instructions (the baseline). "
         f"`rejects.jsonl`: {stats['outputs']['rejects']} rejected rows, each with its `stage` and `reason`.",
+        "",
+        *advice(stats, cfg),
         "",
         "## Models, sampling and prompts",
         "",
         _table([("stage", "role", "model", "sampling", "prompt (name@version#hash)"), *models]) if models else "",
         "",
-    ]
-    if curate:
-        dist = curate.get("score_distribution", {})
-        how = ""
-        if cfg.curate.method == "logprobs":
-            on = ("expected" if cfg.curate.keep_share is not None or cfg.curate.threshold_on == "expected"
-                  else "most likely")
-            how = f" (on the {on} score" + (", with contextual calibration" if cfg.curate.calibrate else "") + ")"
-        rule = (f"keep the best {cfg.curate.keep_share:.0%} of the scored pairs{how}" if cfg.curate.keep_share is not None
-                else f"keep score >= {cfg.curate.threshold:g}{how}")
-        lines += [
-            f"Scoring: method `{cfg.curate.method}`, {rule}. "
-            f"Parse rate: {curate.get('parse_rate')}. Scores: " + ", ".join(f"{k}: {v}" for k, v in dist.items()) + ".",
-            "",
-        ]
-    grounding = stages.get("grounding")
-    if grounding:
-        g = cfg.grounding
-        lines += [
-            f"Grounding: {grounding['rejected_by_reason'].get('ungrounded', 0)} of {grounding['in']} rewrites "
-            f"(rate {grounding['ungrounded_rate']}) were rejected as adding content their document does not support "
-            f"(numbers absent from the document > {g.max_unsupported_numbers}, or a share of absent content words "
-            f"> {g.max_unsupported_share}). Kept rows carry `unsupported_share`.",
-            "",
-        ]
-    lines += [
+        *[line for note in notes for line in (note, "")],
         "## Rejected rows, by reason",
         "",
         _table([("stage", "reason", "rows"), *rejects]) if rejects else "_None._",
@@ -127,19 +126,30 @@ def write_card(cfg: RunConfig, out: Path, stats: dict, fingerprints: dict) -> No
         "",
         "Each row has `messages` (a user turn: the instruction"
         + (f" followed by the tag sentence \"{cfg.export.tag}\"" if cfg.export.tag else "")
-        + "; an assistant turn: the response), `instruction`, `response`, `id` (the source document's id), "
-        "`score`, `score_method`, `distilled` (the baseline answer) and `provenance` (models and prompt versions).",
+        + "; an assistant turn: the response), `instruction`, `instruction_source`, `response`, `id` (the source "
+        "document's id), `score`, `score_method`, `distilled` (the baseline answer) and `provenance` (models and "
+        "prompt versions).",
         "",
-        _sample(out),
+        "_No pair was kept in this run: see `rejects.jsonl` for why._" if empty else _sample(out),
         "",
         "## Load it",
         "",
-        "```python",
-        "from datasets import load_dataset",
-        f'ds = load_dataset("json", data_files="{out.name}/sft.jsonl", split="train")',
-        f'# or: load_dataset("parquet", data_files="{out.name}/sft.parquet", split="train")',
-        "```",
-        "",
+    ]
+    if empty:
+        lines += ["There is nothing to load yet: the advice above says what to change before running again.", ""]
+    else:
+        lines += [
+            "```python",
+            "from datasets import load_dataset",
+            "",
+            f'pairs = load_dataset("{out.resolve()}", split="train")  # this run dir, from anywhere',
+            '# once uploaded with `backforth push`: load_dataset("<user>/<repo>", split="train")',
+            *([f'distilled = load_dataset("{out.resolve()}", "distilled", split="train")']
+              if stats["outputs"]["distilled"] else []),
+            "```",
+            "",
+        ]
+    lines += [
         "## Caveats",
         "",
         "Responses come from web text and from a model's rewrite of it: they can carry the web's errors, and a "

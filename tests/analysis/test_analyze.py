@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from backforth.analysis.analyze import RunDirError, analyze, parse_tags, tag_texts
 from backforth.analysis.cli import analyze_cmd, report_cmd
-from backforth.engines.base import Request, Result
+from backforth.engines.base import InProcessEngine, Request, Result
+from backforth.pipeline.store import RunStore
 
 COOKING = ("onion butter simmer knead dough bake oven whisk eggs garlic roast carrots season salt pepper "
            "saute pan boil pasta sauce stir flour sugar chop parsley marinate grill crust").split()
@@ -63,20 +64,19 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def make_run(root: Path, documents: list[str], rewrites: list[str], distilled: list[str]) -> Path:
-    """A run dir shaped like `backforth run` writes it: stage files, sft, distilled, stats."""
+    """A run dir shaped like `backforth run` writes it: stage shards, sft, distilled, stats."""
     n = len(documents)
     base = [{"id": f"d{i}", "_index": i, "text": documents[i], "instruction": f"Question {i} about {documents[i][:20]}?"}
             for i in range(n)]
     done = lambda rows: [dict(r, _status="done") for r in rows]  # noqa: E731
-    write_jsonl(root / "stages" / "prepare.jsonl", done(base))
-    write_jsonl(root / "stages" / "backtranslate.jsonl", done(base))
-    write_jsonl(root / "stages" / "curate.jsonl", done([dict(r, score=5) for r in base]))
+    run = RunStore(root)
+    run.stage("prepare").write(done(base))
+    run.stage("backtranslate").write(done(base))
+    run.stage("curate").write(done([dict(r, score=5) for r in base]))
     rewritten = [dict(r, response=rewrites[i]) for i, r in enumerate(base) if i < len(rewrites)]
-    # append-only: an earlier rejected attempt of d0 comes first; the latest row per id wins
-    stale = [dict(base[0], _status="rejected", stage="rewrite", reason="truncated_rewrite", response=None)]
-    write_jsonl(root / "stages" / "rewrite.jsonl", stale + done(rewritten))
-    write_jsonl(root / "stages" / "distill.jsonl",
-                done([dict(r, distilled=distilled[i] if i < len(distilled) else None) for i, r in enumerate(rewritten)]))
+    run.stage("rewrite").write(done(rewritten))
+    run.stage("distill").write(
+        done([dict(r, distilled=distilled[i] if i < len(distilled) else None) for i, r in enumerate(rewritten)]))
     write_jsonl(root / "sft.jsonl", [{"id": r["id"], "instruction": r["instruction"], "response": r["response"]}
                                      for r in rewritten])
     write_jsonl(root / "distilled.jsonl", [{"id": r["id"], "instruction": r["instruction"], "response": d}
@@ -171,7 +171,7 @@ def test_parse_tags_survives_what_models_write(raw, expected):
     assert parse_tags(raw) == expected
 
 
-class TinyTagger:
+class TinyTagger(InProcessEngine):
     """Engine protocol in a dozen lines: the answer depends on the text it is asked to tag."""
 
     name = "tiny-tagger"

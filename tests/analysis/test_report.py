@@ -16,6 +16,7 @@ import pytest
 
 from backforth.analysis.analyze import analyze
 from backforth.analysis.report import safe_json, word_diff, write_report
+from backforth.pipeline.store import StageStore
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -44,28 +45,28 @@ def run_dir(tmp_path_factory) -> Path:
     ok = lambda r, **c: dict(r, _status="done", **c)  # noqa: E731
     bad = lambda r, stage, reason, **c: dict(r, _status="rejected", stage=stage, reason=reason, **c)  # noqa: E731
     prepared = [ok(r) for r in docs if r["id"] != "doc-01"]
-    write_jsonl(run / "stages" / "prepare.jsonl", [bad(docs[1], "prepare", "too_short")] + prepared)
+    StageStore(run / "stages" / "prepare").write([bad(docs[1], "prepare", "too_short")] + prepared)
     instr = {r["id"]: ok(r, instruction=f"What does text {r['_index']} say? </script><!--", instruction_raw="x")
              for r in prepared}
     instr["doc-02"] = bad(prepared[1], "backtranslate", "overlong_instruction", instruction_raw="word " * 200)
-    write_jsonl(run / "stages" / "backtranslate.jsonl", list(instr.values()))
+    StageStore(run / "stages" / "backtranslate").write(list(instr.values()))
     scored = {k: dict(v, score=5 if k in ("doc-00", "doc-03", "doc-04") else 2, score_expected=4.1,
                       score_probs={"1": 0.1, "2": 0.1, "3": 0.1, "4": 0.2, "5": 0.5},
                       score_reason="P(score=5)=0.50 <b>bold?</b>") for k, v in instr.items() if v["_status"] == "done"}
     for k, v in scored.items():
         if v["score"] < 5:
             scored[k] = bad(v, "curate", "low_score")
-    write_jsonl(run / "stages" / "curate.jsonl", list(scored.values()))
+    StageStore(run / "stages" / "curate").write(list(scored.values()))
     kept = [v for v in scored.values() if v["_status"] == "done"]
     rewritten = [ok(kept[0], response="Zebracorn facts, rewritten: <script>window.__pwned=3</script> safely."),
                  ok(kept[1], response=FILLER + " Cats sleep a great deal."),
                  bad(kept[2], "rewrite", "truncated_rewrite", response=None, response_raw="Dogs bark and bark and")]
-    write_jsonl(run / "stages" / "rewrite.jsonl", rewritten)
+    StageStore(run / "stages" / "rewrite").write(rewritten)
     # a stage stats.json does not list: its place comes from the pipeline's known order
     grounded = [dict(r, unsupported_share=0.1, unsupported_numbers=["1999"], unsupported_names=[],
                      unsupported_words=["sofa"]) for r in rewritten[:2]]
-    write_jsonl(run / "stages" / "grounding.jsonl", grounded)
-    write_jsonl(run / "stages" / "distill.jsonl",
+    StageStore(run / "stages" / "grounding").write(grounded)
+    StageStore(run / "stages" / "distill").write(
                 [dict(r, distilled="<img src=x onerror=window.__pwned=4> distilled") for r in grounded])
     write_jsonl(run / "sft.jsonl", [{"id": r["id"], "instruction": r["instruction"], "response": r["response"]}
                                     for r in rewritten[:2]])

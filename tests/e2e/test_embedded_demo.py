@@ -10,6 +10,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from backforth.analysis.analyze import stage_rows
 from backforth.cli import DATA_DIR
 from backforth.config import load_config
 from backforth.pipeline import Runner
@@ -42,7 +43,7 @@ def test_every_document_ends_in_sft_or_rejects(demo_run):
 
 def test_real_model_wrote_every_column(demo_run):
     out, stats = demo_run
-    curate = [json.loads(line) for line in open(out / "stages" / "curate.jsonl")]
+    curate = list(stage_rows(out, "curate").values())
     assert curate, "backtranslate kept no instruction from three real documents"
     for row in curate:
         assert row["backtranslate_model"] == "embedded:qwen2.5-coder-0.5b"
@@ -53,7 +54,7 @@ def test_real_model_wrote_every_column(demo_run):
         assert abs(sum(row["score_probs"].values()) - 1) < 1e-3
         assert 1 <= row["score_expected"] <= 5
     assert stats["stages"]["curate"]["parse_rate"] == 1.0
-    rewrite = [json.loads(line) for line in open(out / "stages" / "rewrite.jsonl")]
+    rewrite = list(stage_rows(out, "rewrite").values())
     assert len(rewrite) == len(curate)  # threshold 1 keeps all
     for row in rewrite:
         assert row["rewrite_completion_tokens"] > 0

@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed here: `make vllm-env` then `make test-vllm`")
 
+from backforth.analysis.analyze import stage_rows
 from backforth.cli import DATA_DIR  # noqa: E402
 from backforth.config import ModelConfig, load_config  # noqa: E402
 from backforth.engines import EngineError, Request, build_engine  # noqa: E402
@@ -206,7 +207,7 @@ def test_pipeline_end_to_end_on_vllm(tmp_path):
     rejects = [json.loads(line) for line in open(tmp_path / "rejects.jsonl")]
     assert sorted([r["id"] for r in sft] + [r["id"] for r in rejects]) == ["doc-001", "doc-002", "doc-003"]
     assert stats["funnel"]["documents_in"] == 3
-    curate = [json.loads(line) for line in open(tmp_path / "stages" / "curate.jsonl")]
+    curate = list(stage_rows(tmp_path, "curate").values())
     assert curate, "backtranslate kept no instruction from three real documents"
     for row in curate:
         assert row["backtranslate_model"] == "embedded:smollm2-135m" and row["curate_model"] == "embedded:smollm2-135m"
@@ -219,8 +220,7 @@ def test_vllm_engine_on_a_ray_actor_pool(tmp_path):
     """The cluster path in miniature: `executor: ray` with the backward role on `engine: vllm`, one
     actor holding a vLLM engine (on a GPU node: `num_gpus`, `tensor_parallel_size` in engine_kwargs)."""
     ray = pytest.importorskip("ray", reason="ray is not installed in this venv (make vllm-env installs it)")
-    from backforth.executors import make_runner
-    from backforth.pipeline.shards import ShardStore
+    from backforth.pipeline.store import StageStore
 
     cfg = load_config(DATA_DIR / "demo.yaml", [
         "backtranslate.max_tokens=32", "runner.progress=false", "runner.executor=ray", "runner.ray.num_cpus=2",
@@ -229,10 +229,10 @@ def test_vllm_engine_on_a_ray_actor_pool(tmp_path):
     cfg.input.limit = 4
     cfg.models.backward.engine, cfg.models.backward.engine_kwargs = "vllm", dict(FAST, max_model_len=2048)
     try:
-        make_runner(cfg, tmp_path, until="backtranslate", log=lambda msg: None).run()
+        Runner(cfg, tmp_path, until="backtranslate", log=lambda msg: None).run()
     finally:
         ray.shutdown()
-    rows = list(ShardStore(tmp_path / "stages" / "backtranslate").rows())
+    rows = list(StageStore(tmp_path / "stages" / "backtranslate").rows())
     assert sorted(r["id"] for r in rows) == ["doc-001", "doc-002", "doc-003", "doc-004"]
     assert all(r["backtranslate_prompt_tokens"] > 100 for r in rows)
     assert len(list((tmp_path / "stages" / "backtranslate").glob("part-*.parquet"))) == 2  # 2 rows a batch

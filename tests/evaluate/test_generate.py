@@ -7,14 +7,15 @@ import json
 import pytest
 
 from backforth.config import ModelConfig
-from backforth.engines.base import Request, Result
+from backforth.engines.base import InProcessEngine, Request, Result
 from backforth.evaluate.data import EvalDataError, load_eval_set
 from backforth.evaluate.generate import SUFFIXES, generate_answers, with_suffix
+from backforth.pipeline import RunConflict
 
 CFG = ModelConfig(engine="openai", model="model-under-test")
 
 
-class EchoEngine:
+class EchoEngine(InProcessEngine):
     """Deterministic: answers 'answer to <last user message>'; records every call; can fail chosen keys."""
 
     name = "model-under-test"
@@ -130,9 +131,9 @@ def test_failed_requests_are_not_written_and_retried(tmp_path):
 def test_resume_refuses_answers_made_another_way(tmp_path):
     out = tmp_path / "a.jsonl"
     generate_answers(rows(2), CFG, out, suffix="assistant", engine=EchoEngine())
-    with pytest.raises(EvalDataError, match="suffix='assistant'.*another --out"):
+    with pytest.raises(RunConflict, match="(?s)answer: changed suffix.*new --out"):
         generate_answers(rows(3), CFG, out, suffix="assistant_web", engine=EchoEngine())
-    with pytest.raises(EvalDataError, match="generate_sampling"):
+    with pytest.raises(RunConflict, match="generate_sampling"):
         generate_answers(rows(3), CFG, out, temperature=1.0, engine=EchoEngine())
 
 

@@ -9,16 +9,19 @@ import re
 import pytest
 
 from backforth.config import ModelConfig
-from backforth.engines.base import Request, Result
+from backforth.engines.base import InProcessEngine, Request, Result
 from backforth.evaluate import judge as J
 from backforth.evaluate.compare import summarize_judgements
 from backforth.evaluate.data import EvalDataError
+from backforth.engines.cache import request_key
 from backforth.evaluate.judge import judge, load_judge_prompt, parse_verdict, probability_a
+from backforth.pipeline import RunConflict
+from backforth.pipeline.store import StageStore
 
 JUDGE = ModelConfig(engine="openai", model="judge-model")
 
 
-class FakeJudge:
+class FakeJudge(InProcessEngine):
     """Deterministic judge: `decide(answer_a, answer_b, request)` gives the reply text or a Result."""
 
     name = "judge-model"
@@ -278,10 +281,12 @@ def test_cache_key_covers_judge_prompt_method_and_outputs(files, tmp_path):
     edited = FakeJudge(longer)
     run(files, tmp_path, edited, name="d.jsonl")
     assert edited.n_requests == 2
-    p = load_judge_prompt("generate")
-    base = J.call_key(JUDGE.identity(), p, "generate", {"temperature": 0.0, "max_tokens": 256}, "Q", "x", "y")
-    assert base != J.call_key(JUDGE.identity(), p, "generate", {"temperature": 0.0, "max_tokens": 256}, "Q", "y", "x")
-    assert base != J.call_key(JUDGE.identity(), p, "generate", {"temperature": 0.7, "max_tokens": 256}, "Q", "x", "y")
+    def key(a, b, temperature=0.0, identity=JUDGE.identity()):
+        msgs = load_judge_prompt("generate").render(instruction="Q", answer_a=a, answer_b=b).messages
+        return request_key(identity, Request(messages=msgs, temperature=temperature, max_tokens=256))
+    base = key("x", "y")
+    assert base != key("y", "x") and base != key("x", "y", temperature=0.7)
+    assert base != key("x", "y", identity={**JUDGE.identity(), "model": "another-judge"})
 
 
 def test_no_cache_writes_no_cache_file(files, tmp_path):
@@ -303,9 +308,11 @@ def test_default_cache_location(monkeypatch, tmp_path):
 
 def test_resume_by_id(files, tmp_path):
     out = tmp_path / "j.jsonl"
-    run(files, tmp_path, FakeJudge(longer), chunk_size=2, use_cache=False)
-    lines = out.read_text().splitlines(keepends=True)
-    out.write_text(lines[0] + lines[1][:30])  # crash: one row done, the next torn
+    run(files, tmp_path, FakeJudge(longer), chunk_size=1, use_cache=False)
+    shards = StageStore(tmp_path / "j.run" / "stages" / "judge").shards()
+    for later in shards[1:]:  # crash: one row done, the next one's shard torn mid-write
+        later.unlink()
+    (shards[1].parent / f".tmp-{shards[1].name}").write_bytes(shards[0].read_bytes()[:30])
     engine = FakeJudge(longer)
     stats = run(files, tmp_path, engine, use_cache=False)
     assert (stats.already_done, stats.written, engine.n_requests) == (1, 2, 4)
@@ -316,7 +323,7 @@ def test_resume_by_id(files, tmp_path):
 
 def test_resume_refuses_another_judge(files, tmp_path):
     run(files, tmp_path, FakeJudge(longer))
-    with pytest.raises(EvalDataError, match="judge_method='generate'.*another --out"):
+    with pytest.raises(RunConflict, match="(?s)judge: changed method.*new --out"):
         run(files, tmp_path, FakeJudge(logprobs(lambda a, b: 0.5)), method="logprobs")
 
 

@@ -26,10 +26,9 @@ from backforth.analysis.report import examples
 from backforth.cli import DATA_DIR
 from backforth.config import ConfigError, build_config, load_config
 from backforth.engines.base import EngineUnavailable
-from backforth.executors import make_runner
-from backforth.executors.ray import RayRunner
-from backforth.pipeline import RunConflict, Runner
-from backforth.pipeline.shards import ShardStore
+from backforth.pipeline import Runner
+from backforth.pipeline.executors import executor_for
+from backforth.pipeline.store import StageStore
 
 TESTS = Path(__file__).resolve().parent.parent
 WORKER_PATH = [str(TESTS / "executors"), str(TESTS / "pipeline"), str(TESTS)]  # as conftest.py puts on sys.path
@@ -57,15 +56,15 @@ def ray_local():
 def config(docs: Path, executor: str = "ray", **runner):
     pools = {role: {"concurrency": 2, "num_cpus": 1, "batch_size": 2} for role in ROLES}
     return build_config({"input": {"path": str(docs)}, "runner": {
-        "progress": False, "chunk_size": 3, "executor": executor, "ray": {"driver_shard_rows": 4, **pools}, **runner}})
+        "progress": False, "chunk_size": 3, "executor": executor, "light_chunk_size": 4, "ray": pools, **runner}})
 
 
 def run_ray(cfg, out: Path, factory: RecordingFactory, **kw):
-    return RayRunner(cfg, out, engine_factory=factory, log=lambda msg: None, **kw).run()
+    return Runner(cfg, out, engine_factory=factory, log=lambda msg: None, **kw).run()
 
 
 def shard_ids(out: Path, stage: str) -> set[str]:
-    return set(ShardStore(out / "stages" / stage).ids())
+    return set(StageStore(out / "stages" / stage).ids())
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +94,11 @@ def test_ray_run_equals_the_local_run(reference):
     asked = requests_logged(reference["log"])
     assert asked and max(asked.values()) == 1
     assert {s for s, _ in asked} == set(MODEL_STAGES)
-    # the layout: shards with the plain columns and the row as JSON, no stage file
+    # the layout: the local run's, shards with the plain columns and the added ones as JSON
     assert not list((ray_out / "stages").glob("*.jsonl"))
     for stage in MODEL_STAGES:
         shards = list((ray_out / "stages" / stage).glob("part-*.parquet"))
-        assert shards and pq.read_schema(shards[0]).names == ["id", "_status", "_index", "row"]
+        assert shards and pq.read_schema(shards[0]).names == ["id", "_index", "_status", "stage", "reason", "cols"]
         assert all(pq.read_metadata(p).num_rows <= 2 for p in shards)  # one shard per batch
 
 
@@ -146,7 +145,7 @@ def test_a_crashed_shard_write_is_cleaned_and_redone(reference, tmp_path):
     lost = max(rewrite.glob("part-*.parquet"), key=lambda p: pq.read_metadata(p).num_rows)
     lost_ids = set(pq.read_table(lost, columns=["id"]).column("id").to_pylist())
     # killed while writing: the rows of that batch never got their shard, only half a temporary file
-    tmp = rewrite / ".tmp-deadbeef-123.parquet"
+    tmp = rewrite / f".tmp-{lost.stem}-123.parquet"
     tmp.write_bytes(lost.read_bytes()[:100])
     lost.unlink()
     for f in ("sft.jsonl", "rejects.jsonl", "distilled.jsonl", "stats.json"):
@@ -157,13 +156,14 @@ def test_a_crashed_shard_write_is_cleaned_and_redone(reference, tmp_path):
     assert outputs(out) == reference["outputs"]
 
 
-def test_layouts_and_unsupported_settings_are_refused_with_a_message(reference, tmp_path):
-    with pytest.raises(RunConflict, match="executor local"):
-        make_runner(config(reference["docs"]), reference["local"]).run()
-    with pytest.raises(RunConflict, match="runner.executor=ray"):
-        make_runner(config(reference["docs"], "local"), reference["ray"])
+def test_one_layout_for_both_executors_and_unsupported_settings_refused(reference, tmp_path):
+    # a run made locally goes on with Ray (and back): the same store, nothing to convert
+    out, log = tmp_path / "run", tmp_path / "mixed.log"
+    shutil.copytree(reference["local"], out)
+    run_ray(config(reference["docs"]), out, RecordingFactory(log))
+    assert not log.exists() and outputs(out) == reference["outputs"]
     with pytest.raises(ConfigError, match="iterations 2"):
-        RayRunner(build_config({"curate": {"iterations": 2}, "runner": {"executor": "ray"}}), tmp_path)
+        executor_for(build_config({"curate": {"iterations": 2}, "runner": {"executor": "ray"}}))
 
 
 # ---- the real embedded model on an actor pool ---------------------------------------------------
@@ -178,16 +178,16 @@ def test_embedded_model_on_a_ray_actor_pool(ray_local, tmp_path):
         "runner.ray.backward.batch_size=1", f"models.backward.model={SMOL}", f"models.scorer.model={SMOL}"])
     cfg.input.path = str(DATA_DIR / "demo_corpus.jsonl")
     cfg.input.limit = 3
-    stats = make_runner(cfg, out, log=lambda msg: None).run()
+    stats = Runner(cfg, out, log=lambda msg: None).run()
     sft = [json.loads(line) for line in open(out / "sft.jsonl")]
     rejects = [json.loads(line) for line in open(out / "rejects.jsonl")]
     assert sorted(r["id"] for r in sft + rejects) == ["doc-001", "doc-002", "doc-003"]
     assert stats["funnel"]["documents_in"] == 3 and stats["outputs"]["sft"] == len(sft)
-    bt = list(ShardStore(out / "stages" / "backtranslate").rows())
+    bt = stage_rows(out, "backtranslate").values()
     assert len(bt) == stats["stages"]["backtranslate"]["in"]
     assert all(r["backtranslate_model"] == SMOL and r["backtranslate_prompt_tokens"] > 100 for r in bt)
     assert len(list((out / "stages" / "backtranslate").glob("part-*.parquet"))) == len(bt)  # batch_size 1
-    curated = list(ShardStore(out / "stages" / "curate").rows())
+    curated = stage_rows(out, "curate").values()
     assert all(r["score_method"] == "logprobs" and r["score"] in {1, 2, 3, 4, 5} for r in curated)
     result = analyze(out, tokenizer=None)
     assert result["sets"]["instructions"]["n"] == stats["stages"]["backtranslate"]["kept"]
@@ -195,7 +195,7 @@ def test_embedded_model_on_a_ray_actor_pool(ray_local, tmp_path):
 
 
 def test_without_ray_the_error_names_the_extra(monkeypatch):
-    from backforth.executors.ray import import_ray
+    from backforth.pipeline.executors.ray import import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without the extra looks like
     with pytest.raises(ConfigError, match=r"pip install 'backforth\[ray\]'"):

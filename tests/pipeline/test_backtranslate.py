@@ -7,7 +7,7 @@ from fake_engine import section
 
 from backforth.config import BacktranslateConfig
 from backforth.engines.base import Result
-from backforth.pipeline.backtranslate import Backtranslate
+from backforth.pipeline.stages.backtranslate import Backtranslate
 from backforth.prompts import load_template, template_from_text
 
 DOC = ("Glass recycling starts with sorting by colour, because clear, green and brown glass melt into "

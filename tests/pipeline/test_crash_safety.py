@@ -20,6 +20,8 @@ from pathlib import Path
 import yaml
 from stub_openai import StubOpenAIServer
 
+from backforth.pipeline.store import StageStore
+
 from test_runner_openai import HYGIENE_STAGES, doc_number, responder, stage_of, write_docs
 
 TRIALS = 10
@@ -58,12 +60,8 @@ def run_cli(config: Path, out: Path, kill_after: float | None = None) -> int:
 def finished(out: Path) -> set[tuple[str, str]]:
     """(stage, id) of every row a stage file holds: requests already paid for."""
     rows = set()
-    for f in (out / "stages").glob("*.jsonl"):
-        if f.name.endswith(".time.jsonl"):
-            continue
-        for line in f.read_bytes().splitlines(keepends=True):
-            if line.endswith(b"\n"):
-                rows.add((f.stem, json.loads(line)["id"]))
+    for folder in (out / "stages").iterdir():
+        rows |= {(folder.name, i) for i in StageStore(folder).ids()}
     return rows
 
 

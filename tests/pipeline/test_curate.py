@@ -9,7 +9,7 @@ from fake_engine import FakeEngine, section
 
 from backforth.config import CurateConfig
 from backforth.engines.base import EngineError, Result
-from backforth.pipeline.curate import CHOICES, CONTENT_FREE, Curate
+from backforth.pipeline.stages.curate import CHOICES, CONTENT_FREE, Curate
 from backforth.prompts import load_template
 
 DOC = "Brush your teeth twice a day for two minutes with a fluoride toothpaste, and floss once a day."

@@ -9,7 +9,12 @@ from fake_engine import FakeEngine, stage_of
 from test_runner import CONTEXT, config, docs, read_jsonl, responder  # noqa: F401 (docs is a fixture)
 
 from backforth.engines.base import Request, Result
-from backforth.pipeline import Runner
+from backforth.pipeline.store import StageStore
+from backforth.workflows import run
+
+
+def stage_rows(out, stage: str) -> list[dict]:
+    return list(StageStore(out / "stages" / stage).rows())
 
 
 def m1_responder(req: Request) -> Result | str:
@@ -28,19 +33,19 @@ def test_two_rounds(tmp_path, docs):  # noqa: F811
         factory_calls.append(model_cfg.model)
         return m1 if model_cfg.model.endswith("m1") else m0
 
-    cfg = config(docs, curate={"iterations": 2, "m1_max_steps": 1})
+    cfg = config(docs, curate={"iterations": 2, "m1_max_steps": 1, "m1_base_model": "embedded:smollm2-135m"})
     out = tmp_path / "run"
-    stats = Runner(cfg, out, engine_factory=factory, log=lambda _m: None).run()
+    stats = run(cfg, out, engine_factory=factory, log=lambda _m: None)
 
     # M1 is a real adapter trained on the seed pairs + the pairs round 1 kept, then served to round 2
     train = json.loads((out / "m1" / "train_stats.json").read_text())
-    round1_kept = sum(1 for r in read_jsonl(out / "stages" / "curate.jsonl") if r["_status"] == "done")
+    round1_kept = sum(1 for r in stage_rows(out, "curate") if r["_status"] == "done")
     assert train["counts"]["web"] == round1_kept and train["counts"]["seed"] == 48
     assert (out / "m1" / "adapter_config.json").is_file() and factory_calls[-1] == str(out / "m1")
 
-    m1_rows = {r["id"]: r for r in read_jsonl(out / "stages" / "curate_m1.jsonl")}
+    m1_rows = {r["id"]: r for r in stage_rows(out, "curate_m1")}
     # every row round 1 scored comes back (kept or low_score), and nothing else
-    scored = [r for r in read_jsonl(out / "stages" / "curate.jsonl") if r.get("score") is not None]
+    scored = [r for r in stage_rows(out, "curate") if r.get("score") is not None]
     assert set(m1_rows) == {r["id"] for r in scored}
     assert m1_rows["d05"]["score_round1"] == 3 and m1_rows["d05"]["score"] == 5 and m1_rows["d05"]["_status"] == "done"
     assert m1_rows["d00"]["score_round1"] == 5 and m1_rows["d00"]["reason"] == "low_score"
@@ -56,5 +61,5 @@ def test_two_rounds(tmp_path, docs):  # noqa: F811
 
     # resume: nothing is trained or scored again
     before = dict(m1.by_stage_key)
-    Runner(cfg, out, engine_factory=factory, log=lambda _m: None).run()
+    run(cfg, out, engine_factory=factory, log=lambda _m: None)
     assert m1.by_stage_key == before

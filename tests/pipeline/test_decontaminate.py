@@ -8,7 +8,7 @@ import pytest
 
 from backforth.evaluate.data import EvalDataError
 from backforth.config import DecontaminateConfig
-from backforth.pipeline.decontaminate import Decontaminate
+from backforth.pipeline.stages.decontaminate import Decontaminate
 
 EVAL = [
     {"id": "e1", "instruction": "I just got a job offer, but the salary is lower than I hoped. How can I negotiate without putting the offer at risk?"},

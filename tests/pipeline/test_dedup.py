@@ -8,8 +8,8 @@ import random
 import pytest
 
 from backforth.config import DedupDocumentsConfig, DedupInstructionsConfig, NearDedupConfig
-from backforth.pipeline.dedup import NearDedup
-from backforth.pipeline.minhash import shingles
+from backforth.pipeline.stages.dedup import NearDedup
+from backforth.pipeline.stages.minhash import shingles
 
 rng = random.Random(7)
 VOCAB = [f"{a}{b}" for a in ("ka", "lo", "mi", "ne", "su", "ta", "vo", "ri") for b in range(60)]
@@ -167,7 +167,7 @@ def planted(n: int, seed: int = 11) -> list[str]:
 def brute_force(st: NearDedup, texts: list[str]) -> list[tuple[str | None, str | None]]:
     """LSH semantics over all pairs: a kept row is a candidate when it equals the new row on every hash
     of at least one band; with verify the earliest candidate whose estimate reaches the threshold wins."""
-    from backforth.pipeline.band_index import lsh_params
+    from backforth.pipeline.stages.band_index import lsh_params
 
     b, r = lsh_params(st.cfg.threshold, st.cfg.num_perm)
     kept: list[tuple[str, object]] = []
@@ -204,7 +204,7 @@ def test_the_index_finds_exactly_the_duplicates_that_all_pairs_do():
 def test_the_candidates_are_datasketchs():
     from datasketch import MinHashLSH
 
-    from backforth.pipeline.band_index import lsh_params
+    from backforth.pipeline.stages.band_index import lsh_params
 
     st = instructions()
     lsh = MinHashLSH(num_perm=128, params=lsh_params(0.8, 128))
@@ -217,7 +217,7 @@ def test_the_candidates_are_datasketchs():
 
 
 def test_growth_past_the_first_block_and_merges_changes_nothing(monkeypatch):
-    from backforth.pipeline import band_index
+    from backforth.pipeline.stages import band_index
 
     texts = planted(700, seed=3)
     rows = [{"id": f"t{i}", "instruction": t} for i, t in enumerate(texts)]
@@ -232,7 +232,7 @@ def test_growth_past_the_first_block_and_merges_changes_nothing(monkeypatch):
 
 
 def test_resume_through_observe_across_merges_gives_the_uninterrupted_result(monkeypatch):
-    from backforth.pipeline import band_index
+    from backforth.pipeline.stages import band_index
 
     monkeypatch.setattr(band_index, "_BLOCK", 64)
     monkeypatch.setattr(band_index, "_MERGE_AT", 50)
@@ -259,7 +259,7 @@ def test_release_drops_the_index_and_keeps_the_count():
 
 
 def test_release_deletes_the_scratch_file_of_the_signatures(tmp_path, monkeypatch):
-    from backforth.pipeline import band_index
+    from backforth.pipeline.stages import band_index
 
     monkeypatch.setattr(band_index, "_BLOCK", 4)
     monkeypatch.setenv("BACKFORTH_TMPDIR", str(tmp_path))
@@ -278,7 +278,7 @@ def test_release_deletes_the_scratch_file_of_the_signatures(tmp_path, monkeypatc
 def test_the_scratch_file_goes_with_the_stage_object(monkeypatch):
     import gc
 
-    from backforth.pipeline import band_index
+    from backforth.pipeline.stages import band_index
 
     monkeypatch.setattr(band_index, "_BLOCK", 2)
     st = documents()
@@ -296,7 +296,7 @@ def test_without_verify_there_is_no_scratch_file():
 
 
 def test_the_spilled_signatures_are_the_signatures_and_give_the_brute_force_result(monkeypatch):
-    from backforth.pipeline import band_index
+    from backforth.pipeline.stages import band_index
 
     monkeypatch.setattr(band_index, "_BLOCK", 8)  # candidates both in the file and in the unwritten tail
     reads = []

@@ -6,7 +6,7 @@ import pytest
 
 from backforth.config import DistillConfig
 from backforth.engines.base import Result
-from backforth.pipeline.distill import Distill
+from backforth.pipeline.stages.distill import Distill
 from backforth.prompts import load_template
 
 DOC = "Sourdough needs a lively starter: feed it flour and water daily and bake when it doubles in four hours."

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from backforth.engines.base import Request, Result
-from backforth.pipeline.grounding import (
+from backforth.engines.base import InProcessEngine, Request, Result
+from backforth.pipeline.stages.grounding import (
     Grounding, GroundingConfig, check, load_judge_template, names, numbers, parse_verdict, stem)
 
 DOC = ("Preheat the oven to 180 degrees. Mix three eggs with 250 g of flour and a cup of milk. Bake the cake for "
@@ -110,7 +110,7 @@ def test_parse_verdict(text, verdict):
     assert parse_verdict(text) is verdict
 
 
-class TinyJudge:
+class TinyJudge(InProcessEngine):
     """An engine that answers every request with the next canned verdict."""
 
     name = "tiny-judge"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from backforth.pipeline.parsing import (
+from backforth.pipeline.stages.parsing import (
     clean_instruction,
     copied_share,
     degenerate_reason,

@@ -7,7 +7,7 @@ from fake_engine import section
 
 from backforth.config import RewriteConfig
 from backforth.engines.base import Result
-from backforth.pipeline.rewrite import Rewrite
+from backforth.pipeline.stages.rewrite import Rewrite
 from backforth.prompts import load_template
 
 DOC = "Cast iron pans rust if left wet. Dry them on the stove and wipe a thin film of oil over the surface."

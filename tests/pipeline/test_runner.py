@@ -13,8 +13,10 @@ from fake_engine import FakeEngine, section, stage_of
 from backforth.config import WEB_TAG, build_config
 from backforth.engines.base import EngineUnavailable, Request, Result
 from backforth.evaluate.data import BUNDLED_PATH
-from backforth.pipeline import RunConflict, Runner
-from backforth.pipeline.prepare import normalize_text
+from backforth.errors import UserError
+from backforth.pipeline import RunConflict, Runner, registry
+from backforth.pipeline.store import StageStore
+from backforth.pipeline.stages.prepare import normalize_text
 
 STAGES = ["prepare", "backtranslate", "curate", "rewrite", "distill"]
 MODEL_STAGES = STAGES[1:]
@@ -142,8 +144,8 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def stage_ids(out: Path, stage: str) -> list[str]:
-    path = out / "stages" / f"{stage}.jsonl"
-    return [json.loads(line)["id"] for line in path.read_bytes().splitlines(keepends=True) if line.endswith(b"\n")]
+    """Ids of the rows a stage finished, from its shards (a row appears once per time it was written)."""
+    return list(StageStore(out / "stages" / stage).ids())
 
 
 def assert_no_duplicate_requests(engine: FakeEngine) -> None:
@@ -258,8 +260,8 @@ def test_full_run(tmp_path, docs, variant):
     assert f"`sft.jsonl` / `sft.parquet`: {len(sft)} pairs" in card
     assert f"`rejects.jsonl`: {len(rejects)} rejected rows" in card
     assert f"| documents_in | {len(INPUT_IDS)} |" in card and f"| exported | {len(sft)} |" in card
-    assert 'load_dataset("json", data_files="run/sft.jsonl", split="train")' in card
-    assert "sft.parquet" in card and WEB_TAG in card
+    assert f'load_dataset("{out.resolve()}", split="train")' in card  # the run dir itself, from anywhere
+    assert "path: sft.parquet" in card and WEB_TAG in card
     assert "| prepare | too_short | 1 |" in card
 
 
@@ -329,7 +331,7 @@ def test_all_default_stages(tmp_path):
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in HYGIENE_DOCS), encoding="utf-8")
     cfg = config(docs, hygiene=True)
-    assert cfg.stage_names == ALL_STAGES  # the defaults, nothing disabled
+    assert registry.names(cfg) == ALL_STAGES  # the defaults, nothing disabled
     out, engine = tmp_path / "run", FakeEngine(hygiene_responder, context_length=CONTEXT)
     stats = run(cfg, out, engine)
     input_ids = [i for i, _ in HYGIENE_DOCS]
@@ -391,7 +393,7 @@ def reference(tmp_path, docs) -> dict[str, str]:
 
 
 def written(out: Path) -> dict[str, set[str]]:
-    return {st: set(stage_ids(out, st)) for st in STAGES if (out / "stages" / f"{st}.jsonl").exists()}
+    return {st: set(stage_ids(out, st)) for st in STAGES if StageStore(out / "stages" / st).exists()}
 
 
 def assert_resumed_without_repeats(engine: FakeEngine, before: dict[str, set[str]]) -> None:
@@ -458,21 +460,20 @@ def test_partial_last_line_is_repaired(tmp_path, docs, reference):
     engine = fake(fail_after=4, fail_stage="curate")
     with pytest.raises(KeyboardInterrupt):
         run(cfg, out, engine)
-    curate_file = out / "stages" / "curate.jsonl"
+    curate = out / "stages" / "curate"
     done = stage_ids(out, "curate")
     assert len(done) == 4
-    # a crash in the middle of writing the next row: half of its JSON line, no newline
-    ref_rows = read_jsonl(tmp_path / "reference" / "stages" / "curate.jsonl")
+    # a crash in the middle of writing the next chunk: half of a shard, under its temporary name
+    ref_rows = list(StageStore(tmp_path / "reference" / "stages" / "curate").rows())
     nxt = next(r for r in ref_rows if r["id"] not in done)
-    line = json.dumps(nxt)
-    with open(curate_file, "a", encoding="utf-8") as fh:
-        fh.write(line[: len(line) // 2])
+    whole = next(curate.glob("part-*.parquet")).read_bytes()
+    (curate / ".tmp-part-000000000099-0123456789abcdef-1.parquet").write_bytes(whole[: len(whole) // 2])
 
     engine.fail_after = None
     engine.reset_counts()
     run(cfg, out, engine)
-    assert curate_file.read_bytes().endswith(b"\n")
-    rows = read_jsonl(curate_file)  # every line is whole JSON again
+    assert not list(curate.glob(".tmp-*"))  # the torn shard is gone, never read
+    rows = list(StageStore(curate).rows())  # every shard reads whole
     assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in ref_rows)
     assert nxt["id"] in engine.keys_for("curate")  # the half-written row was not finished: done again
     assert all(k not in done for k in engine.keys_for("curate"))
@@ -482,22 +483,26 @@ def test_partial_last_line_is_repaired(tmp_path, docs, reference):
 def test_until_stops_after_a_stage_and_the_next_run_goes_on(tmp_path, docs, reference):
     out, engine = tmp_path / "run", fake()
     assert run(config(docs), out, engine, until="backtranslate") is None
-    assert sorted(p.name for p in (out / "stages").glob("*.jsonl") if ".time" not in p.name) == ["backtranslate.jsonl", "prepare.jsonl"]
+    assert sorted(p.name for p in (out / "stages").iterdir()) == ["backtranslate", "prepare"]
     assert not (out / "sft.jsonl").exists()
     engine.reset_counts()
     run(config(docs), out, engine)
     assert engine.keys_for("backtranslate") == [] and engine.keys_for("curate")
     assert outputs(out) == reference
-    with pytest.raises(ValueError, match="--until rewrite"):
+    with pytest.raises(UserError, match="--until rewrite"):
         Runner(config(docs, variant="filter"), out, until="rewrite")
 
 
 def test_export_is_in_input_order_whatever_the_stage_file_order(tmp_path, docs, reference):
     out, engine = tmp_path / "run", fake()
     run(config(docs), out, engine)
-    final = out / "stages" / "distill.jsonl"
-    lines = final.read_text().splitlines(keepends=True)
-    final.write_text("".join(reversed(lines)))
+    # the last stage's rows written back one shard each, last row first (as Ray actors may finish)
+    final = StageStore(out / "stages" / "distill")
+    rows = list(final.rows())
+    for p in final.shards():
+        p.unlink()
+    for row in reversed(rows):
+        final.write([row])
     run(config(docs), out, engine)
     assert outputs(out)["sft.jsonl"] == reference["sft.jsonl"]
 
@@ -507,7 +512,7 @@ def test_export_is_in_input_order_whatever_the_stage_file_order(tmp_path, docs, 
 def test_changed_threshold_is_a_conflict_and_force_redoes_from_curate(tmp_path, docs, reference):
     out, engine = tmp_path / "run", fake()
     run(config(docs), out, engine)
-    stage_files = {p.name: p.read_bytes() for p in (out / "stages").iterdir()}
+    stage_files = {str(p): p.read_bytes() for p in (out / "stages").rglob("*") if p.is_file()}
 
     engine.reset_counts()
     with pytest.raises(RunConflict) as info:
@@ -517,7 +522,7 @@ def test_changed_threshold_is_a_conflict_and_force_redoes_from_curate(tmp_path, 
     assert "rewrite: changed (an earlier stage)" in msg
     assert "backtranslate" not in msg and "prepare" not in msg
     assert engine.received == []
-    assert {p.name: p.read_bytes() for p in (out / "stages").iterdir()} == stage_files  # nothing touched
+    assert {str(p): p.read_bytes() for p in (out / "stages").rglob("*") if p.is_file()} == stage_files  # nothing touched
 
     engine.reset_counts()
     stats = run(config(docs, curate={"threshold": 3}), out, engine, force=True)
@@ -561,3 +566,11 @@ def test_engines_are_built_per_model_and_closed(tmp_path, docs):
     prov = sft[0]["provenance"]
     assert (prov["backtranslate_model"], prov["curate_model"], prov["rewrite_model"], prov["distill_model"]) == (
         "embedded", "judge", "embedded", "teacher")
+
+
+def test_a_run_dir_of_the_old_jsonl_layout_is_refused_with_a_message(tmp_path, docs):
+    out = tmp_path / "run"
+    (out / "stages").mkdir(parents=True)
+    (out / "stages" / "prepare.jsonl").write_text('{"id": "d00", "_status": "done"}\n')
+    with pytest.raises(UserError, match="older backforth .*prepare.jsonl.*new --out"):
+        run(config(docs), out, fake())

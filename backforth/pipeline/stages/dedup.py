@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import NearDedupConfig
+from ...config import NearDedupConfig
 from .band_index import BandIndex, Ids, SpillRows, lsh_params, trim_heap
-from .base import Stage
+from ..stage import Stage
 from .minhash import MinHasher
 
 
@@ -45,9 +45,18 @@ class NearDedup(Stage):
 
         self.cfg, self.name, self.field = cfg, name, field
         self._kept = 0
-        self._index: BandIndex | None = BandIndex(*lsh_params(cfg.threshold, cfg.num_perm))
-        self._ids: Ids | None = Ids()  # kept rows in insertion order (their key is the position here)
-        self._sig_rows: SpillRows | None = SpillRows(cfg.num_perm, np.uint32) if cfg.verify else None
+        self._index: BandIndex | None = None
+        self._ids: Ids | None = None
+        self._sig_rows: SpillRows | None = None
+        self.setup(None)
+
+    def setup(self, engine) -> None:
+        """The index of kept rows: made when the stage starts, not when it is built (fingerprints build it too)."""
+        if self._index is not None:
+            return
+        self._index = BandIndex(*lsh_params(self.cfg.threshold, self.cfg.num_perm))
+        self._ids = Ids()  # kept rows in insertion order (their key is the position here)
+        self._sig_rows = SpillRows(self.cfg.num_perm, np.uint32) if self.cfg.verify else None
 
     def settings(self) -> dict[str, Any]:
         return {"field": self.field, **self.cfg.model_dump(exclude={"enabled"})}
@@ -131,3 +140,39 @@ class NearDedup(Stage):
     def spill_nbytes(self) -> int:
         """Bytes of the signatures' scratch file (0 without `verify`)."""
         return self._sig_rows.disk_nbytes() if self._sig_rows is not None else 0
+
+
+class DedupDocuments(NearDedup):
+    """Near-duplicate documents (`text`), after prepare."""
+
+    name = "dedup_documents"
+    funnel = "unique_documents"
+
+    def __init__(self, cfg: NearDedupConfig):
+        super().__init__(cfg, name="dedup_documents", field="text")
+
+    @classmethod
+    def enabled(cls, cfg) -> bool:
+        return cfg.dedup_documents.enabled
+
+    @classmethod
+    def build(cls, cfg, ctx) -> DedupDocuments:
+        return cls(cfg.dedup_documents)
+
+
+class DedupInstructions(NearDedup):
+    """Near-duplicate instructions, after backtranslate."""
+
+    name = "dedup_instructions"
+    funnel = "unique_instructions"
+
+    def __init__(self, cfg: NearDedupConfig):
+        super().__init__(cfg, name="dedup_instructions", field="instruction")
+
+    @classmethod
+    def enabled(cls, cfg) -> bool:
+        return cfg.dedup_instructions.enabled
+
+    @classmethod
+    def build(cls, cfg, ctx) -> DedupInstructions:
+        return cls(cfg.dedup_instructions)

@@ -11,9 +11,9 @@ import re
 import unicodedata
 from collections.abc import Callable
 
-from ..config import PrepareConfig
-from ..hashset import CompactSet
-from .base import Stage
+from ...config import PrepareConfig
+from ...hashset import CompactSet
+from ..stage import Stage
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
 
@@ -29,6 +29,20 @@ def normalize_text(text: str) -> str:
 
 class Prepare(Stage):
     name = "prepare"
+    funnel = "prepared"
+
+    @classmethod
+    def build(cls, cfg, ctx) -> Prepare:
+        """Documents are measured with the backward model's tokenizer (no weights are loaded for it)."""
+        from .backtranslate import Backtranslate
+
+        counter = ctx.tokens("backward")
+        return cls(cfg.prepare, counter.count_tokens,
+                   room_for_document(counter, Backtranslate.build(cfg, ctx).template, cfg.backtranslate.max_tokens))
+
+    @classmethod
+    def funnel_steps(cls, summary: dict) -> list[tuple[str, int]]:
+        return [("documents_in", summary["in"]), ("prepared", summary["kept"])]
 
     def __init__(self, cfg: PrepareConfig, count_tokens: Callable[[str], int], max_doc_tokens: int | None):
         self.cfg = cfg
@@ -58,3 +72,13 @@ class Prepare(Stage):
         if self.max_doc_tokens is not None and row["n_tokens"] > self.max_doc_tokens:
             return "too_long"
         return None
+
+
+def room_for_document(counter, template, instruction_tokens: int) -> int | None:
+    """Tokens a document may have: the backward model's context less the prompt and the instruction."""
+    context = counter.context_length
+    if context is None:
+        return None
+    empty = template.render(document="")
+    overhead = sum(counter.count_tokens(m["content"]) + 8 for m in empty.messages)
+    return max(0, context - overhead - instruction_tokens - 16)

@@ -10,16 +10,26 @@ question or labels), `repetitive_response` (a phrase looping), `engine_error`.
 
 from __future__ import annotations
 
-from ..config import RewriteConfig
-from ..engines.base import Request, Result
-from ..prompts import load_template
-from .base import Stage
+from ...config import RewriteConfig
+from ...engines.base import Request, Result
+from ...prompts import load_template
+from ..stage import Stage
 from .parsing import degenerate_reason, extract_response, strip_scaffolding
 
 
 class Rewrite(Stage):
     name = "rewrite"
     role = "rewriter"
+    funnel = "rewritten"
+    provenance = ("rewrite_model", "rewrite_prompt")
+
+    @classmethod
+    def enabled(cls, cfg) -> bool:
+        return "rewrite" in cfg.variant
+
+    @classmethod
+    def build(cls, cfg, ctx) -> Rewrite:
+        return cls(cfg.rewrite)
 
     def __init__(self, cfg: RewriteConfig):
         self.cfg = cfg

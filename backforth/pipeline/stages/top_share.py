@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from ..config import CurateConfig
-from ..hashset import CompactSet
-from .base import Stage
+from ...config import CurateConfig
+from ...hashset import CompactSet
+from ..stage import Stage
 
 
 def score_value(row: dict) -> float | None:
@@ -27,7 +27,16 @@ def score_value(row: dict) -> float | None:
 
 class TopShare(Stage):
     name = "top_share"
-    wants_survey = True
+    funnel = "kept_top_share"
+    survey_first = True
+
+    @classmethod
+    def enabled(cls, cfg) -> bool:
+        return "filter" in cfg.variant and cfg.curate.keep_share is not None
+
+    @classmethod
+    def build(cls, cfg, ctx) -> TopShare:
+        return cls(cfg.curate)
 
     def __init__(self, cfg: CurateConfig):
         self.share = cfg.keep_share

@@ -6,16 +6,29 @@ It never rejects a row (the rewritten pair stands on its own): a failed answer l
 
 from __future__ import annotations
 
-from ..config import DistillConfig
-from ..engines.base import Request, Result
-from ..prompts import load_template
-from .base import Stage
+from ...config import DistillConfig
+from ...engines.base import Request, Result
+from ...prompts import load_template
+from ..stage import Stage
 from .parsing import degenerate_reason, is_refusal, strip_scaffolding
 
 
 class Distill(Stage):
     name = "distill"
     role = "distiller"
+    provenance = ("distill_model", "distill_prompt")
+
+    @classmethod
+    def enabled(cls, cfg) -> bool:
+        return cfg.distill.enabled
+
+    @classmethod
+    def build(cls, cfg, ctx) -> Distill:
+        return cls(cfg.distill)
+
+    @classmethod
+    def summarize(cls, counters: dict, summary: dict) -> None:
+        summary["distill_failed_by_reason"] = {k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("failed:")}
 
     def __init__(self, cfg: DistillConfig):
         self.cfg = cfg
@@ -38,4 +51,6 @@ class Distill(Stage):
                   else degenerate_reason(text, row["instruction"]))
         row["distilled"] = None if reason else text
         row["distill_reason"] = reason
+        if reason:
+            self.count(f"failed:{reason}")
         return None

@@ -36,10 +36,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 
-from ..config import GroundingConfig
-from ..engines.base import Request, Result
-from ..prompts import PromptTemplate, load_template
-from .base import Stage
+from ...config import GroundingConfig
+from ...engines.base import Request, Result
+from ...prompts import PromptTemplate, load_template
+from ..stage import Stage
 from .parsing import words
 
 
@@ -272,11 +272,35 @@ MIN_CHECKED_FOR_SHARE = 5
 
 class Grounding(Stage):
     name = "grounding"
+    funnel = "grounded"
+
+    @classmethod
+    def enabled(cls, cfg) -> bool:
+        return "rewrite" in cfg.variant and cfg.grounding.enabled
+
+    @classmethod
+    def build(cls, cfg, ctx) -> Grounding:
+        return cls(cfg.grounding)
+
+    @classmethod
+    def summarize(cls, counters: dict, summary: dict) -> None:
+        n = summary["in"]
+        summary["ungrounded_rate"] = round(summary["rejected_by_reason"].get("ungrounded", 0) / n, 4) if n else None
 
     def __init__(self, cfg: GroundingConfig):
         self.cfg = cfg
         self.role = "judge" if cfg.judge else None
         self.template = load_judge_template() if cfg.judge else None
+
+    def sampling(self) -> str:
+        return f"T={self.cfg.judge_temperature}, max_tokens={self.cfg.judge_max_tokens}" if self.cfg.judge else ""
+
+    def card_note(self, summary: dict) -> str | None:
+        g = self.cfg
+        return (f"Grounding: {summary['rejected_by_reason'].get('ungrounded', 0)} of {summary['in']} rewrites "
+                f"(rate {summary['ungrounded_rate']}) were rejected as adding content their document does not support "
+                f"(numbers absent from the document > {g.max_unsupported_numbers}, or a share of absent content words "
+                f"> {g.max_unsupported_share}). Kept rows carry `unsupported_share`.")
 
     def settings(self) -> dict[str, Any]:
         fields = self.cfg.model_dump(exclude={"enabled"})

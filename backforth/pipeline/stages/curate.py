@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import math
 
-from ..config import CurateConfig
-from ..engines.base import EngineError, Request, Result
-from ..prompts import load_template
-from .base import Stage
+from ...config import CurateConfig
+from ...engines.base import EngineError, Request, Result
+from ...prompts import load_template
+from ..stage import Stage
 from .parsing import parse_score, score_from_logprobs
 
 CHOICES = ["1", "2", "3", "4", "5"]
@@ -25,11 +25,53 @@ CONTENT_FREE = ["N/A", "", "[MASK]"]  # inputs that carry no information (Zhao e
 class Curate(Stage):
     name = "curate"
     role = "scorer"
+    funnel = "kept"
+    provenance = ("curate_model", "curate_prompt")
+
+    @classmethod
+    def enabled(cls, cfg) -> bool:
+        return "filter" in cfg.variant
+
+    @classmethod
+    def build(cls, cfg, ctx) -> Curate:
+        return cls(cfg.curate)
+
+    @classmethod
+    def funnel_steps(cls, summary: dict) -> list[tuple[str, int]]:
+        reasons = summary["rejected_by_reason"]
+        scored = summary["in"] - reasons.get("unparsed_score", 0) - reasons.get("engine_error", 0)
+        return [("scored", scored), (cls.funnel, summary["kept"])]
+
+    @classmethod
+    def summarize(cls, counters: dict, summary: dict) -> None:
+        scores = {k: counters.get(f"score:{k}", 0) for k in "12345"}
+        parsed, unparsed = sum(scores.values()), counters.get("unparsed", 0)
+        summary["score_distribution"] = scores
+        summary["parse_rate"] = round(parsed / (parsed + unparsed), 4) if parsed + unparsed else None
+        summary["parse_failures"] = unparsed
 
     def __init__(self, cfg: CurateConfig):
         self.cfg = cfg
         self.template = load_template("curate_logprobs" if cfg.method == "logprobs" else "curate")
         self.prior: dict[str, float] | None = None
+
+    def sampling(self) -> str:
+        return "forward pass (logprobs)" if self.cfg.method == "logprobs" else super().sampling()
+
+    def keep_rule(self) -> str:
+        """The rule that keeps a pair, in words, as configured."""
+        c, how = self.cfg, ""
+        if c.method == "logprobs":
+            on = "expected" if c.keep_share is not None or c.threshold_on == "expected" else "most likely"
+            how = f" (on the {on} score" + (", with contextual calibration" if c.calibrate else "") + ")"
+        if c.keep_share is not None:
+            return f"keep the best {c.keep_share:.0%} of the scored pairs{how}"
+        return f"keep score >= {c.threshold:g}{how}"
+
+    def card_note(self, summary: dict) -> str | None:
+        dist = summary.get("score_distribution", {})
+        return (f"Scoring: method `{self.cfg.method}`, {self.keep_rule()}. Parse rate: {summary.get('parse_rate')}. "
+                "Scores: " + ", ".join(f"{k}: {v}" for k, v in dist.items()) + ".")
 
     def setup(self, engine) -> None:
         """Contextual calibration: the scorer's label bias, measured on content-free inputs."""
@@ -42,7 +84,7 @@ class Curate(Stage):
             raise EngineError("curate.calibrate: the scorer returned no logprobs for the content-free inputs")
         self.prior = {k: sum(t[k] for t in tables) / len(tables) for k in CHOICES}
     def settings(self) -> dict:
-        fields = self.cfg.model_dump(exclude={"iterations", "seed", "m1_max_steps"})
+        fields = self.cfg.model_dump(exclude={"iterations", "seed", "m1_max_steps", "m1_base_model"})
         if self.cfg.method == "logprobs":  # sampling does not change a forward pass
             for k in ("temperature", "top_p", "max_tokens"):
                 fields.pop(k)
@@ -86,7 +128,9 @@ class Curate(Stage):
             row["score_reason"] = _rationale(res.text)
             value = score
         if score is None:
+            self.count("unparsed")
             return "unparsed_score"
+        self.count(f"score:{score}")
         if self.cfg.keep_share is not None:  # stage top_share keeps the best share instead
             return None
         return None if value >= self.cfg.threshold else "low_score"
@@ -98,24 +142,3 @@ def _rationale(text: str) -> str:
     while lines and parse_score(lines[-1]) is not None:
         lines.pop()
     return " ".join(ln.strip() for ln in lines)[:2000]
-
-
-class CurateM1(Curate):
-    """Round 2 of Humpback's self-curation: M1 (trained on seed + round 1's pairs) re-scores every
-    candidate round 1 scored, kept or not; the row keeps round 1's score as `score_round1`."""
-
-    name = "curate_m1"
-    role = "scorer_m1"
-    identity_role = "scorer"
-
-    def accepts(self, row: dict) -> bool:
-        return row.get("_status") == "done" or row.get("reason") == "low_score"
-
-    def settings(self) -> dict:
-        return {**super().settings(), "seed": self.cfg.seed, "m1_max_steps": self.cfg.m1_max_steps}
-
-    def apply(self, row: dict, results: list[Result]) -> str | None:
-        row["score_round1"], row["score_round1_expected"] = row.get("score"), row.get("score_expected")
-        for k in ("stage", "reason"):  # round 1's verdict is replaced by this one
-            row.pop(k, None)
-        return super().apply(row, results)

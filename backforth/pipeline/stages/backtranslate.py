@@ -13,21 +13,46 @@ question or an imperative; `require_request`), `engine_error`.
 
 from __future__ import annotations
 
-from ..config import BacktranslateConfig
-from ..engines.base import Request, Result
-from ..prompts import PromptTemplate, load_template
-from .base import Stage
+from ...config import BacktranslateConfig
+from ...engines.base import Request, Result
+from ...prompts import PromptTemplate, load_template
+from ..stage import Stage
 from .parsing import clean_instruction, copied_share, is_refusal, looks_like_request
 
 
 class Backtranslate(Stage):
     name = "backtranslate"
     role = "backward"
+    funnel = "instructions"
+    provenance = ("backtranslate_model", "backtranslate_prompt")
+
+    @classmethod
+    def build(cls, cfg, ctx) -> Backtranslate:
+        trained = trained_template(cfg.models.backward) if cfg.backtranslate.mode == "trained" else None
+        return cls(cfg.backtranslate, trained)
+
+    @classmethod
+    def funnel_steps(cls, summary: dict) -> list[tuple[str, int]]:
+        steps = [("instructions", summary["kept"])]
+        if summary.get("instructions_from_input"):
+            steps.append(("instructions_from_input", summary["instructions_from_input"]))
+        return steps
+
+    @classmethod
+    def summarize(cls, counters: dict, summary: dict) -> None:
+        summary["instructions_from_input"] = counters.get("from_input", 0)
 
     def __init__(self, cfg: BacktranslateConfig, template: PromptTemplate | None = None):
         self.cfg = cfg
         default = "backtranslate" if cfg.mode == "prompted" else "backtranslate_trained"
         self.template = template or load_template(default)
+
+    def card_note(self, summary: dict) -> str | None:
+        given = summary.get("instructions_from_input") or 0
+        if not given:
+            return None
+        return (f"{given} of the {summary['kept']} instructions came with the input (`instruction_source: input`): "
+                "those rows were rescored and rewritten, not backtranslated.")
 
     def settings(self) -> dict:
         return self.cfg.model_dump()
@@ -42,6 +67,7 @@ class Backtranslate(Stage):
     def apply(self, row: dict, results: list[Result]) -> str | None:
         if not results:
             row["instruction"], row["instruction_source"] = row["instruction_given"], "input"
+            self.count("from_input")
             return None
         row["instruction_source"] = "backtranslated"
         res = results[0]
@@ -67,3 +93,15 @@ class Backtranslate(Stage):
         if self.cfg.require_request and not looks_like_request(instruction):
             return "not_a_request"  # a page title, a serving line, a statement
         return None
+
+
+def trained_template(model) -> PromptTemplate | None:
+    """The template a trained backward model folder ships (`train backward` writes it), if any."""
+    from pathlib import Path
+
+    from ...prompts import TRAINED_TEMPLATE_FILE, template_from_text
+
+    for folder in (getattr(model, "adapter", None), model.model):
+        if folder and (Path(folder) / TRAINED_TEMPLATE_FILE).is_file():
+            return template_from_text("backtranslate_trained", (Path(folder) / TRAINED_TEMPLATE_FILE).read_text())
+    return None

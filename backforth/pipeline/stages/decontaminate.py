@@ -22,8 +22,8 @@ import hashlib
 from typing import Any
 
 
-from ..config import DecontaminateConfig
-from .base import Stage
+from ...config import DecontaminateConfig
+from ..stage import Stage
 from .parsing import words
 
 
@@ -39,13 +39,22 @@ def ngrams(ws: list[str], n: int) -> list[str]:
 
 def load_eval_instructions(source: str) -> list[dict]:
     """Rows (`id`, `instruction`) of one eval set, through the eval loader (bundled, alpaca_eval or a file)."""
-    from ..evalsets import load_eval_set  # the one loader of eval sets (hub fallbacks included)
+    from ...evalsets import load_eval_set  # the one loader of eval sets (hub fallbacks included)
 
     return load_eval_set(source)
 
 
 class Decontaminate(Stage):
     name = "decontaminate"
+    funnel = "uncontaminated"
+
+    @classmethod
+    def enabled(cls, cfg) -> bool:
+        return cfg.decontaminate.enabled
+
+    @classmethod
+    def build(cls, cfg, ctx) -> Decontaminate:
+        return cls(cfg.decontaminate)
 
     def __init__(self, cfg: DecontaminateConfig, eval_rows: dict[str, list[dict]] | None = None):
         """`eval_rows`: {eval_set name: rows with `instruction` (and `id`)}, instead of loading `cfg.eval_sets`."""

@@ -1,0 +1,77 @@
+"""The stages of a run, in order: the one list the runner, exports, card, analysis, report and CLI read.
+
+Adding a stage means writing its module under `stages/` (a `Stage` subclass that declares its name,
+`enabled`, `build`, role, funnel label, provenance columns and `summarize`), its config section, and
+one line here. Nothing else names a stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .stage import Stage
+from .stages.backtranslate import Backtranslate
+from .stages.curate import Curate
+from .stages.curate_m1 import CurateM1
+from .stages.decontaminate import Decontaminate
+from .stages.dedup import DedupDocuments, DedupInstructions
+from .stages.distill import Distill
+from .stages.grounding import Grounding
+from .stages.prepare import Prepare
+from .stages.rewrite import Rewrite
+from .stages.top_share import TopShare
+
+if TYPE_CHECKING:
+    from ..config import RunConfig
+
+STAGES: tuple[type[Stage], ...] = (
+    Prepare,            # clean, exact duplicates, too short or too long
+    DedupDocuments,     # near-duplicate documents
+    Backtranslate,      # the backward model writes each document's instruction
+    DedupInstructions,  # near-duplicate instructions
+    Decontaminate,      # instructions that overlap an eval set
+    Curate,             # the scorer rates each pair; keep score 5
+    CurateM1,           # Humpback's second round, scored by M1
+    TopShare,           # or keep a share of the best-scored pairs
+    Rewrite,            # the aligned model rewrites the document into the answer
+    Grounding,          # rewrites that add what the document lacks
+    Distill,            # the baseline: the same instructions answered without the document
+)
+NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+
+
+def enabled(cfg: RunConfig) -> list[type[Stage]]:
+    """The stages of a run with this config, in order."""
+    return [s for s in STAGES if s.enabled(cfg)]
+
+
+def names(cfg: RunConfig | None = None) -> list[str]:
+    """Stage names of a run with `cfg`, or every stage that exists."""
+    return [s.name for s in (enabled(cfg) if cfg is not None else STAGES)]
+
+
+def by_name(name: str) -> type[Stage]:
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise KeyError(name)
+
+
+def provenance_columns() -> tuple[str, ...]:
+    return tuple(c for s in STAGES for c in s.provenance)
+
+
+@dataclass
+class BuildContext:
+    """What building a stage may need besides its config: the token counter of a model role (a
+    tokenizer and context length, never the weights), made once per role."""
+
+    token_counter: Callable[[str], object]
+    _counters: dict = field(default_factory=dict)
+
+    def tokens(self, role: str):
+        if role not in self._counters:
+            self._counters[role] = self.token_counter(role)
+        return self._counters[role]

@@ -1,0 +1,47 @@
+"""curate_m1: Humpback's second round of self-curation, scored by M1.
+
+M1 is the forward model trained on the seed pairs plus the pairs round 1 kept, each tagged by source
+(Li et al. 2023, section 2.3). Training it is not the pipeline's job: the orchestrator that runs the
+pipeline (`backforth.workflows.run`) stops after round 1, trains M1 with `backforth.train`, and runs
+the pipeline again with M1 as the model of role `scorer_m1`. This stage then re-scores every
+candidate round 1 scored, kept or not; the row keeps round 1's score as `score_round1`.
+"""
+
+from __future__ import annotations
+
+from ...engines.base import Result
+from ..stage import DONE
+from .curate import Curate
+
+
+class CurateM1(Curate):
+    """Round 2 of Humpback's self-curation: M1 (trained on seed + round 1's pairs) re-scores every
+    candidate round 1 scored, kept or not; the row keeps round 1's score as `score_round1`."""
+
+    name = "curate_m1"
+    role = "scorer_m1"
+    identity_role = "scorer"
+    funnel = "kept_by_m1"
+
+    @classmethod
+    def enabled(cls, cfg) -> bool:
+        return "filter" in cfg.variant and cfg.curate.iterations == 2
+
+    @classmethod
+    def funnel_steps(cls, summary: dict) -> list[tuple[str, int]]:
+        return [(cls.funnel, summary["kept"])]
+
+    def accepts(self, status: str, reason: str | None) -> bool:
+        return status == DONE or reason == "low_score"
+
+    @classmethod
+    def build(cls, cfg, ctx) -> CurateM1:
+        return cls(cfg.curate)
+
+    def settings(self) -> dict:
+        return {**super().settings(), "seed": self.cfg.seed, "m1_max_steps": self.cfg.m1_max_steps,
+                "m1_base_model": self.cfg.m1_base_model}
+
+    def apply(self, row: dict, results: list[Result]) -> str | None:
+        row["score_round1"], row["score_round1_expected"] = row.get("score"), row.get("score_expected")
+        return super().apply(row, results)

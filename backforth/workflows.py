@@ -1,0 +1,65 @@
+"""Orchestrators: what a command runs, composed of pipeline runs and training steps.
+
+The pipeline never trains a model. Humpback's second round of self-curation (`curate.iterations:
+2`) is two pipeline runs with a training step between them: the first stops after round 1's
+scoring (`curate`), M1 is trained on the seed pairs plus the pairs round 1 kept, each tagged by
+source, and the second run continues with M1 as the model of role `scorer_m1`, which stage
+`curate_m1` uses. M1 is trained once per run dir (a finished M1 is reused, an interrupted one
+resumes from its checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from .config import ModelConfig, RunConfig
+from .engines import build_engine
+from .errors import UserError
+from .pipeline import Runner, registry
+from .pipeline.stage import DONE
+from .pipeline.store import RunStore
+
+DATA_DIR = Path(__file__).parent / "data"
+
+
+def run(cfg: RunConfig, out: str | Path, *, force: bool = False, until: str | None = None,
+        engine_factory: Callable = build_engine, log: Callable[[str], None] = print) -> dict | None:
+    """The pipeline on `cfg`, training M1 between the two rounds when the config asks for it."""
+    out = Path(out)
+    names = registry.names(cfg)
+    if "curate_m1" not in names:
+        return Runner(cfg, out, force=force, until=until, engine_factory=engine_factory, log=log).run()
+    before = names[names.index("curate_m1") - 1]
+    if until is not None and names.index(until) <= names.index(before):
+        return Runner(cfg, out, force=force, until=until, engine_factory=engine_factory, log=log).run()
+    Runner(cfg, out, force=force, until=before, engine_factory=engine_factory, log=log).run()
+    m1 = train_m1(cfg, out, names[: names.index(before) + 1], log)
+    return Runner(cfg, out, until=until, engine_factory=engine_factory, models={"scorer_m1": m1}, log=log).run()
+
+
+def train_m1(cfg: RunConfig, out: Path, chain: list[str], log: Callable[[str], None]) -> ModelConfig:
+    """Humpback's M1: the forward model trained on the seed pairs + the pairs round 1 kept."""
+    from .train.seed import load_seed
+    from .train.sft import load_train_config, train_sft
+
+    folder = out / "m1"
+    if not (folder / "train_stats.json").is_file():
+        pairs = [{"instruction": r["instruction"], "response": r["text"]}
+                 for r in RunStore(out).joined(chain, status=DONE)]
+        if not pairs:
+            raise UserError("curate.iterations 2: round 1 kept no pair to train M1 on; lower curate.threshold, "
+                            "or use iterations 1")
+        seed = cfg.curate.seed or str(DATA_DIR / "demo_seed.jsonl")
+        sets = [f"base_model={cfg.curate.m1_base_model or _base_of(cfg.models.scorer)}"]
+        if cfg.curate.m1_max_steps:
+            sets.append(f"max_steps={cfg.curate.m1_max_steps}")
+        log(f"curate: training M1 on {len(pairs)} round-1 pairs + the seed pairs of {seed}")
+        train_sft(pairs, load_seed(seed), folder, load_train_config(None, sets), log=log)
+    return ModelConfig(engine="transformers", model=str(folder))
+
+
+def _base_of(scorer: ModelConfig) -> str:
+    """M1 starts from the scorer's own weights when they are local (the paper's M0 is the base model
+    fine-tuned on the seed), else from the embedded default."""
+    return scorer.model if scorer.engine == "transformers" else "embedded"
