@@ -24,6 +24,8 @@ import json
 import re
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from backforth.pipeline.stages.parsing import degenerate_reason, words
 
 BAD_SOURCES = {"boilerplate", "product", "forum"}
@@ -54,7 +56,8 @@ def main() -> None:
     args = ap.parse_args()
     source = {json.loads(line)["id"]: json.loads(line).get("source") for line in args.corpus.open()}
     sft = [json.loads(line) for line in (args.run_dir / "sft.jsonl").open()]
-    distilled = sum(1 for _ in (args.run_dir / "distilled.jsonl").open()) if (args.run_dir / "distilled.jsonl").is_file() else 0
+    path = args.run_dir / "distilled.parquet"
+    distilled = pq.read_metadata(path).num_rows if path.is_file() else 0
     exported = {r["id"] for r in sft}
     n = len(source)
     share = len(exported) / n

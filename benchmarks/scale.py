@@ -4,7 +4,8 @@ N synthetic documents go through every stage (prepare, near-dedup of the documen
 near-dedup of the instructions, decontaminate, curate by logprobs, rewrite, grounding, distill) and
 the export; the engine answers at once, so what is measured is the pipeline: reading, request
 building, parsing, the MinHash near-dedup and its index, the append-only stage files, resume
-bookkeeping and the export. The dedup does real work: 3% of the documents are near-copies of a recent
+bookkeeping and the export. Each stage's results are parquet shards of the columns it adds, so
+the run dir is about the size of the input (`run_dir_bytes/input_bytes`). The dedup does real work: 3% of the documents are near-copies of a recent
 one (1-2 words changed and a new header: most are dropped as near-duplicates, the rest make near-duplicate
 instructions), and 2% of the instructions are one of 20 stock questions; the other instructions are
 built from their document's words, so they are distinct.
@@ -13,6 +14,7 @@ built from their document's words, so they are distinct.
     python benchmarks/scale.py --compare 100000 1000000   # both sizes in subprocesses, side by side
 
 Peak RSS is the process's high-water mark (`ru_maxrss`), so each size runs in its own process.
+Measured figures: README (Performance).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import zlib
 from pathlib import Path
 
 from backforth.config import build_config
-from backforth.engines.base import Request, Result
+from backforth.engines.base import InProcessEngine, Request, Result
+from backforth.pipeline.executors.local import LocalExecutor
 from backforth.pipeline.runner import Runner
 
 # 4,000 pseudo-words: random documents share few 5-word shingles, random instructions few words
@@ -38,7 +41,7 @@ VOCAB = [a + b + c + s for s in ("", "a", "o", "en", "et") for a in ("ba", "ko",
 STOCK = [f"How do I choose a good {w}?" for w in VOCAB[:20]]  # the duplicated instructions
 
 
-class InstantEngine:
+class InstantEngine(InProcessEngine):
     """Answers every request at once with a plausible, parseable output."""
 
     name = "instant"
@@ -94,21 +97,21 @@ def _rss_mb() -> float:
         return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS"))
 
 
-class MeasuredRunner(Runner):
+class MeasuringExecutor(LocalExecutor):
     """Records the RSS at the end of each stage, before the stage releases its state (e.g. a dedup index)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self):
         self.rss_at_stage_end: dict[str, float] = {}
         self.peak_at_stage_end: dict[str, float] = {}  # the high-water mark so far
 
-    def _run_stage(self, st, previous) -> None:
-        super()._run_stage(st, previous)
+    def run_stage(self, job):
+        failed = super().run_stage(job)
         try:
-            self.rss_at_stage_end[st.name] = round(_rss_mb(), 1)
-            self.peak_at_stage_end[st.name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+            self.rss_at_stage_end[job.stage.name] = round(_rss_mb(), 1)
+            self.peak_at_stage_end[job.stage.name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         except OSError:
             pass
+        return failed
 
 
 def run_once(n: int) -> dict:
@@ -119,13 +122,16 @@ def run_once(n: int) -> dict:
                             "prepare": {"min_words": 10}, "runner": {"progress": False, "chunk_size": 256}})
         engine = InstantEngine()
         t0 = time.perf_counter()
-        runner = MeasuredRunner(cfg, Path(tmp) / "run", engine_factory=lambda _m: engine, log=lambda _s: None)
-        stats = runner.run()
+        runner = MeasuringExecutor()
+        stats = Runner(cfg, Path(tmp) / "run", engine_factory=lambda _m: engine, executor=runner,
+                       log=lambda _s: None).run()
         seconds = time.perf_counter() - t0
         disk = sum(p.stat().st_size for p in (Path(tmp) / "run").rglob("*") if p.is_file())
+        input_bytes = corpus.stat().st_size
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"docs": n, "seconds": round(seconds, 1), "docs_per_s": round(n / seconds, 1), "peak_rss_mb": round(peak, 1),
             "exported": stats["outputs"]["sft"], "run_dir_mb": round(disk / 2**20, 1),
+            "input_mb": round(input_bytes / 2**20, 1), "run_dir_ratio": round(disk / input_bytes, 2),
             "near_duplicates": {st: stats["stages"][st]["rejected"] for st in ("dedup_documents", "dedup_instructions")},
             "rss_mb_at_stage_end": runner.rss_at_stage_end, "peak_rss_mb_at_stage_end": runner.peak_at_stage_end}
 
@@ -139,6 +145,7 @@ def main() -> None:
         r = run_once(args.docs)
         print(json.dumps(r))
         print(f"docs/s: {r['docs_per_s']}  peak_rss_mb: {r['peak_rss_mb']}")
+        print(f"run_dir_bytes/input_bytes: {r['run_dir_ratio']}")
         return
     results = []
     for n in args.compare:
@@ -147,11 +154,14 @@ def main() -> None:
     small, large = results
     for r in results:
         print(f"{r['docs']:>9} docs: {r['docs_per_s']:>8} docs/s  peak_rss_mb {r['peak_rss_mb']:>7}  "
-              f"({r['seconds']} s, {r['exported']} exported, run dir {r['run_dir_mb']} MB, near-duplicates dropped "
+              f"({r['seconds']} s, {r['exported']} exported, run dir {r['run_dir_mb']} MB for {r['input_mb']} MB of "
+              f"input, near-duplicates dropped "
               f"{r['near_duplicates']['dedup_documents']} documents, {r['near_duplicates']['dedup_instructions']} instructions)")
     for r in results:
         print(f"{r['docs']:>9} docs, RSS MB at each stage's end (peak so far): " + ", ".join(
             f"{k} {v} ({r['peak_rss_mb_at_stage_end'][k]})" for k, v in r["rss_mb_at_stage_end"].items()))
+    for r in results:
+        print(f"{r['docs']:>9} docs: run_dir_bytes/input_bytes: {r['run_dir_ratio']}")
     print(f"docs/s ratio large/small: {large['docs_per_s'] / small['docs_per_s']:.2f}")
     print(f"peak_rss_mb ratio large/small: {large['peak_rss_mb'] / small['peak_rss_mb']:.2f} "
           f"(docs x{large['docs'] / small['docs']:.0f})")

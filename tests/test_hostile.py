@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fake_engine import FakeEngine, prompt_text, stage_of
 
+from run_files import read_distilled, read_sft
 from backforth.analysis.report import write_report
 from backforth.config import build_config
 from backforth.engines.base import Request, Result
@@ -119,7 +120,7 @@ def test_hostile_input_through_a_full_run(tmp_path):
     stats = Runner(cfg, out, engine_factory=lambda m: fake, log=lambda msg: None).run()
     elapsed = time.monotonic() - t0
 
-    sft, rejects = read_jsonl(out / "sft.jsonl"), read_jsonl(out / "rejects.jsonl")
+    sft, rejects = read_sft(out), read_jsonl(out / "rejects.jsonl")
     # every good document is exported, in input order; every input line ends exactly once somewhere
     assert [r["id"] for r in sft] == kept_ids
     ends = [r["id"] for r in sft] + [r["id"] for r in rejects]

@@ -154,9 +154,9 @@ def run_sets(run_dir: Path) -> dict[str, TextSet]:
     if distill:
         sets["distilled"] = TextSet("distilled", "distilled answers to the same instructions",
                                     *_pairs(distill.values(), "distilled"))
-    elif (run_dir / "distilled.jsonl").is_file():
-        sets["distilled"] = TextSet("distilled", "distilled.jsonl",
-                                    *_pairs(iter_jsonl(run_dir / "distilled.jsonl"), "response"))
+    elif (run_dir / "distilled.parquet").is_file():
+        sets["distilled"] = TextSet("distilled", "distilled.parquet",
+                                    *_pairs(iter_jsonl(run_dir / "distilled.parquet"), "response"))
     bt = stage_rows(run_dir, "backtranslate", ("instruction",)).values()
     sets["instructions"] = TextSet("instructions", "every backtranslated instruction (before curation)",
                                    [r["instruction"] for r in bt if r["_status"] == "done" and _text(r["instruction"])])

@@ -17,7 +17,7 @@ from .. import __version__
 from ..config import RunConfig
 from .stage import Stage
 
-DATA_FILES = {"default": "sft.parquet", "distilled": "distilled.jsonl"}  # config name -> file in the run dir
+DATA_FILES = {"default": "sft.parquet", "distilled": "distilled.parquet"}  # config name -> file in the run dir
 
 
 def _variant(cfg: RunConfig, stages: Sequence[Stage]) -> str:
@@ -42,7 +42,7 @@ def _sample(out: Path) -> str:
     path = out / "sft.jsonl"
     with open(path, encoding="utf-8") as fh:
         row = json.loads(fh.readline())
-    show = {k: row[k] for k in ("id", "messages", "score", "score_method")}
+    show = {k: row[k] for k in ("id", "messages", "score")}
     text = json.dumps(show, indent=2, ensure_ascii=False)
     return "```json\n" + (text if len(text) < 3000 else text[:3000] + "\n...") + "\n```"
 
@@ -107,8 +107,9 @@ def write_card(cfg: RunConfig, out: Path, stats: dict, fingerprints: dict, stage
         "",
         _table([("step", "rows"), *stats["funnel"].items()]),
         "",
-        f"`sft.jsonl` / `sft.parquet`: {stats['outputs']['sft']} pairs. "
-        f"`distilled.jsonl`: {stats['outputs']['distilled']} distilled answers to the same instructions (the baseline). "
+        f"`sft.jsonl` / `sft.parquet`: {stats['outputs']['sft']} pairs (the parquet file with every column, the "
+        "jsonl file with the pair in chat format). "
+        f"`distilled.parquet`: {stats['outputs']['distilled']} distilled answers to the same instructions (the baseline). "
         f"`rejects.jsonl`: {stats['outputs']['rejects']} rejected rows, each with its `stage` and `reason`.",
         "",
         *advice(stats, cfg),
@@ -126,8 +127,9 @@ def write_card(cfg: RunConfig, out: Path, stats: dict, fingerprints: dict, stage
         "",
         "Each row has `messages` (a user turn: the instruction"
         + (f" followed by the tag sentence \"{cfg.export.tag}\"" if cfg.export.tag else "")
-        + "; an assistant turn: the response), `instruction`, `instruction_source`, `response`, `id` (the source "
-        "document's id), `score`, `score_method`, `distilled` (the baseline answer) and `provenance` (models and "
+        + "; an assistant turn: the response), `instruction`, `response`, `id` (the source document's id) and "
+        "`score`; in `sft.parquet` also `instruction_source`, `score_method`, `score_expected`, `score_reason`, "
+        "`distilled` (the baseline answer), `unsupported_share`, `url`, `source` and `provenance` (models and "
         "prompt versions).",
         "",
         "_No pair was kept in this run: see `rejects.jsonl` for why._" if empty else _sample(out),

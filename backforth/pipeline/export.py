@@ -1,4 +1,4 @@
-"""Writing a run's outputs from its store: sft.jsonl/.parquet, distilled.jsonl, rejects, stats, card.
+"""Writing a run's outputs from its store: sft.parquet/.jsonl, distilled.parquet, rejects, stats, card.
 
 Everything here is derived from the stage shards, so it can be written again at any time (a resumed
 run re-exports from scratch) and always agrees with them. Rows come out in input order. Nothing
@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..config import RunConfig
-from ..hashset import CompactSet
 from . import registry
 from .card import write_card
 from .stage import DONE, REJECTED, Stage
@@ -58,24 +57,10 @@ def _parquet_schema(provenance: Sequence[str]):
     ])
 
 
-def _write_sft(rows: Iterator[dict], jsonl: Path, parquet: Path, provenance: Sequence[str]) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+JSONL_COLUMNS = ("id", "messages", "instruction", "response", "score")  # the training file; parquet has every column
 
-    schema, n, batch = _parquet_schema(provenance), 0, []
-    with open(jsonl, "w", encoding="utf-8") as fj, pq.ParquetWriter(parquet, schema) as fp:
-        for row in rows:
-            fj.write(json.dumps(row, ensure_ascii=False) + "\n")
-            for k in ("url", "source"):
-                row[k] = None if row[k] is None else str(row[k])
-            batch.append(row)
-            n += 1
-            if len(batch) >= 1000:
-                fp.write_table(pa.Table.from_pylist(batch, schema=schema))
-                batch = []
-        if batch:
-            fp.write_table(pa.Table.from_pylist(batch, schema=schema))
-    return n
+
+DISTILLED = "distilled.parquet"
 
 
 def stage_summary(run: RunStore, st: type[Stage] | Stage) -> dict:
@@ -106,42 +91,70 @@ def funnel(stages: Sequence[type[Stage] | Stage], per_stage: dict[str, dict], n_
     return out
 
 
-def final_rejects(run: RunStore, names: Sequence[str]) -> Iterator[dict]:
-    """Every row whose last stage rejected it, with what that stage saw: a row rejected by one stage
-    but taken up by the next (Humpback's round 2 re-scores round 1's low scores) is not final."""
-    for k, name in enumerate(names):
-        taken = CompactSet()
-        if k + 1 < len(names):
-            for i in run.stage(names[k + 1]).ids():
-                taken.add(i)
-        for r in run.joined(names[:k + 1], status=REJECTED):
-            if r["id"] not in taken:
-                yield r
+class _Parquet:
+    """Rows written to one parquet file in batches (the whole table is never in memory)."""
+
+    def __init__(self, path: Path, schema):
+        import pyarrow.parquet as pq
+
+        self.schema, self.batch, self.n = schema, [], 0
+        self.writer = pq.ParquetWriter(path, schema, compression="zstd")
+
+    def add(self, row: dict) -> None:
+        self.batch.append(row)
+        self.n += 1
+        if len(self.batch) >= 1000:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        self.writer.write_table(pa.Table.from_pylist(self.batch, schema=self.schema))
+        self.batch = []
+
+    def close(self) -> int:
+        self.flush()
+        self.writer.close()
+        return self.n
+
+
+def _distilled_schema():
+    import pyarrow as pa
+
+    s = pa.string()
+    return pa.schema([("id", s), ("messages", pa.list_(pa.struct([("role", s), ("content", s)]))),
+                      ("instruction", s), ("response", s)])
 
 
 def export_run(cfg: RunConfig, out: Path, stages: Sequence[Stage], fps: dict) -> dict:
+    """One pass over every stage's shards: each row ends in sft (kept by the last stage), in rejects
+    (rejected by the last stage that saw it; a row rejected by one stage but taken up by the next,
+    as Humpback's round 2 takes round 1's low scores, is not final), or nowhere (not finished)."""
     run = RunStore(out)
     names = [st.name for st in stages]
     provenance = registry.provenance_columns()
-    sft = (sft_row(r, cfg, provenance) for r in run.joined(names, status=DONE))
-    n_sft = _write_sft(sft, out / "sft.jsonl", out / "sft.parquet", provenance)
-    n_distilled = 0
-    if cfg.distill.enabled:
-        with open(out / "distilled.jsonl", "w", encoding="utf-8") as fh:
-            for r in run.joined(names, status=DONE):
-                if r.get("distilled"):
-                    user = r["instruction"] + (f" {cfg.export.tag}" if cfg.export.tag else "")
-                    fh.write(json.dumps({"id": r["id"], "messages": [
-                        {"role": "user", "content": user}, {"role": "assistant", "content": r["distilled"]}],
-                        "instruction": r["instruction"], "response": r["distilled"]}, ensure_ascii=False) + "\n")
-                    n_distilled += 1
+    sft = _Parquet(out / "sft.parquet", _parquet_schema(provenance))
+    distilled = _Parquet(out / DISTILLED, _distilled_schema()) if cfg.distill.enabled else None
+    tag = f" {cfg.export.tag}" if cfg.export.tag else ""
     n_rejects = 0
-    with open(out / "rejects.jsonl", "w", encoding="utf-8") as fh:
-        for r in final_rejects(run, names):
-            first = {"id": r["id"], "stage": r["stage"], "reason": r["reason"]}
-            rest = {k: v for k, v in r.items() if k not in first and k != "_status"}
-            fh.write(json.dumps({**first, **rest}, ensure_ascii=False, default=str) + "\n")
-            n_rejects += 1
+    with open(out / "sft.jsonl", "w", encoding="utf-8") as fj, open(out / "rejects.jsonl", "w", encoding="utf-8") as fr:
+        for r, last in run.final(names):
+            if r["_status"] == DONE and last == names[-1]:
+                row = sft_row(r, cfg, provenance)
+                fj.write(json.dumps({k: row[k] for k in JSONL_COLUMNS}, ensure_ascii=False) + "\n")
+                row["url"], row["source"] = (None if row[k] is None else str(row[k]) for k in ("url", "source"))
+                sft.add(row)
+                if distilled is not None and r.get("distilled"):
+                    distilled.add({"id": r["id"], "messages": [{"role": "user", "content": r["instruction"] + tag},
+                                                               {"role": "assistant", "content": r["distilled"]}],
+                                   "instruction": r["instruction"], "response": r["distilled"]})
+            elif r["_status"] == REJECTED:
+                first = {"id": r["id"], "stage": r["stage"], "reason": r["reason"]}
+                rest = {k: v for k, v in r.items() if k not in first and k != "_status"}
+                fr.write(json.dumps({**first, **rest}, ensure_ascii=False, default=str) + "\n")
+                n_rejects += 1
+    n_sft = sft.close()
+    n_distilled = distilled.close() if distilled is not None else 0
     per_stage = {st.name: stage_summary(run, st) for st in stages}
     stats = {
         "variant": cfg.variant,

@@ -60,7 +60,8 @@ def by_name(name: str) -> type[Stage]:
 
 
 def provenance_columns() -> tuple[str, ...]:
-    return tuple(c for s in STAGES for c in s.provenance)
+    """Every stage's provenance columns, in order, each once."""
+    return tuple(dict.fromkeys(c for s in STAGES for c in s.provenance))
 
 
 @dataclass

@@ -146,23 +146,32 @@ class StageStore:
         return (i for i, _x, s, _r in self.keys() if status is None or s == status)
 
     def rows(self, status: str | None = None) -> Iterator[dict]:
-        """This stage's rows (of one status) in input order: its own columns and the bookkeeping ones.
-        Shards are merged by `_index`, one opened only when the merge reaches it."""
+        """This stage's rows (of one status) in input order: its own columns and the bookkeeping ones."""
+        return (row for _i, row in self._merged(lambda p: _shard_rows(p, status)))
+
+    def added(self) -> Iterator[tuple[int, dict]]:
+        """(_index, the columns this stage added) of every row in input order, rows that added none
+        left out: what a join needs of an earlier stage, without its bookkeeping."""
+        return self._merged(_shard_added)
+
+    def _merged(self, read) -> Iterator[tuple[int, object]]:
+        """(_index, item) over the shards, merged by `_index`; a shard is opened only when the merge
+        reaches its first row, so memory holds the shards that overlap (one or two)."""
         pending = sorted(((self._first(p), n, p) for n, p in enumerate(self.shards())), reverse=True)
         heap: list = []
 
-        def push(n: int, it: Iterator[dict]) -> None:
-            row = next(it, None)
-            if row is not None:
-                heapq.heappush(heap, (row["_index"], n, row, it))
+        def push(n: int, it: Iterator) -> None:
+            item = next(it, None)
+            if item is not None:
+                heapq.heappush(heap, (item[0], n, item[1], it))
 
         while pending or heap:
             while pending and (not heap or pending[-1][0] <= heap[0][0]):
                 _first, n, p = pending.pop()
-                push(n, _shard_rows(p, status))
+                push(n, read(p))
             if heap:
-                _i, n, row, it = heapq.heappop(heap)
-                yield row
+                index, n, item, it = heapq.heappop(heap)
+                yield index, item
                 push(n, it)
 
     def rows_at(self, indices: Iterable[int]) -> dict[int, dict]:
@@ -211,14 +220,26 @@ class StageStore:
         return self._ranges
 
 
-def _shard_rows(path: Path, status: str | None) -> Iterator[dict]:
+def _shard_rows(path: Path, status: str | None) -> Iterator[tuple[int, dict]]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     t = pq.read_table(path)
     if status is not None:
         t = t.filter(pc.equal(t.column("_status"), status))
-    yield from _table_rows(t)
+    return ((row["_index"], row) for row in _table_rows(t))
+
+
+_EMPTY = dumps({})
+
+
+def _shard_added(path: Path) -> Iterator[tuple[int, dict]]:
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path, columns=["_index", "cols"])
+    for index, cols in zip(t.column("_index").to_pylist(), t.column("cols").to_pylist()):
+        if cols != _EMPTY:
+            yield index, loads(cols)
 
 
 def _table_rows(t) -> Iterator[dict]:
@@ -247,15 +268,15 @@ class RunStore:
     def joined(self, chain: Sequence[str], status: str | None = None) -> Iterator[dict]:
         """Rows of `chain[-1]` (of `status`), each with the columns the earlier stages of `chain`
         gave it (a later stage's value of a column wins) and the last stage's bookkeeping."""
-        earlier = [self.stage(n).rows() for n in chain[:-1]]
+        earlier = [self.stage(n).added() for n in chain[:-1]]
         heads = [next(it, None) for it in earlier]
         for row in self.stage(chain[-1]).rows(status):
             index, merged = row["_index"], {}
             for k, it in enumerate(earlier):
-                while heads[k] is not None and heads[k]["_index"] < index:
+                while heads[k] is not None and heads[k][0] < index:
                     heads[k] = next(it, None)
-                if heads[k] is not None and heads[k]["_index"] == index:
-                    merged.update(own(heads[k]))
+                if heads[k] is not None and heads[k][0] == index:
+                    merged.update(heads[k][1])
             merged.update(row)
             yield merged
 
@@ -274,3 +295,22 @@ class RunStore:
             merged.update(parts[-1][i])
             out.append(merged)
         return out
+
+    def final(self, chain: Sequence[str]) -> Iterator[tuple[dict, str]]:
+        """Every row of the run once, in input order, with the columns every stage of `chain` gave it
+        and the bookkeeping of the last stage that has it (its final verdict): (row, that stage).
+        One pass over all the stages at once."""
+        streams = [self.stage(n).rows() for n in chain]
+        heads = [next(it, None) for it in streams]
+        while any(h is not None for h in heads):
+            index = min(h["_index"] for h in heads if h is not None)
+            merged, last = {}, None
+            for k, it in enumerate(streams):
+                h = heads[k]
+                if h is not None and h["_index"] == index:
+                    merged.update(own(h))
+                    last = (k, h)
+                    heads[k] = next(it, None)
+            k, h = last
+            merged.update({c: h[c] for c in BOOKKEEPING if c in h})
+            yield merged, chain[k]

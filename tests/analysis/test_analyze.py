@@ -14,6 +14,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -79,8 +81,8 @@ def make_run(root: Path, documents: list[str], rewrites: list[str], distilled: l
         done([dict(r, distilled=distilled[i] if i < len(distilled) else None) for i, r in enumerate(rewritten)]))
     write_jsonl(root / "sft.jsonl", [{"id": r["id"], "instruction": r["instruction"], "response": r["response"]}
                                      for r in rewritten])
-    write_jsonl(root / "distilled.jsonl", [{"id": r["id"], "instruction": r["instruction"], "response": d}
-                                          for r, d in zip(rewritten, distilled)])
+    pq.write_table(pa.Table.from_pylist([{"id": r["id"], "instruction": r["instruction"], "response": d}
+                                         for r, d in zip(rewritten, distilled)]), root / "distilled.parquet")
     stats = {"variant": "filter+rewrite",
              "funnel": {"documents_in": n, "prepared": n, "kept": n, "rewritten": len(rewrites), "exported": len(rewrites)},
              "stages": {"curate": {"rejected_by_reason": {"low_score": 3}, "score_distribution": {"4": 3, "5": n}},

@@ -67,9 +67,9 @@ def test_exports_agree(demo_run):
     sft = [json.loads(line) for line in open(out / "sft.jsonl")]
     table = pq.read_table(out / "sft.parquet")
     assert table.column("id").to_pylist() == [r["id"] for r in sft]
-    for r in sft:
+    for r, full in zip(sft, table.to_pylist()):
         assert r["messages"][0]["content"].endswith(" Answer with knowledge from web search.")
-        assert r["messages"][1]["content"] == r["response"]
-        assert r["provenance"]["rewrite_prompt"].startswith("rewrite@")
+        assert r["messages"][1]["content"] == r["response"] == full["response"]
+        assert full["provenance"]["rewrite_prompt"].startswith("rewrite@")
     card = (out / "README.md").read_text()
     assert "load_dataset" in card and f"{stats['outputs']['sft']} pairs" in card

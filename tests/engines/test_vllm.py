@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed here: `make vllm-env` then `make test-vllm`")
 
+from run_files import read_distilled, read_sft
 from backforth.analysis.analyze import stage_rows
 from backforth.cli import DATA_DIR  # noqa: E402
 from backforth.config import ModelConfig, load_config  # noqa: E402
@@ -203,7 +204,7 @@ def test_pipeline_end_to_end_on_vllm(tmp_path):
 
     for name in ("sft.jsonl", "rejects.jsonl", "stats.json", "README.md"):
         assert (tmp_path / name).is_file(), name
-    sft = [json.loads(line) for line in open(tmp_path / "sft.jsonl")]
+    sft = read_sft(tmp_path)
     rejects = [json.loads(line) for line in open(tmp_path / "rejects.jsonl")]
     assert sorted([r["id"] for r in sft] + [r["id"] for r in rejects]) == ["doc-001", "doc-002", "doc-003"]
     assert stats["funnel"]["documents_in"] == 3

@@ -21,6 +21,7 @@ import ray
 from ray_engines import RecordingFactory, requests_logged
 from test_runner import fake, outputs, write_docs
 
+from run_files import read_distilled, read_sft
 from backforth.analysis.analyze import analyze, stage_order, stage_rows
 from backforth.analysis.report import examples
 from backforth.cli import DATA_DIR
@@ -82,7 +83,7 @@ def reference(ray_local, tmp_path_factory):
 
 def test_ray_run_equals_the_local_run(reference):
     ray_out = reference["ray"]
-    assert outputs(ray_out) == reference["outputs"]  # sft.jsonl, rejects.jsonl, distilled.jsonl, byte for byte
+    assert outputs(ray_out) == reference["outputs"]  # sft.jsonl and rejects.jsonl byte for byte, the parquet rows
     assert (ray_out / "sft.parquet").is_file()
     local_stats, ray_stats = reference["local_stats"], reference["ray_stats"]
     assert ray_stats["funnel"] == local_stats["funnel"] and ray_stats["outputs"] == local_stats["outputs"]
@@ -148,7 +149,7 @@ def test_a_crashed_shard_write_is_cleaned_and_redone(reference, tmp_path):
     tmp = rewrite / f".tmp-{lost.stem}-123.parquet"
     tmp.write_bytes(lost.read_bytes()[:100])
     lost.unlink()
-    for f in ("sft.jsonl", "rejects.jsonl", "distilled.jsonl", "stats.json"):
+    for f in ("sft.jsonl", "sft.parquet", "rejects.jsonl", "distilled.parquet", "stats.json"):
         (out / f).unlink()
     run_ray(config(reference["docs"]), out, RecordingFactory(log))
     assert not tmp.exists()
@@ -179,7 +180,7 @@ def test_embedded_model_on_a_ray_actor_pool(ray_local, tmp_path):
     cfg.input.path = str(DATA_DIR / "demo_corpus.jsonl")
     cfg.input.limit = 3
     stats = Runner(cfg, out, log=lambda msg: None).run()
-    sft = [json.loads(line) for line in open(out / "sft.jsonl")]
+    sft = read_sft(out)
     rejects = [json.loads(line) for line in open(out / "rejects.jsonl")]
     assert sorted(r["id"] for r in sft + rejects) == ["doc-001", "doc-002", "doc-003"]
     assert stats["funnel"]["documents_in"] == 3 and stats["outputs"]["sft"] == len(sft)

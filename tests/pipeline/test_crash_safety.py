@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 from stub_openai import StubOpenAIServer
 
+from run_files import read_distilled, read_sft
 from backforth.pipeline.store import StageStore
 
 from test_runner_openai import HYGIENE_STAGES, doc_number, responder, stage_of, write_docs
@@ -73,7 +74,7 @@ def requests_by_row(stub: StubOpenAIServer, start: int) -> Counter:
 
 
 def outputs(out: Path) -> tuple[list, list]:
-    sft = [json.loads(line) for line in open(out / "sft.jsonl")]
+    sft = read_sft(out)
     rejects = [json.loads(line) for line in open(out / "rejects.jsonl")]
     return [(r["id"], r["instruction"], r["response"], r["distilled"]) for r in sft], \
         sorted((r["id"], r["stage"], r["reason"]) for r in rejects)

@@ -8,6 +8,7 @@ import json
 from fake_engine import FakeEngine, stage_of
 from test_runner import CONTEXT, config, docs, read_jsonl, responder  # noqa: F401 (docs is a fixture)
 
+from run_files import read_distilled, read_sft
 from backforth.engines.base import Request, Result
 from backforth.pipeline.store import StageStore
 from backforth.workflows import run
@@ -51,7 +52,7 @@ def test_two_rounds(tmp_path, docs):  # noqa: F811
     assert m1_rows["d00"]["score_round1"] == 5 and m1_rows["d00"]["reason"] == "low_score"
     assert m1_rows["d00"]["stage"] == "curate_m1" and m1_rows["d05"]["curate_m1_model"] == "m1"
 
-    sft = {r["id"]: r for r in read_jsonl(out / "sft.jsonl")}
+    sft = {r["id"]: r for r in read_sft(out)}
     rejects = read_jsonl(out / "rejects.jsonl")
     assert "d05" in sft and sft["d05"]["score_round1"] == 3 and "d00" not in sft
     ids = list(sft) + [r["id"] for r in rejects]

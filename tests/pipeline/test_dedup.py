@@ -312,3 +312,16 @@ def test_the_spilled_signatures_are_the_signatures_and_give_the_brute_force_resu
     assert (st._sigs == [st.hashvalues(t) for t in kept]).all()
     sims = [row["duplicate_similarity"] for row in rows if "duplicate_similarity" in row]
     assert sims and all(0.8 <= s <= 1.0 for s in sims)
+
+
+def test_signatures_are_datasketchs_bit_for_bit():
+    """Our vectorised signature is datasketch's MinHash (affine32) of the same shingles, bit for bit."""
+    from datasketch import MinHash
+
+    from backforth.pipeline.stages.minhash import SCHEME, MinHasher
+
+    hasher = MinHasher(ngram=3, num_perm=64, seed=7)
+    for text in ("one two", "a b c d e f g h i j k l", "Glass recycling starts with sorting by colour " * 3):
+        ds = MinHash(num_perm=64, seed=7, scheme=SCHEME)
+        ds.update_batch(shingles(text, 3))
+        assert (hasher.hashvalues(text) == ds.hashvalues).all()

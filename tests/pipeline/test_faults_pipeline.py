@@ -20,6 +20,7 @@ from pathlib import Path
 
 from stub_openai import StubOpenAIServer
 
+from run_files import read_distilled, read_sft
 from backforth.analysis.report import write_report
 from backforth.engines import build_engine
 from backforth.engines.openai import OpenAIEngine
@@ -58,7 +59,7 @@ def deadline(seconds: int):
 
 def accounted(out: Path, n: int = N_DOCS) -> tuple[list[dict], list[dict]]:
     """sft and rejects, after checking that every document ends exactly once in one of them."""
-    sft, rejects = read_jsonl(out / "sft.jsonl"), read_jsonl(out / "rejects.jsonl")
+    sft, rejects = read_sft(out), read_jsonl(out / "rejects.jsonl")
     ids = [r["id"] for r in sft] + [r["id"] for r in rejects]
     assert len(ids) == len(set(ids)) and sorted(ids) == [f"doc{i:02d}" for i in range(n)]
     assert all(r["stage"] and r["reason"] for r in rejects)
@@ -164,7 +165,7 @@ def test_the_api_key_is_written_nowhere(tmp_path, monkeypatch, capfd, caplog):
     files = sorted(p for p in out.rglob("*") if p.is_file())
     names = {p.relative_to(out).as_posix() for p in files}
     assert {"config.yaml", "stats.json", "README.md", "fingerprints.json", "rejects.jsonl", "sft.jsonl",
-            "sft.parquet", "distilled.jsonl", "report.html"} <= names
+            "sft.parquet", "distilled.parquet", "report.html"} <= names
     assert {n.split("/")[1] for n in names if n.startswith("stages/")} == {
         "prepare", "backtranslate", "curate", "rewrite", "distill"}  # every stage's shards: checked below too
     leaked = [p.relative_to(out).as_posix() for p in files if secret.encode() in p.read_bytes()]

@@ -7,6 +7,7 @@ import math
 
 from fake_engine import FakeEngine, section, stage_of
 
+from run_files import read_distilled, read_sft
 from backforth.config import build_config
 from backforth.engines.base import Request, Result
 from backforth.pipeline import Runner
@@ -58,7 +59,7 @@ def test_given_instructions_skip_backtranslation(tmp_path):
     engine = FakeEngine(responder)
     stats = run(cfg_for(write(tmp_path, given), threshold=1), tmp_path / "run", engine)
     assert sorted(engine.keys_for("backtranslate")) == sorted(f"d{i}" for i in range(N) if i not in given)
-    sft = {r["id"]: r for r in map(json.loads, open(tmp_path / "run" / "sft.jsonl"))}
+    sft = {r["id"]: r for r in read_sft(tmp_path / "run")}
     for i in range(N):
         r = sft[f"d{i}"]
         if i in given:
@@ -73,7 +74,7 @@ def test_keep_share_keeps_the_best_share_by_expected_score(tmp_path):
     engine = FakeEngine(responder)
     out = tmp_path / "run"
     stats = run(cfg_for(write(tmp_path, set()), keep_share=0.3), out, engine)
-    sft = [json.loads(line) for line in open(out / "sft.jsonl")]
+    sft = read_sft(out)
     assert len(sft) == math.ceil(0.3 * N) == stats["funnel"]["kept_top_share"]
     # the rows whose score is 5 (n % 5 == 4: d4, d9) come first, then the best score-4 row (d8 beats d3)
     assert [r["id"] for r in sft] == ["d4", "d8", "d9"]

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from fake_engine import FakeEngine, section, stage_of
 
+from run_files import read_distilled, read_sft
 from backforth.config import WEB_TAG, build_config
 from backforth.engines.base import EngineUnavailable, Request, Result
 from backforth.evaluate.data import BUNDLED_PATH
@@ -161,12 +162,12 @@ def test_full_run(tmp_path, docs, variant):
     engine = fake()
     stats = run(config(docs, variant), out, engine)
 
-    for name in ("sft.jsonl", "sft.parquet", "rejects.jsonl", "README.md", "stats.json", "distilled.jsonl",
+    for name in ("sft.jsonl", "sft.parquet", "rejects.jsonl", "README.md", "stats.json", "distilled.parquet",
                  "config.yaml", "fingerprints.json"):
         assert (out / name).is_file(), name
     assert stats == json.loads((out / "stats.json").read_text())
 
-    sft, rejects = read_jsonl(out / "sft.jsonl"), read_jsonl(out / "rejects.jsonl")
+    sft, rejects = read_sft(out), read_jsonl(out / "rejects.jsonl")
     want_rejects = expected_rejects(variant)
     want_sft = [i for i in INPUT_IDS if i not in want_rejects]
     # every input document ends exactly once in sft.jsonl or rejects.jsonl
@@ -199,7 +200,7 @@ def test_full_run(tmp_path, docs, variant):
         assert r["provenance"]["backtranslate_prompt"].startswith("backtranslate@1#")
         assert r["distilled"] == (None if r["id"] == "d09" else f"Distilled answer to: {r['instruction']}")
 
-    distilled = read_jsonl(out / "distilled.jsonl")
+    distilled = read_distilled(out)
     assert [r["id"] for r in distilled] == [i for i in want_sft if i != "d09"]
 
     # rejected data is data: what the stage saw is kept
@@ -336,7 +337,7 @@ def test_all_default_stages(tmp_path):
     stats = run(cfg, out, engine)
     input_ids = [i for i, _ in HYGIENE_DOCS]
 
-    sft, rejects = read_jsonl(out / "sft.jsonl"), read_jsonl(out / "rejects.jsonl")
+    sft, rejects = read_sft(out), read_jsonl(out / "rejects.jsonl")
     # every input document ends exactly once in sft.jsonl or rejects.jsonl
     all_ids = [r["id"] for r in sft] + [r["id"] for r in rejects]
     assert sorted(all_ids) == sorted(input_ids) and len(all_ids) == len(set(all_ids))
@@ -381,7 +382,8 @@ def test_all_default_stages(tmp_path):
 # ---- resume -------------------------------------------------------------------------------------
 
 def outputs(out: Path) -> dict[str, str]:
-    return {name: (out / name).read_text() for name in ("sft.jsonl", "rejects.jsonl", "distilled.jsonl")}
+    files = {name: (out / name).read_text() for name in ("sft.jsonl", "rejects.jsonl")}
+    return {**files, "distilled": read_distilled(out), "sft.parquet": read_sft(out)}
 
 
 @pytest.fixture
@@ -449,7 +451,7 @@ def test_a_finished_run_rerun_requests_nothing(tmp_path, docs, reference):
     engine.reset_counts()
     stats = run(config(docs), out, engine)
     assert engine.received == [] and outputs(out) == reference
-    assert stats["outputs"]["sft"] == len(read_jsonl(out / "sft.jsonl"))
+    assert stats["outputs"]["sft"] == len(read_sft(out))
     # a bigger chunk size is not a data change
     run(config(docs, runner={"chunk_size": 50, "progress": False}), out, engine)
     assert engine.received == []
@@ -530,7 +532,7 @@ def test_changed_threshold_is_a_conflict_and_force_redoes_from_curate(tmp_path, 
     assert sorted(engine.keys_for("curate")) == sorted(stage_ids(out, "curate"))
     assert "d05" in engine.keys_for("rewrite")
     assert_no_duplicate_requests(engine)
-    sft_ids = [r["id"] for r in read_jsonl(out / "sft.jsonl")]
+    sft_ids = [r["id"] for r in read_sft(out)]
     assert "d05" in sft_ids and "d06" not in sft_ids
     assert stats["stages"]["curate"]["rejected_by_reason"] == {"unparsed_score": 1}
     assert json.loads((out / "fingerprints.json").read_text())["curate"]["fields"]["threshold"] == 3
@@ -562,7 +564,7 @@ def test_engines_are_built_per_model_and_closed(tmp_path, docs):
     cfg = config(docs, models={"scorer": {"model": "judge"}, "distiller": {"model": "teacher"}})
     Runner(cfg, tmp_path / "run", engine_factory=factory).run()
     assert sorted(built) == ["embedded", "judge", "teacher"]  # backward and rewriter share one engine
-    sft = read_jsonl(tmp_path / "run" / "sft.jsonl")
+    sft = read_sft(tmp_path / "run")
     prov = sft[0]["provenance"]
     assert (prov["backtranslate_model"], prov["curate_model"], prov["rewrite_model"], prov["distill_model"]) == (
         "embedded", "judge", "embedded", "teacher")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from stub_openai import StubOpenAIServer
 
+from run_files import read_distilled, read_sft
 from backforth.config import WEB_TAG, build_config
 from backforth.engines.base import EngineUnavailable
 from backforth.engines.openai import OpenAIEngine
@@ -96,7 +97,7 @@ def test_pipeline_over_http_with_20_percent_faults(tmp_path):
         factory = Factory()
         stats = Runner(make_config(docs, stub), tmp_path / "run", engine_factory=factory).run()
         per_stage = stage_counts(stub)
-    sft = read_jsonl(tmp_path / "run" / "sft.jsonl")
+    sft = read_sft(tmp_path / "run")
     assert [r["id"] for r in sft] == [f"doc{i:02d}" for i in range(N_DOCS)]
     assert read_jsonl(tmp_path / "run" / "rejects.jsonl") == []
     for i, r in enumerate(sft):
@@ -127,7 +128,7 @@ def test_logprobs_scoring_over_http(tmp_path):
     assert len(scoring) == N_DOCS
     assert all(b["logprobs"] is True and b["max_tokens"] == 1 and b["messages"][-1] == {"role": "assistant", "content": "Score: "}
                for b in scoring)
-    sft = read_jsonl(tmp_path / "run" / "sft.jsonl")
+    sft = read_sft(tmp_path / "run")
     assert len(sft) == N_DOCS and all(r["score"] == 5 and r["score_method"] == "logprobs" for r in sft)
     assert 4.5 < sft[0]["score_expected"] < 5
     assert stats["stages"]["curate"]["parse_rate"] == 1.0
@@ -152,4 +153,4 @@ def test_server_down_mid_run_then_resume(tmp_path):
     assert first["backtranslate"] == N_DOCS and first["curate"] == N_DOCS and first["distill"] == 0
     assert second["backtranslate"] == 0 and second["curate"] == 0  # finished stages are not paid for twice
     assert second["rewrite"] == N_DOCS and second["distill"] == N_DOCS
-    assert len(read_jsonl(tmp_path / "run" / "sft.jsonl")) == N_DOCS
+    assert len(read_sft(tmp_path / "run")) == N_DOCS

@@ -22,6 +22,7 @@ class CurateM1(Curate):
     role = "scorer_m1"
     identity_role = "scorer"
     funnel = "kept_by_m1"
+    provenance = ("curate_m1_model", "curate_m1_prompt")
 
     @classmethod
     def enabled(cls, cfg) -> bool:

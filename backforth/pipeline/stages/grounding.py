@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 
@@ -119,6 +120,7 @@ def number_word_values(ws: list[str]) -> set[str]:
     return out
 
 
+@lru_cache(maxsize=1 << 18)  # a corpus repeats its words: each is stemmed once
 def stem(word: str) -> str:
     """A crude stem, applied alike to both sides: `baking`, `baked`, `bakes`, `bake` -> `bak`."""
     w = word
