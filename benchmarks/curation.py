@@ -27,7 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from backforth import embedded
-from backforth.config import CurateConfig, ModelConfig
+from backforth.config import CurateConfig, make_model
 from backforth.engines import build_engine
 from backforth.pipeline.stages.curate import Curate
 from backforth.pipeline.runner import process_chunk
@@ -111,7 +111,8 @@ def main() -> None:
     print(f"{len(rows)} labelled pairs ({sum(r['good'] for r in rows)} good) from {args.pairs}")
     table, raw = [], []
     for model in args.models.split(","):
-        engine = build_engine(ModelConfig(engine=args.engine, model=model, base_url=args.base_url))
+        fields = {"base_url": args.base_url} if args.engine == "openai" else {}
+        engine = build_engine(make_model(engine=args.engine, model=model, **fields))
         engine.generate([Curate(CurateConfig(method="logprobs")).requests(rows[0])[0]])  # warm-up
         for method in args.methods.split(","):
             cfg = CurateConfig(threshold=args.threshold, **METHODS[method])

@@ -22,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from backforth import embedded
-from backforth.config import ModelConfig
+from backforth.config import make_model
 from backforth.evaluate.judge import judge
 
 PAIRS = Path(__file__).parent / "data" / "judge_pairs.jsonl"
@@ -55,7 +55,7 @@ def main() -> None:
             for method in args.methods.split(","):
                 out = Path(tmp) / f"{model.replace(':', '_')}-{method}.jsonl"
                 t0 = time.perf_counter()
-                stats = judge(better, worse, ModelConfig(model=model), out, method=method, use_cache=False,
+                stats = judge(better, worse, make_model(model=model), out, method=method, use_cache=False,
                               max_tokens=args.max_tokens)
                 seconds = time.perf_counter() - t0
                 ann = [json.loads(line) for line in out.read_text().splitlines()]

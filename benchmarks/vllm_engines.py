@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 
 from backforth.cli import DATA_DIR
-from backforth.config import ModelConfig, load_config
+from backforth.config import make_model, load_config
 from backforth.corpus import read_documents
 from backforth.engines.models import resolve_model_dir
 from backforth.pipeline.stages.backtranslate import Backtranslate
@@ -181,7 +181,7 @@ def main() -> None:
           f"max_tokens {args.max_tokens}, chunk {args.chunk_size}", flush=True)
 
     # a. offline LLM
-    cfg.models.backward = ModelConfig(engine="vllm", model="embedded", engine_kwargs={"max_model_len": args.max_model_len})
+    cfg.models.backward = make_model(engine="vllm", model="embedded", engine_kwargs={"max_model_len": args.max_model_len})
     t0 = time.perf_counter()
     engine = VLLMEngine(model="embedded", engine_kwargs={"max_model_len": args.max_model_len})
     print(f"[vllm offline] engine start: {time.perf_counter() - t0:.1f}s", flush=True)
@@ -201,7 +201,7 @@ def main() -> None:
     try:
         wait_ready(proc, base, log_path, args.server_timeout)
         print(f"[vllm server] ready after {time.perf_counter() - t0:.1f}s on port {port} (log: {log_path})", flush=True)
-        cfg.models.backward = ModelConfig(engine="openai", model=SERVED_NAME, base_url=f"{base}/v1",
+        cfg.models.backward = make_model(engine="openai", model=SERVED_NAME, base_url=f"{base}/v1",
                                           context_length=args.max_model_len)
         client = OpenAIEngine(model=SERVED_NAME, base_url=f"{base}/v1", context_length=args.max_model_len)
         try:

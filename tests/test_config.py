@@ -177,13 +177,20 @@ AFTER_BT = {"dedup_instructions", "decontaminate", "curate", "rewrite", "groundi
     (["runner.progress=true"], set()),
     (["models.backward.batch_size=2", "models.scorer.batch_size=2", "models.rewriter.batch_size=2",
       "models.distiller.batch_size=2", "models.judge.batch_size=2"], set()),
-    (["models.scorer.max_in_flight=2", "models.scorer.timeout_s=5", "models.scorer.max_retries=1"], set()),
     (["input.limit=5"], set()),
     (["export.tag=null"], set()),
     (["models.judge.model=other", "grounding.judge_max_tokens=8"], set()),  # the judge is off by default
 ])
 def test_fingerprint_changes_only_where_the_data_changes(overrides, stages):
     assert changed(overrides) == stages
+
+
+def test_a_servers_client_settings_are_not_data():
+    served = ["models.scorer.engine=openai", "models.scorer.model=m"]
+    base = hashes(served)
+    assert hashes(served + ["models.scorer.max_in_flight=2", "models.scorer.timeout_s=5",
+                            "models.scorer.max_retries=1", "models.scorer.prefix_opener=true"]) == base
+    assert hashes(served + ["models.scorer.model=other"])["curate"] != base["curate"]
 
 
 def test_curate_threshold_does_not_touch_backtranslate():

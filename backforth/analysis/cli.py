@@ -32,7 +32,7 @@ def analyze_cmd(
     max_samples: Annotated[int, typer.Option("--max-samples", min=1, help="At most this many texts per set (the paper: 10K).")] = 2000,
 ) -> None:
     """The paper's analyses (MAUVE, classifier, diversity, lengths, tags) on a run: analysis.json and analysis.md."""
-    from ..config import ModelConfig
+    from ..config import make_model
     from ..engines import EngineError
     from .analyze import RunDirError, analyze
 
@@ -42,7 +42,7 @@ def analyze_cmd(
         if tagger_base_url:
             fields["base_url"] = tagger_base_url
         try:
-            tagger = ModelConfig(**fields)
+            tagger = make_model(**fields)
         except ValueError as err:
             _fail(f"tagger settings: {err}")
     try:

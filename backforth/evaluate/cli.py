@@ -56,9 +56,11 @@ def _user_errors(out: Path | None = None) -> Iterator[None]:
 
 
 def _model_cfg(engine: str, model: str, adapter: str | None, base_url: str, api_key_env: str | None):
-    from ..config import ModelConfig
+    from ..config import make_model
 
-    return ModelConfig(engine=engine, model=model, adapter=adapter, base_url=base_url, api_key_env=api_key_env)
+    if engine == "openai":
+        return make_model(engine=engine, model=model, base_url=base_url, api_key_env=api_key_env)
+    return make_model(engine=engine, model=model, adapter=adapter)
 
 
 @contextmanager

@@ -15,7 +15,7 @@ pytest.importorskip("vllm", reason="vLLM is not installed here: `make vllm-env` 
 from run_files import read_distilled, read_sft
 from backforth.analysis.analyze import stage_rows
 from backforth.cli import DATA_DIR  # noqa: E402
-from backforth.config import ModelConfig, load_config  # noqa: E402
+from backforth.config import make_model, load_config  # noqa: E402
 from backforth.engines import EngineError, Request, build_engine  # noqa: E402
 from backforth.engines.models import resolve_model_dir  # noqa: E402
 from backforth.pipeline import Runner  # noqa: E402
@@ -35,7 +35,7 @@ def chat(text: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def engine():
-    eng = build_engine(ModelConfig(engine="vllm", model="embedded:smollm2-135m", engine_kwargs=dict(FAST, max_model_len=CONTEXT)))
+    eng = build_engine(make_model(engine="vllm", model="embedded:smollm2-135m", engine_kwargs=dict(FAST, max_model_len=CONTEXT)))
     yield eng
     eng.close()
 
@@ -61,7 +61,7 @@ def lora_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lora_engine(lora_dir):
-    eng = build_engine(ModelConfig(engine="vllm", model="embedded:smollm2-135m", adapter=str(lora_dir),
+    eng = build_engine(make_model(engine="vllm", model="embedded:smollm2-135m", adapter=str(lora_dir),
                                    engine_kwargs=dict(FAST, max_model_len=CONTEXT)))
     yield eng
     eng.close()
@@ -75,7 +75,7 @@ def test_engine_kwargs_reach_vllm(engine):
 
 def test_unknown_engine_kwarg_is_a_clear_error():
     with pytest.raises(EngineError, match="no_such_option"):
-        build_engine(ModelConfig(engine="vllm", model="embedded:smollm2-135m", engine_kwargs={"no_such_option": 1}))
+        build_engine(make_model(engine="vllm", model="embedded:smollm2-135m", engine_kwargs={"no_such_option": 1}))
 
 
 def test_greedy_messages_and_prompt(engine):

@@ -49,7 +49,7 @@ def test_winrate_single_row_has_null_standard_error(tmp_path):
     (["compare", "no-equals-sign"], "NAME=FILE"),
     (["generate", "--out", "a.jsonl", "--eval-set", "nope.jsonl"], "nope.jsonl: no such file"),
     (["generate", "--out", "a.jsonl", "--suffix", "web", "--engine", "openai", "--model", "m"], "suffix 'web'"),
-    (["generate", "--out", "a.jsonl", "--engine", "tpu"], "--engine: Input should be"),
+    (["generate", "--out", "a.jsonl", "--engine", "tpu"], "engine: 'tpu' is not an engine"),
 ])
 def test_user_errors_exit_2_without_traceback(tmp_path, monkeypatch, args, match):
     monkeypatch.chdir(tmp_path)

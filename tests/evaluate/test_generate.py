@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from backforth.config import ModelConfig
+from backforth.config import make_model
 from backforth.engines.base import InProcessEngine, Request, Result
 from backforth.evaluate.data import EvalDataError, load_eval_set
 from backforth.evaluate.generate import SUFFIXES, generate_answers, with_suffix
 from backforth.pipeline import RunConflict
 
-CFG = ModelConfig(engine="openai", model="model-under-test")
+CFG = make_model(engine="openai", model="model-under-test")
 
 
 class EchoEngine(InProcessEngine):
@@ -87,7 +87,7 @@ def test_answers_in_alpaca_eval_format_with_suffix_recorded(tmp_path, suffix):
 
 
 def test_generator_name_from_adapter_or_option(tmp_path):
-    cfg = ModelConfig(engine="openai", model="base", adapter="/runs/dolma-filter-rewrite/adapter/")
+    cfg = make_model(engine="transformers", model="base", adapter="/runs/dolma-filter-rewrite/adapter/")
     generate_answers(rows(1), cfg, tmp_path / "a.jsonl", engine=EchoEngine())
     assert read(tmp_path / "a.jsonl")[0]["generator"] == "adapter"
     assert read(tmp_path / "a.jsonl")[0]["generate_model"] == "base+adapter"

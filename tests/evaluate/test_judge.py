@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from backforth.config import ModelConfig
+from backforth.config import make_model
 from backforth.engines.base import InProcessEngine, Request, Result
 from backforth.evaluate import judge as J
 from backforth.evaluate.compare import summarize_judgements
@@ -18,7 +18,7 @@ from backforth.evaluate.judge import judge, load_judge_prompt, parse_verdict, pr
 from backforth.pipeline import RunConflict
 from backforth.pipeline.store import StageStore
 
-JUDGE = ModelConfig(engine="openai", model="judge-model")
+JUDGE = make_model(engine="openai", model="judge-model")
 
 
 class FakeJudge(InProcessEngine):
@@ -271,7 +271,7 @@ def test_cache_hit_costs_no_engine_call(files, tmp_path, monkeypatch):
 def test_cache_key_covers_judge_prompt_method_and_outputs(files, tmp_path):
     run(files, tmp_path, FakeJudge(longer), name="a.jsonl")
     other_judge = FakeJudge(longer)
-    judge(files[0], files[1], ModelConfig(engine="openai", model="another-judge"), tmp_path / "b.jsonl",
+    judge(files[0], files[1], make_model(engine="openai", model="another-judge"), tmp_path / "b.jsonl",
           engine=other_judge, cache_path=tmp_path / "cache.jsonl")
     assert other_judge.n_requests == 6
     lp = FakeJudge(logprobs(lambda a, b: 0.5))

@@ -131,12 +131,6 @@ class NearDedup(Stage):
             return np.empty((0, self.cfg.num_perm), dtype=np.uint32)
         return np.array([self._sig_rows[k] for k in range(self._sig_rows.n)], dtype=np.uint32).reshape(-1, self.cfg.num_perm)
 
-    def index_nbytes(self) -> int:
-        """Bytes of RAM held by the index's arrays (band arrays, ids, the signatures not yet written to
-        the scratch file), not counting the insert buffer."""
-        sigs = self._sig_rows.ram_nbytes() if self._sig_rows is not None else 0
-        return self._index.nbytes() + sigs + self._ids.nbytes()
-
     def spill_nbytes(self) -> int:
         """Bytes of the signatures' scratch file (0 without `verify`)."""
         return self._sig_rows.disk_nbytes() if self._sig_rows is not None else 0
