@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install chromium demo test test-slow bench eval-demo clean vllm-env test-vllm bench-vllm
+.PHONY: install chromium demo test test-slow bench eval-demo experiment-demo clean vllm-env test-vllm bench-vllm
 
 install: $(STAMP)
 
@@ -79,6 +79,12 @@ test-vllm: $(VSTAMP)
 
 bench-vllm: $(VSTAMP)
 	$(VBIN)/python benchmarks/vllm_engines.py
+
+# The paper's comparison on the embedded default, in one resumable command (about half an hour on 2
+# cores): the demo's pipeline once, filter / rewrite / filter+rewrite / distill derived from it at equal
+# size, a small model fine-tuned on each, judged against itself before fine-tuning; prints the table.
+experiment-demo: install
+	$(BIN)/backforth experiment demo --out runs/experiment-demo
 
 # The paper's evaluation loop on the embedded default (after `make demo`): fine-tune the embedded
 # model on the seed pairs + the demo's pairs, answer the bundled eval set with the model before and

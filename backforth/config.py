@@ -301,11 +301,12 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def build_config(data: dict | None = None, overrides: list[str] | None = None, source: str = "config") -> RunConfig:
-    merged = _merge(json.loads(json.dumps(data or {})), parse_overrides(overrides or []))
+    extra = parse_overrides(overrides or [])
+    merged = _merge(json.loads(json.dumps(data or {})), extra)
     try:
         return RunConfig.model_validate(merged)
     except ValidationError as err:
-        raise ConfigError(explain_validation(err, source)) from None
+        raise ConfigError(explain_validation(err, source, overridden=extra)) from None
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
@@ -331,12 +332,31 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return build_config(data, overrides, source=str(path or "config"))
 
 
-def explain_validation(err: ValidationError, source: str, what: str = "configuration") -> str:
+def _given_in(tree: dict, keys: list[str]) -> bool:
+    """Whether the nested dict `tree` sets the field at `keys` (or a section holding it)."""
+    node: Any = tree
+    for k in keys:
+        if not isinstance(node, dict) or k not in node:
+            return False
+        node = node[k]
+    return bool(keys)
+
+
+def explain_validation(err: ValidationError, source: str, what: str = "configuration",
+                       overridden: dict | None = None) -> str:
+    """One line per problem, each named by its dotted field; a field set by `--set` is blamed on the
+    `--set` (`overridden`: the overrides as a nested dict), not on the file."""
     lines = [f"{source}: invalid {what}"]
+    from_file = False
     for e in err.errors():
         loc = [str(p) for p in e["loc"]]
         engine = next((p for p in loc if p in ENGINES), None)  # a model section's tag: not a field
-        where = ".".join(p for p in loc if p not in ENGINES) or "(top level)"
+        fields = [p for p in loc if p not in ENGINES]
+        where = ".".join(fields) or "(top level)"
+        if overridden and _given_in(overridden, fields):
+            where = f"--set {where}"
+        else:
+            from_file = True
         if e["type"] == "union_tag_invalid":
             field = "engine" if where == "(top level)" else f"{where}.engine"
             lines.append(f"  {field}: '{e['ctx']['tag']}' is not an engine; choose transformers, vllm or openai")
@@ -346,6 +366,8 @@ def explain_validation(err: ValidationError, source: str, what: str = "configura
                          "field, per engine for models)")
         else:
             lines.append(f"  {where}: {e['msg']}")
+    if overridden and not from_file:
+        lines[0] = "invalid --set override"
     return "\n".join(lines)
 
 

@@ -14,7 +14,24 @@ from pathlib import Path
 
 from .config import ConfigError, InputConfig
 from .hashset import CompactSet
-from .io import DATA_SUFFIXES, UnreadableFileError, data_files, iter_records
+from .io import DATA_SUFFIXES, INVALID_UTF8, MALFORMED_JSON, NOT_AN_OBJECT, UnreadableFileError, data_files, iter_records
+
+# The reasons of the rows rejected as they are read (stage `input`), for docs/rejects.md: each reason
+# -> what it means, then "Try: ..." (the reject's `id` is the file and line, its `detail` the exact problem).
+INPUT_REJECTS: dict[str, str] = {
+    MALFORMED_JSON: "The line is not valid JSON (`detail` has the parser's message; a line cut short by a killed "
+                    "writer looks like this). Try: fix or remove the line the reject's `id` names (file:line).",
+    INVALID_UTF8: "The line is not UTF-8 (`detail` gives the first bad byte). Try: convert the file to UTF-8, e.g. "
+                  "`iconv -f latin1 -t utf-8`.",
+    NOT_AN_OBJECT: "The line is JSON but not an object (a list, a string, a number). Try: write one object per line, "
+                   "with the text in the `input.text_field` column.",
+    "missing_text_field": "The record has no `input.text_field` column (default `text`), or it is null. Try: set "
+                          "`input.text_field` to the column that holds the document.",
+    "text_not_a_string": "The `input.text_field` column holds something else than a string (`detail` names its type). "
+                         "Try: point `input.text_field` at the text column, or fix the records.",
+    "duplicate_id": "The record's `input.id_field` value came on an earlier record; the first one is kept. Try: make "
+                    "the ids unique, or drop the id column so that ids are made from a hash of each text.",
+}
 
 
 def content_id(text: str) -> str:

@@ -12,3 +12,10 @@ class UserError(Exception):
     """A mistake the user can fix; the message says where and what to do."""
 
     exit_code = 2
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be, so that a `kill` stops a run the same
+    way: finished rows saved, the same "run the same command again" message, exit code 143."""
+
+    exit_code = 143

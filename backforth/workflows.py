@@ -25,8 +25,15 @@ DATA_DIR = Path(__file__).parent / "data"
 
 def run(cfg: RunConfig, out: str | Path, *, force: bool = False, until: str | None = None,
         engine_factory: Callable = build_engine, log: Callable[[str], None] = print) -> dict | None:
-    """The pipeline on `cfg`, training M1 between the two rounds when the config asks for it."""
+    """The pipeline on `cfg`, training M1 between the two rounds when the config asks for it.
+
+    First the checks that take seconds (`preflight`): the input, the run dir, and, with the real
+    engines, the model servers and local model paths; a mistake there fails before any long work."""
+    from .preflight import check
+
     out = Path(out)
+    real = engine_factory is build_engine
+    check(cfg, out, until=until, servers=real, model_paths=real, log=log)
     names = registry.names(cfg)
     if "curate_m1" not in names:
         return Runner(cfg, out, force=force, until=until, engine_factory=engine_factory, log=log).run()

@@ -13,11 +13,11 @@ a user's request (a question or an imperative: `parsing.looks_like_request`, the
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections import Counter
 from pathlib import Path
 
+from backforth.analysis.analyze import stage_rows
 from backforth.cli import DATA_DIR
 from backforth.config import load_config
 from backforth.pipeline import Runner
@@ -30,7 +30,7 @@ def backtranslate(out: Path, sets: list[str]) -> list[dict]:
     cfg = load_config(DATA_DIR / "demo.yaml", sets + ["runner.progress=false"])
     cfg.input.path = str(DATA_DIR / "demo_corpus.jsonl")
     Runner(cfg, out, until="backtranslate", log=lambda _m: None).run()
-    return [json.loads(line) for line in open(out / "stages" / "backtranslate.jsonl")]
+    return list(stage_rows(out, "backtranslate").values())
 
 
 def report(name: str, rows: list[dict], seconds: float) -> None:

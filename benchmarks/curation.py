@@ -30,7 +30,7 @@ from backforth import embedded
 from backforth.config import CurateConfig, make_model
 from backforth.engines import build_engine
 from backforth.pipeline.stages.curate import Curate
-from backforth.pipeline.runner import process_chunk
+from backforth.pipeline.chunks import process_chunk
 from backforth.pipeline.store import DONE
 
 PAIRS = Path(__file__).parent / "data" / "curation_pairs.jsonl"
@@ -54,7 +54,7 @@ def score(engine, cfg: CurateConfig, rows: list[dict], chunk: int) -> tuple[list
     stage.setup(engine)  # calibration requests count: they are part of the method's cost
     out = []
     for i in range(0, len(rows), chunk):
-        out += process_chunk(stage, engine, rows[i:i + chunk])
+        out += process_chunk(stage, engine, rows[i:i + chunk]).rows
     return out, time.perf_counter() - t0
 
 

@@ -13,7 +13,6 @@ against batch size 1.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +23,9 @@ from backforth.corpus import read_documents
 from backforth.engines import build_engine
 from backforth.pipeline.stages.backtranslate import Backtranslate
 from backforth.pipeline.stages.prepare import normalize_text
+from backforth.engines.base import Borrowed
 from backforth.pipeline.runner import Runner
+from backforth.pipeline.store import StageStore
 
 
 def main() -> None:
@@ -55,15 +56,12 @@ def main() -> None:
 
     def pipeline() -> tuple[float, float, int, int]:
         with tempfile.TemporaryDirectory() as tmp:
-            runner = Runner(cfg, tmp, until="backtranslate", engine_factory=lambda _m: engine, log=lambda _s: None)
-            runner.engines.close = lambda: None  # keep the shared engine loaded for the next pass
+            runner = Runner(cfg, tmp, until="backtranslate", engine_factory=lambda _m: Borrowed(engine), log=lambda _s: None)
             t0 = time.perf_counter()
             runner.run()
             wall = time.perf_counter() - t0
-            seconds = runner.stage_file("backtranslate").seconds()
-            done = sum(1 for _ in runner.stage_file("backtranslate").rows())
-            toks = sum(json.loads(line).get("backtranslate_completion_tokens", 0)
-                       for line in open(Path(tmp) / "stages" / "backtranslate.jsonl"))
+            counters, seconds, done = StageStore(Path(tmp) / "stages" / "backtranslate").totals()
+            toks = counters.get("completion_tokens", 0)
         return seconds, wall, done, toks
 
     # bare, then (pipeline, bare) x rounds: passes alternate, so drift in machine load favours neither

@@ -19,7 +19,6 @@ Needs vLLM (on a CPU-only machine: `make vllm-env`):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import subprocess
@@ -36,7 +35,9 @@ from backforth.corpus import read_documents
 from backforth.engines.models import resolve_model_dir
 from backforth.pipeline.stages.backtranslate import Backtranslate
 from backforth.pipeline.stages.prepare import normalize_text
+from backforth.engines.base import Borrowed
 from backforth.pipeline.runner import Runner
+from backforth.pipeline.store import StageStore
 
 SERVED_NAME = "embedded"
 
@@ -62,17 +63,13 @@ def measure(label: str, engine, cfg, requests, rounds: int, reset=lambda: None, 
 
     def pipeline() -> tuple[float, int, int, list]:
         with tempfile.TemporaryDirectory() as tmp:
-            runner = Runner(cfg, tmp, until="backtranslate", engine_factory=lambda _m: engine, log=lambda _s: None)
-            runner.engines.close = lambda: None  # keep the shared engine for the next pass
+            runner = Runner(cfg, tmp, until="backtranslate", engine_factory=lambda _m: Borrowed(engine), log=lambda _s: None)
             reset()
             probed = [probe()]
             runner.run()
             probed.append(probe())
-            stage = runner.stage_file("backtranslate")
-            done = sum(1 for _ in stage.rows())
-            tokens = sum(json.loads(line).get("backtranslate_completion_tokens", 0)
-                         for line in open(Path(tmp) / "stages" / "backtranslate.jsonl"))
-            return stage.seconds(), done, tokens, probed
+            counters, seconds, done = StageStore(Path(tmp) / "stages" / "backtranslate").totals()
+            return seconds, done, counters.get("completion_tokens", 0), probed
 
     bare_runs, pipe_runs = [bare()], []
     for _ in range(rounds):

@@ -10,7 +10,6 @@ from typer.testing import CliRunner
 
 from backforth.cli import app
 from backforth.config import RunConfig
-from backforth.pipeline.store import StageStore
 
 runner = CliRunner()
 
@@ -126,9 +125,10 @@ def test_run_resolves_the_input_next_to_the_config_and_reports_an_unreachable_se
     p.write_text(f"input:\n  path: docs.jsonl\nmodels:\n{SERVED.replace('model: m,', 'model: m, max_retries: 0,')}"
                  "runner: {progress: false}\n")
     out = assert_clean_failure(invoke("run", str(p), "--out", str(tmp_path / "out")), code=3)
-    assert "cannot reach the model server" in out and "resume" in out
-    prepared = list(StageStore(tmp_path / "out" / "stages" / "prepare").rows())
-    assert prepared[0]["id"] == "a"  # found next to the config, and saved for the resume
+    # the input was found next to the config (else "no such file"), then the preflight found the
+    # server down before any work: nothing written, not even an empty run dir
+    assert "cannot reach the model server at http://127.0.0.1:9/v1" in out and "run the same command again" in out
+    assert not (tmp_path / "out").exists()
 
 
 def test_demo_with_a_missing_input(tmp_path):

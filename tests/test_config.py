@@ -76,7 +76,8 @@ def test_unknown_field_is_named(tmp_path):
 def test_wrong_values_name_the_field(override, where):
     with pytest.raises(ConfigError) as info:
         build_config({}, [override])
-    assert f"  {where}: " in str(info.value) and "unknown field" not in str(info.value)
+    assert f"  --set {where}: " in str(info.value) and "unknown field" not in str(info.value)  # blamed on the --set
+    assert str(info.value).startswith("invalid --set override")
 
 
 def test_wrong_section_type(tmp_path):

@@ -20,6 +20,23 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _writable_run(run_dir: Path, outputs: str) -> None:
+    """Before any slow work: `run_dir` is a finished run, and `outputs` can be written there."""
+    import os
+    import tempfile
+
+    from .sets import RunDirError, load_stats
+
+    load_stats(run_dir)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".backforth-write-check-", dir=run_dir)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise RunDirError(f"{run_dir}: cannot write {outputs} there ({err.strerror or err}); make the run dir "
+                          "writable, or copy it somewhere writable and run this on the copy") from None
+
+
 def analyze_cmd(
     run_dir: RunDirArg,
     against: Annotated[Optional[list[str]], typer.Option("--against", help="Another run dir (its sft.jsonl) or a jsonl dataset with instruction/response or messages, to compare with (repeatable).")] = None,
@@ -36,6 +53,10 @@ def analyze_cmd(
     from ..engines import EngineError
     from .analyze import RunDirError, analyze
 
+    try:
+        _writable_run(run_dir, "analysis.json and analysis.md")
+    except RunDirError as err:
+        _fail(str(err))
     tagger = None
     if not no_tags:
         fields = {"engine": tagger_engine, "model": tagger_model}
@@ -64,6 +85,7 @@ def report_cmd(run_dir: RunDirArg) -> None:
     from .report import write_report
 
     try:
+        _writable_run(run_dir, "report.html")
         path = write_report(run_dir)
     except RunDirError as err:
         _fail(str(err))

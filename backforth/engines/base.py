@@ -111,3 +111,16 @@ class InProcessEngine:
         except Exception as err:  # noqa: BLE001 - handed to the caller, raised by .result()
             future.set_exception(err)
         return future
+
+
+class Borrowed:
+    """An engine lent to a run that must not close it (its owner does): every call but `close` passes through."""
+
+    def __init__(self, engine) -> None:
+        self._engine = engine
+
+    def __getattr__(self, name: str):
+        return getattr(self._engine, name)
+
+    def close(self) -> None:
+        pass

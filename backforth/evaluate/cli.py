@@ -188,7 +188,7 @@ def _parse_run(spec: str) -> tuple[str, str, str | None]:
 
 @eval_app.command()
 def compare(
-    runs: Annotated[list[str], typer.Argument(help="One per dataset: NAME=FILE[@SIZE], FILE a judgements file.")],
+    runs: Annotated[list[str], typer.Argument(help="One per dataset: NAME=FILE\\[@SIZE], FILE a judgements file.")],
     markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write the table here (markdown).")] = None,
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Also write the numbers here (csv).")] = None,
 ) -> None:

@@ -158,17 +158,6 @@ def generate_answers(
 
 def _factory(engine: Engine | None) -> Callable:
     """The given engine (kept open: its caller owns it), else the one a model config describes."""
-    if engine is None:
-        return build_engine
+    from ..engines.base import Borrowed
 
-    class Borrowed:
-        def __init__(self, inner):
-            self.inner = inner
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-        def close(self) -> None:  # the caller closes its own engine
-            pass
-
-    return lambda _cfg: Borrowed(engine)
+    return build_engine if engine is None else (lambda _cfg: Borrowed(engine))

@@ -23,6 +23,7 @@ from ..engines.tokenized import token_counter
 from ..errors import UserError
 from ..hashset import CompactSet
 from . import fingerprints, registry
+from .progress import RunProgress, stage_progress
 from .stage import Stage
 from .store import RunStore, StageStore
 
@@ -77,6 +78,7 @@ class StageJob:
     source: Callable[[], Iterator[dict]]  # the input rows, for the first stage
     show_progress: bool = True
     on_chunk: Callable[[int], None] | None = None  # told the rows of each finished chunk
+    plan: RunProgress | None = None  # the run's stages, for "stage k of n" and the run's ETA
 
     def __post_init__(self) -> None:
         self.store: StageStore = self.run.stage(self.stage.name)
@@ -119,20 +121,15 @@ class StageJob:
 
     @contextlib.contextmanager
     def progress(self):
-        from tqdm import tqdm
+        """`update(rows)` for the executor: a bar on a terminal, plain lines in a log (`progress.py`)."""
+        total = self.remaining() if self.show_progress else None
+        with stage_progress(self.stage.name, total, enabled=self.show_progress, plan=self.plan) as tick:
+            def update(n: int) -> None:
+                tick(n)
+                if self.on_chunk is not None:
+                    self.on_chunk(n)
 
-        bar = tqdm(total=self.remaining(), desc=f"{self.stage.name:<18}", unit="row", disable=not self.show_progress,
-                   dynamic_ncols=True, smoothing=0.1)
-
-        def update(n: int) -> None:
-            bar.update(n)
-            if self.on_chunk is not None:
-                self.on_chunk(n)
-
-        try:
             yield update
-        finally:
-            bar.close()
 
 
 class Runner:
@@ -187,10 +184,14 @@ class Runner:
                     run.stage(st.name).remove()
             (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=False))
             fingerprints.write(self.out, fps)
+            resuming = resume_line(run, stages)
+            if resuming:
+                self.log(resuming)
+            plan = RunProgress(run, [(st.name, st.role is not None) for st in stages])
             chain: list[str] = []
             for i, st in enumerate(stages):
                 job = StageJob(st, list(chain), run, self.engines, self.cfg, self.source, self.cfg.runner.progress,
-                               self.on_chunk)
+                               self.on_chunk, plan)
                 job.catch_up()
                 self.failed[st.name] = executor.run_stage(job) or []
                 st.release()
@@ -203,3 +204,27 @@ class Runner:
             if self.executor is None:
                 executor.close()
         return export_run(self.cfg, self.out, stages, fps) if self.given is None else None
+
+
+def resume_line(run: RunStore, stages: list[Stage]) -> str | None:
+    """"resuming: prepare 44/44 done, backtranslate 16/35 done, 19 to go" when the run dir already
+    holds results (None when it holds none). Stages run one after another, so a stage's total is
+    what the complete stage before it passed on; the first stage's total is known once the second
+    started (else it reads "prepare 30 done")."""
+    done = {st.name: sum(1 for _ in run.stage(st.name).keys()) for st in stages}
+    if not any(done.values()):
+        return None
+    parts = []
+    for i, st in enumerate(stages):
+        n = done[st.name]
+        if i == 0:
+            if not any(done[s.name] for s in stages[1:]):
+                return f"resuming: {st.name} {n} done"
+            parts.append(f"{st.name} {n}/{n} done")
+            continue
+        prev = run.stage(stages[i - 1].name)
+        total = sum(1 for _i, _x, status, reason in prev.keys() if st.accepts(status, reason))
+        parts.append(f"{st.name} {n}/{total} done")
+        if n < total:
+            return f"resuming: {', '.join(parts)}, {total - n} to go"
+    return f"resuming: {', '.join(parts)}; every stage is done, exporting again"

@@ -36,6 +36,7 @@ class Stage:
     identity_role: str | None = None  # the configured model whose identity goes into the fingerprint (default: role)
     funnel: str | None = None  # the funnel's word for the rows this stage keeps ("instructions", "kept", ...)
     provenance: tuple[str, ...] = ()  # columns copied into each exported pair's `provenance`
+    rejects: dict[str, str] = {}  # reason `apply` can return -> "what it means. Try: what moves it" (docs/rejects.md)
     survey_first: bool = False  # sees every row it accepts before processing any (`survey`)
     failed_stay_unfinished: bool = False  # a failed request leaves its row for the next run instead of rejecting it
     template: PromptTemplate | None = None

@@ -19,12 +19,16 @@ the Ray executor write the same shards; export, analysis and report read only th
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import heapq
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+
+from ..errors import UserError
 
 try:
     import orjson
@@ -46,6 +50,36 @@ BOOKKEEPING = ("id", "_index", "_status", "stage", "reason")
 TMP_PREFIX = ".tmp-"
 ROW_GROUP_ROWS = 256  # a Ray batch reads the row groups holding its rows, not a whole shard
 META_KEY = b"backforth"
+
+
+DISK_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+               errno.EIO: "input/output error", errno.EROFS: "read-only file system"}
+
+
+def disk_errno(err: OSError) -> int | None:
+    """The errno of a failed write when it is the disk's fault (full, over quota, failing, read-only).
+    pyarrow's errors carry it in their text ("[errno 28] ..."), not in `errno`."""
+    if err.errno in DISK_ERRNOS:
+        return err.errno
+    found = re.search(r"\[errno (\d+)\]", str(err), re.IGNORECASE)
+    if found and int(found.group(1)) in DISK_ERRNOS:
+        return int(found.group(1))
+    text = str(err).lower()
+    return next((n for n, what in DISK_ERRNOS.items() if what in text), None)
+
+
+class DiskFull(UserError):
+    """A shard could not be written because of the disk; what was written before is whole and kept."""
+
+    def __init__(self, path: Path, err: OSError):
+        code = disk_errno(err)
+        run_dir = path.parent.parent.parent  # <run dir>/stages/<stage>/<shard>
+        todo = {errno.EIO: f"Check that disk, or move the run dir {run_dir} to another one",
+                errno.EROFS: f"Make that disk writable, or move the run dir {run_dir} to a writable one"}.get(
+                    code, f"Free space on that disk, or move the run dir {run_dir} to a bigger one")
+        super().__init__(f"cannot write {path}: {DISK_ERRNOS[code]}. Nothing finished is lost (every saved shard is "
+                         f"whole). {todo}, then run the same command again to resume.")
+        self.path = path
 
 
 def _schema():
@@ -119,14 +153,18 @@ class StageStore:
         }, schema=_schema())
         meta = {"rows": len(rows), "seconds": round(seconds, 4), "counters": dict(counters or {})}
         table = table.replace_schema_metadata({META_KEY: dumps(meta)})
-        self.path.mkdir(parents=True, exist_ok=True)
         final = self.path / f"part-{first:012d}-{name}.parquet"
         tmp = self.path / f"{TMP_PREFIX}{final.stem}-{os.getpid()}.parquet"
         try:
+            self.path.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, compression="zstd")
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
+        except OSError as err:
+            if disk_errno(err) is None:
+                raise
+            raise DiskFull(final, err) from None
         finally:
             tmp.unlink(missing_ok=True)
         self._ranges = None

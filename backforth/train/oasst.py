@@ -142,12 +142,25 @@ def _problem_message(place: str, problem: Problem) -> str:
 
 
 def _iter_hub(name: str, split: str, columns: Sequence[str] | None) -> Iterator[dict]:
-    """Load from the Hugging Face hub; network/split failures become a SeedError with advice."""
+    """Load from the Hugging Face hub; network/split failures become a SeedError with advice.
+
+    When the hub cannot be reached at all, the libraries are switched to their local cache first
+    (HF_HUB_OFFLINE), so an offline machine gets the answer at once instead of minutes of retries."""
+    from ..preflight import go_offline, hub_endpoint, hub_offline, hub_reachable
+
+    unreachable = not hub_offline() and not hub_reachable()
+    if unreachable:
+        go_offline()
     import datasets
 
     try:
         dataset = datasets.load_dataset(name, split=split)
     except Exception as exc:  # offline, unknown repo, unknown split, ...
+        if unreachable:
+            raise SeedError(
+                f"cannot load hub dataset {name!r} split {split!r}: the Hugging Face hub ({hub_endpoint()}) cannot "
+                "be reached from here and the dataset is not in the local cache. Check your network, or pass a "
+                "local .jsonl/.parquet file of oasst1 messages with --from") from None
         raise SeedError(
             f"cannot load hub dataset {name!r} split {split!r}: {exc}. Check the name and split, "
             "your network / HF_HUB_OFFLINE setting, or pass a local .jsonl/.parquet file instead"

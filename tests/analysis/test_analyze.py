@@ -269,7 +269,11 @@ def test_cli_errors_exit_2_with_a_message(tmp_path):
     runner = CliRunner()
     missing = runner.invoke(cli_app(), ["analyze", str(tmp_path / "nope"), "--no-tags"])
     assert missing.exit_code == 2 and "no such run directory" in missing.output
+    (tmp_path / "never").mkdir()
+    never = runner.invoke(cli_app(), ["report", str(tmp_path / "never")])
+    assert never.exit_code == 2 and "not a run dir" in never.output  # a folder that was never a run
     (tmp_path / "unfinished").mkdir()
+    (tmp_path / "unfinished" / "config.yaml").write_text("variant: filter\n")  # a run stopped before exporting
     no_stats = runner.invoke(cli_app(), ["report", str(tmp_path / "unfinished")])
     assert no_stats.exit_code == 2 and "stats.json is missing" in no_stats.output
     run = make_run(tmp_path / "run", documents=sentences(SPACE, 3, 1), rewrites=sentences(COOKING, 2, 2),

@@ -191,13 +191,21 @@ def rows_in(out: Path, stage: str) -> int:
     return sum(1 for _ in StageStore(out / "stages" / stage).ids())
 
 
+def default_sigint() -> None:
+    """In the child before exec: SIGINT's default disposition, so Python installs its Ctrl-C handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_cleanly_then_resumes(tmp_path):
     out = tmp_path / "run"
     with StubOpenAIServer(responder=slow_responder) as stub:
         config = write_config(tmp_path, stub)  # 12 documents, 2 in flight, chunks of 2
         cmd = [sys.executable, "-m", "backforth.cli", "run", str(config), "--out", str(out)]
         env = {**os.environ, "CI": "1"}
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        # SIGINT as a terminal delivers it, whatever pytest inherited: a shell starts background jobs
+        # with SIGINT ignored, and a child Python that inherits SIG_IGN never raises KeyboardInterrupt
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                preexec_fn=default_sigint)
         try:
             t0 = time.monotonic()
             # wait until the run is inside a model stage (the first chunk of backtranslation saved), at most 30 s

@@ -25,6 +25,29 @@ class Backtranslate(Stage):
     role = "backward"
     funnel = "instructions"
     provenance = ("backtranslate_model", "backtranslate_prompt")
+    rejects = {
+        "engine_error": "The model's request failed for a reason a retry would not fix (the engine's message is in "
+                        "the row's `backtranslate_error`: a prompt over the context length, a server's 4xx answer, ...). "
+                        "Try: fix what `backtranslate_error` says (a server that could not be reached leaves rows "
+                        "unfinished instead, for the next run).",
+        "empty_instruction": "Nothing was left of the model's output once preambles (\"Sure! Here is the instruction:\"), "
+                             "labels and quotes were removed. Try: a stronger instruct model as `models.backward.model`, "
+                             "or `backtranslate.mode: trained` with a backward model trained on seed pairs.",
+        "overlong_instruction": "The instruction has more words than `backtranslate.max_instruction_words`, or the model "
+                                "was cut off by `backtranslate.max_tokens` (finish_reason `length`). Try: raise "
+                                "`backtranslate.max_tokens` or `backtranslate.max_instruction_words`; a model that goes "
+                                "on into an answer needs a better prompt or model instead.",
+        "short_instruction": "The instruction has fewer words than `backtranslate.min_instruction_words` (default 3). "
+                             "Try: lower `backtranslate.min_instruction_words`.",
+        "refusal_instruction": "The model answered instead of asking (\"I'm sorry, but ...\"). Try: another backward "
+                               "model, and look at the documents: some trigger refusals.",
+        "echo_instruction": "At least `backtranslate.echo_threshold` (default 0.7) of the instruction's word trigrams are "
+                            "copied from the document: a sentence of the page, not a question about it. Try: raise "
+                            "`backtranslate.echo_threshold`, or a stronger backward model.",
+        "not_a_request": "The instruction does not read as a user's request (a question, an imperative, \"Please ...\"): "
+                         "a page title or a statement. The patterns are English. Try: `backtranslate.require_request: "
+                         "false` for non-English corpora; else a stronger backward model.",
+    }
 
     @classmethod
     def build(cls, cfg, ctx) -> Backtranslate:

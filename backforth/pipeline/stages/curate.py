@@ -27,6 +27,21 @@ class Curate(Stage):
     role = "scorer"
     funnel = "kept"
     provenance = ("curate_model", "curate_prompt")
+    rejects = {
+        "engine_error": "The model's request failed for a reason a retry would not fix (the engine's message is in "
+                        "the row's `curate_error`: a prompt over the context length, a server's 4xx answer, ...). "
+                        "Try: fix what `curate_error` says (a server that could not be reached leaves rows "
+                        "unfinished instead, for the next run).",
+        "unparsed_score": "No score could be read: with `curate.method: generate` the output has no valid final "
+                          "`Score: N` (1 to 5), with `logprobs` the scorer gave no probability to any of 1..5. The raw "
+                          "output is in `score_raw`. Try: `curate.method: logprobs` (it always parses where the engine "
+                          "gives logprobs), a larger `curate.max_tokens` when `curate_finish_reason` is `length`, or a "
+                          "stronger scorer (`models.scorer.model`).",
+        "low_score": "The score is below `curate.threshold` (default 5, as in the paper). Try: lower `curate.threshold`; "
+                     "with logprobs `curate.threshold_on: expected`; keep the best share instead with "
+                     "`curate.keep_share: 0.3`; a stronger scorer (`models.scorer.model`); or `variant: rewrite`, "
+                     "which has no score filter.",
+    }
 
     @classmethod
     def enabled(cls, cfg) -> bool:

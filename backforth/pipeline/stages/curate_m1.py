@@ -23,6 +23,18 @@ class CurateM1(Curate):
     identity_role = "scorer"
     funnel = "kept_by_m1"
     provenance = ("curate_m1_model", "curate_m1_prompt")
+    rejects = {
+        "engine_error": "The model's request failed for a reason a retry would not fix (the engine's message is in "
+                        "the row's `curate_m1_error`: a prompt over the context length, a server's 4xx answer, ...). "
+                        "Try: fix what `curate_m1_error` says (a server that could not be reached leaves rows "
+                        "unfinished instead, for the next run).",
+        "unparsed_score": "No score could be read from M1's output (see `score_raw`; round 1's score is in "
+                          "`score_round1`). Try: `curate.method: logprobs`, or more training for M1 "
+                          "(`curate.m1_max_steps`).",
+        "low_score": "M1's score is below `curate.threshold` (round 1's is in `score_round1`). Try: lower "
+                     "`curate.threshold`, `curate.threshold_on: expected` with logprobs, train M1 longer "
+                     "(`curate.m1_max_steps`) or from a stronger base (`curate.m1_base_model`), or `curate.iterations: 1`.",
+    }
 
     @classmethod
     def enabled(cls, cfg) -> bool:

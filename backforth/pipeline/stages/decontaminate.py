@@ -47,6 +47,13 @@ def load_eval_instructions(source: str) -> list[dict]:
 class Decontaminate(Stage):
     name = "decontaminate"
     funnel = "uncontaminated"
+    rejects = {
+        "contaminated": "The instruction shares a run of `decontaminate.ngram` words (default 8) with an instruction "
+                        "of `decontaminate.eval_sets`, or equals one after normalisation (`decontaminate.exact_match`); "
+                        "`contaminated_with` and `contaminated_ngram` say which and what. Try: nothing if you evaluate on "
+                        "that set; for spurious matches (a common phrase), raise `decontaminate.ngram` or set "
+                        "`decontaminate.exact_match: false`.",
+    }
 
     @classmethod
     def enabled(cls, cfg) -> bool:

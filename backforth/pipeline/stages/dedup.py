@@ -141,6 +141,12 @@ class DedupDocuments(NearDedup):
 
     name = "dedup_documents"
     funnel = "unique_documents"
+    rejects = {
+        "near_duplicate": "The document's word 5-grams overlap an earlier kept document's by at least "
+                          "`dedup_documents.threshold` (Jaccard, default 0.8): the same page with a changed date or menu; "
+                          "`duplicate_of` names the kept one. Try: raise `dedup_documents.threshold` (at most 0.95), or "
+                          "`dedup_documents.enabled: false`.",
+    }
 
     def __init__(self, cfg: NearDedupConfig):
         super().__init__(cfg, name="dedup_documents", field="text")
@@ -159,6 +165,12 @@ class DedupInstructions(NearDedup):
 
     name = "dedup_instructions"
     funnel = "unique_instructions"
+    rejects = {
+        "near_duplicate": "The instruction's words overlap an earlier kept instruction's by at least "
+                          "`dedup_instructions.threshold` (Jaccard, default 0.8): the backward model asked the same "
+                          "question again; `duplicate_of` names the kept one. Try: raise `dedup_instructions.threshold`, "
+                          "a backward model that writes more varied instructions, or `dedup_instructions.enabled: false`.",
+    }
 
     def __init__(self, cfg: NearDedupConfig):
         super().__init__(cfg, name="dedup_instructions", field="instruction")

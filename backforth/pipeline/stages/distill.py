@@ -17,6 +17,7 @@ class Distill(Stage):
     name = "distill"
     role = "distiller"
     provenance = ("distill_model", "distill_prompt")
+    rejects: dict[str, str] = {}  # never rejects: a failed answer only leaves `distilled: null` and `distill_reason`
 
     @classmethod
     def enabled(cls, cfg) -> bool:

@@ -275,6 +275,23 @@ MIN_CHECKED_FOR_SHARE = 5
 class Grounding(Stage):
     name = "grounding"
     funnel = "grounded"
+    rejects = {
+        "ungrounded": "The rewrite adds what its document lacks: more unsupported numbers than "
+                      "`grounding.max_unsupported_numbers` (default 0), more unsupported names than "
+                      "`grounding.max_unsupported_names` (off by default), or, with 5 or more checked terms, a share of "
+                      "unsupported numbers and content words above `grounding.max_unsupported_share` (default 0.5); the "
+                      "`unsupported_*` columns list them. Try: raise a limit (null turns it off), a rewriter that keeps "
+                      "to its document (`models.rewriter.model`), or `grounding.enabled: false`.",
+        "engine_error": "The model's request failed for a reason a retry would not fix (the engine's message is in "
+                        "the row's `grounding_error`: a prompt over the context length, a server's 4xx answer, ...). "
+                        "Try: fix what `grounding_error` says (a server that could not be reached leaves rows "
+                        "unfinished instead, for the next run).",
+        "unparsed_judgement": "The judge's answer says neither SUPPORTED nor UNSUPPORTED (it is in `grounding_raw`). "
+                              "Try: raise `grounding.judge_max_tokens`, or a stronger judge (`models.judge.model`).",
+        "judged_unsupported": "The judge (`grounding.judge: true`) answered UNSUPPORTED: the rewrite states facts the "
+                              "document does not support. Try: a rewriter that keeps to its document, another judge "
+                              "(`models.judge.model`), or `grounding.judge: false`.",
+    }
 
     @classmethod
     def enabled(cls, cfg) -> bool:

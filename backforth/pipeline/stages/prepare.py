@@ -30,6 +30,18 @@ def normalize_text(text: str) -> str:
 class Prepare(Stage):
     name = "prepare"
     funnel = "prepared"
+    rejects = {
+        "empty": "The document has no text left once whitespace and control characters are normalised. "
+                 "Try: check that `input.text_field` names the column that holds the text.",
+        "duplicate": "The same text (after whitespace normalisation) came earlier in the input; the first one is kept. "
+                     "Try: nothing, it is meant; `prepare.dedup: false` keeps exact duplicates.",
+        "too_short": "The document has fewer words than `prepare.min_words` (default 40): short pages rarely answer anything. "
+                     "Try: lower `prepare.min_words`.",
+        "too_long": "The document and the backtranslation prompt would not fit the backward model's context (or the "
+                    "document has more tokens than `prepare.max_doc_tokens`). Try: a backward model with a longer "
+                    "context, `prepare.max_doc_tokens` (no more than the model can read), or split long documents "
+                    "before the run.",
+    }
 
     @classmethod
     def build(cls, cfg, ctx) -> Prepare:

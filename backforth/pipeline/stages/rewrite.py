@@ -22,6 +22,26 @@ class Rewrite(Stage):
     role = "rewriter"
     funnel = "rewritten"
     provenance = ("rewrite_model", "rewrite_prompt")
+    rejects = {
+        "engine_error": "The model's request failed for a reason a retry would not fix (the engine's message is in "
+                        "the row's `rewrite_error`: a prompt over the context length, a server's 4xx answer, ...). "
+                        "Try: fix what `rewrite_error` says (a server that could not be reached leaves rows "
+                        "unfinished instead, for the next run).",
+        "missing_delimiters": "The rewrite has no answer between `[RES]` and `[/RES]` (only with "
+                              "`rewrite.force_open_delimiter: false`). Try: `rewrite.force_open_delimiter: true` (the "
+                              "default), or a rewriter that follows the format.",
+        "truncated_rewrite": "The rewriter was cut off by `rewrite.max_tokens` before it closed its answer. Try: raise "
+                             "`rewrite.max_tokens` (default 768), or drop longer documents with `prepare.max_doc_tokens`.",
+        "empty_response": "The answer between the delimiters is empty. Try: a stronger rewriter (`models.rewriter.model`).",
+        "refusal": "The rewriter refused (\"I'm sorry, but ...\"). Try: another rewriter, and look at the documents: "
+                   "some trigger refusals.",
+        "echoed_prompt": "Nothing is left but the question or labels once the model's scaffolding is stripped (under "
+                         "3 words, or the instruction repeated). The text is in `response_rejected`. Try: a stronger "
+                         "rewriter (`models.rewriter.model`).",
+        "repetitive_response": "A phrase or line loops (a small model's degenerate output); the text is in "
+                               "`response_rejected`. Try: a stronger rewriter, or other sampling "
+                               "(`rewrite.temperature`, `rewrite.top_p`).",
+    }
 
     @classmethod
     def enabled(cls, cfg) -> bool:

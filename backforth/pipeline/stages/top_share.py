@@ -28,6 +28,11 @@ def score_value(row: dict) -> float | None:
 class TopShare(Stage):
     name = "top_share"
     funnel = "kept_top_share"
+    rejects = {
+        "below_top_share": "The pair is not among the best `curate.keep_share` of the scored pairs (ranked by expected "
+                           "score, or score; `score_rank` and `score_cutoff` say where it stood). Try: raise "
+                           "`curate.keep_share`, or set it to null to keep by `curate.threshold` instead.",
+    }
     survey_first = True
 
     @classmethod

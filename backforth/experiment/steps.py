@@ -1,0 +1,110 @@
+"""The steps of an experiment: each writes its own outputs, with a fingerprint of its inputs and settings.
+
+A step is done when `steps.json` holds its fingerprint and its outputs exist: it is then skipped.
+A changed setting changes that step's fingerprint and, through the chain, every step that depends
+on it; those are redone (their outputs removed first) and the log says so and why. A run-level
+line shows the step, the elapsed time and an ETA from the steps run so far; at the end, where the
+time went.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import digest
+
+STEPS_FILE = "steps.json"
+
+
+@dataclass
+class Step:
+    name: str
+    fields: dict[str, Any]  # what changes its result (settings, input identities)
+    run: Callable[[], Any]
+    outputs: Sequence[Path]  # removed before a redo; all must exist for the step to count as done
+    after: Sequence[str] = ()  # steps whose results this one reads
+    fingerprint: str = ""
+
+
+@dataclass
+class StepLog:
+    """Fingerprints, states and times of the steps, kept in `steps.json` (rewritten after each step)."""
+
+    path: Path
+    steps: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> StepLog:
+        return cls(path, json.loads(path.read_text()) if path.is_file() else {})
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.steps, indent=2))
+        tmp.replace(self.path)
+
+
+def run_steps(steps: Sequence[Step], out: Path, log: Callable[[str], None] = print) -> dict[str, dict]:
+    """Run the steps in order, skipping the done and unchanged ones; returns each step's record."""
+    record = StepLog.load(out / STEPS_FILE)
+    by_name = {s.name: s for s in steps}
+    t_start, ran, spent = time.perf_counter(), 0, 0.0
+    for k, step in enumerate(steps, 1):
+        step.fingerprint = digest({"fields": step.fields, "after": [by_name[a].fingerprint for a in step.after]})
+        old = record.steps.get(step.name, {})
+        done = old.get("fingerprint") == step.fingerprint and old.get("status") == "done" and all(
+            Path(p).exists() for p in step.outputs)
+        if done:
+            log(f"experiment: step {k} of {len(steps)} ({step.name}): done, unchanged")
+            continue
+        if old.get("fingerprint") and old.get("fingerprint") != step.fingerprint:
+            why = sorted(key for key in set(old.get("fields", {})) | set(step.fields)
+                         if old.get("fields", {}).get(key) != step.fields.get(key)) or ["an earlier step"]
+            log(f"experiment: {step.name} changed ({', '.join(why)}): redoing it and the steps after it")
+            for p in step.outputs:
+                _remove(Path(p))
+        remaining = len(steps) - k + 1
+        eta = f", ETA {_clock(spent / ran * remaining)}" if ran else ""
+        log(f"experiment: step {k} of {len(steps)} ({step.name}), {_clock(time.perf_counter() - t_start)} elapsed{eta}")
+        t0 = time.perf_counter()
+        result = step.run()
+        seconds = time.perf_counter() - t0
+        ran, spent = ran + 1, spent + seconds
+        record.steps[step.name] = {"fingerprint": step.fingerprint, "fields": _jsonable(step.fields),
+                                   "status": "done", "seconds": round(seconds, 1),
+                                   **({"result": _jsonable(result)} if isinstance(result, dict) else {})}
+        record.save()
+    return record.steps
+
+
+def time_table(record: dict[str, dict]) -> str:
+    """Where the time went, step by step (markdown)."""
+    total = sum(r.get("seconds", 0.0) for r in record.values()) or 1.0
+    lines = ["| step | seconds | share |", "|---|---|---|"]
+    for name, r in record.items():
+        lines.append(f"| {name} | {r.get('seconds', 0.0):.0f} | {r.get('seconds', 0.0) / total:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir():
+        shutil.rmtree(p)
+    elif p.exists():
+        p.unlink()
+    run = p.with_name(p.name.split(".")[0] + ".run")  # an eval file's store, beside it
+    if p.suffix and run.is_dir():
+        shutil.rmtree(run)
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
