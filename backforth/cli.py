@@ -378,11 +378,11 @@ def experiment(config: Annotated[Path, typer.Argument(help="Experiment YAML (doc
 
 
 @app.command("config-doc")
-def config_doc() -> None:
+def config_doc(experiment: Annotated[bool, typer.Option("--experiment", help="The experiment config's fields instead (docs/experiment.md).")] = False) -> None:
     """Print every config field with its default and meaning (markdown)."""
-    from .docs import config_markdown
+    from .docs import config_markdown, experiment_markdown
 
-    typer.echo(config_markdown())
+    typer.echo(experiment_markdown() if experiment else config_markdown(), nl=False)
 
 
 @app.command("show-config")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -141,3 +142,18 @@ def test_demo_with_a_missing_input(tmp_path):
 def test_help(args):
     result = invoke(*args)
     assert "run" in result.output and "demo" in result.output and "config-doc" in result.output
+
+
+def test_experiment_doc_is_generated_and_complete():
+    from backforth.docs import experiment_markdown
+    from backforth.experiment.config import EvalSection, ExperimentConfig, JudgeSection, ReferenceSection
+
+    result = invoke("config-doc", "--experiment")
+    assert result.exit_code == 0 and result.output == experiment_markdown()
+    doc = Path(__file__).parents[1] / "docs" / "experiment.md"
+    assert doc.read_text(encoding="utf-8") == experiment_markdown(), "regenerate: backforth config-doc --experiment > docs/experiment.md"
+    documented = set(re.findall(r"^\| `([^`]+)` \|", result.output, re.MULTILINE))
+    expected = {n for n in ExperimentConfig.model_fields if n not in ("eval", "reference", "judge")}
+    for prefix, section in (("eval", EvalSection), ("reference", ReferenceSection), ("judge", JudgeSection)):
+        expected |= {f"{prefix}.{n}" for n in section.model_fields}
+    assert documented == expected
