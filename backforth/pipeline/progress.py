@@ -84,6 +84,7 @@ class RunProgress:
         self.names = [n for n, _ in stages]
         self.model = {n: m for n, m in stages}
         self._stats = _ShardStats()
+        self._last: tuple | None = None  # (what the estimate was made from, the estimate, when)
 
     def position(self, name: str) -> tuple[int, int]:
         return self.names.index(name) + 1, len(self.names)
@@ -119,6 +120,13 @@ class RunProgress:
     def line(self, name: str, remaining: int | None) -> str:
         k, n = self.position(name)
         eta, tokens, seconds = self.eta(name, remaining)
+        now = time.monotonic()
+        key = (name, remaining, tokens)
+        if eta is not None and self._last is not None and self._last[0] == key:
+            # nothing new measured since the last line (a chunk still in flight): count the estimate down
+            eta = max(0.0, self._last[1] - (now - self._last[2]))
+        else:
+            self._last = (key, eta, now)
         measured = f" (from {tokens:,} tokens in {duration(seconds)} so far)" if tokens else ""
         return f"run: stage {k} of {n} ({name}), ETA for the run {duration(eta)}{measured}"
 
