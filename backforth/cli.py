@@ -378,11 +378,12 @@ def experiment(config: Annotated[Path, typer.Argument(help="Experiment YAML (doc
 
 
 @app.command("config-doc")
-def config_doc(experiment: Annotated[bool, typer.Option("--experiment", help="The experiment config's fields instead (docs/experiment.md).")] = False) -> None:
+def config_doc(experiment: Annotated[bool, typer.Option("--experiment", help="The experiment config's fields instead (docs/experiment.md).")] = False,
+               train: Annotated[bool, typer.Option("--train", help="The training config's fields instead (docs/train.md).")] = False) -> None:
     """Print every config field with its default and meaning (markdown)."""
-    from .docs import config_markdown, experiment_markdown
+    from .docs import config_markdown, experiment_markdown, train_markdown
 
-    typer.echo(experiment_markdown() if experiment else config_markdown(), nl=False)
+    typer.echo(experiment_markdown() if experiment else train_markdown() if train else config_markdown(), nl=False)
 
 
 @app.command("show-config")

@@ -157,3 +157,15 @@ def test_experiment_doc_is_generated_and_complete():
     for prefix, section in (("eval", EvalSection), ("reference", ReferenceSection), ("judge", JudgeSection)):
         expected |= {f"{prefix}.{n}" for n in section.model_fields}
     assert documented == expected
+
+
+def test_train_doc_is_generated_and_complete():
+    from backforth.docs import train_markdown
+    from backforth.train.config import TrainConfig
+
+    result = invoke("config-doc", "--train")
+    assert result.exit_code == 0 and result.output == train_markdown()
+    doc = Path(__file__).parents[1] / "docs" / "train.md"
+    assert doc.read_text(encoding="utf-8") == train_markdown(), "regenerate: backforth config-doc --train > docs/train.md"
+    documented = set(re.findall(r"^\| `([^`]+)` \|", result.output, re.MULTILINE))
+    assert documented == set(TrainConfig.model_fields)
