@@ -42,7 +42,7 @@ test-slow: install chromium
 	$(BIN)/pytest -q -m slow
 
 # The quick benchmarks (a few minutes); benchmarks/scale.py, curation.py and `make bench-vllm` are
-# longer and run on their own (README: Performance).
+# longer and run on their own (docs/performance.md).
 bench: install
 	$(BIN)/python benchmarks/engine_overhead.py
 	$(BIN)/python benchmarks/server_overlap.py --chunk 64

@@ -214,7 +214,7 @@ class RayPoolConfig(Section):
 
 
 class RayConfig(Section):
-    """Where and how `executor: ray` runs (README: Running on a Ray cluster)."""
+    """Where and how `executor: ray` runs (docs/ray.md)."""
 
     address: str | None = Field(None, description="Ray cluster to join: null starts a local Ray instance for the run (and stops it after); `auto` joins the cluster this machine is a node of (`ray start`), as does `HEAD_IP:6379`.")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local instance started when `address` is null (default: all).")
@@ -230,7 +230,7 @@ class RunnerConfig(Section):
     chunks_in_flight: int | None = Field(None, ge=1, description="Chunks kept at an engine that takes work asynchronously (engine openai), so the next chunk's requests already run while the current chunk's last ones finish and the server's batch stays full at a chunk's tail. Default: enough chunks to offer twice the engine's max_in_flight, at least 2. In-process engines always run one chunk at a time.")
     light_chunk_size: int = Field(4096, ge=1, description="Rows per chunk (and per stored shard) for the stages without a model (prepare, dedup, decontaminate, grounding without its judge, top_share): they are fast, so a crash redoes at most this many cheap rows, and a big corpus is not cut into tiny files.")
     progress: bool = Field(True, description="Show progress bars.")
-    executor: Literal["local", "ray"] = Field("local", description="`local`: this process, stage files `stages/<stage>.jsonl`; `ray`: the model stages run on a Ray cluster through Ray Data, one actor pool per model role, stage results as parquet shards `stages/<stage>/part-*.parquet` (needs `pip install 'backforth[ray]'`).")
+    executor: Literal["local", "ray"] = Field("local", description="`local`: this process; `ray`: the model stages run on a Ray cluster through Ray Data, one actor pool per model role (needs `pip install 'backforth[ray]'`; docs/ray.md). Both write the same stage shards, `stages/<stage>/part-*.parquet`.")
     ray: RayConfig = Field(default_factory=RayConfig)
 
 

@@ -77,6 +77,16 @@ def iter_records(path: str | Path, *, name: str | None = None, json_array: bool 
     return _json_lines(path, name, drop_partial_last_line)
 
 
+def probe_write(folder: str | Path) -> None:
+    """Create and remove a file in `folder`: raises the OSError a real write there would meet."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=".backforth-write-check-", dir=folder)
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def data_files(folder: str | Path, suffixes: Sequence[str] = DATA_SUFFIXES) -> list[Path]:
     """The files under `folder` (recursively) whose name ends in one of `suffixes`, sorted by path."""
     ends = tuple(suffixes)

@@ -20,13 +20,13 @@ minutes of retries.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import RunConfig
 from .errors import UserError
+from .io import probe_write
 
 TIMEOUT_ENV = "BACKFORTH_PREFLIGHT_TIMEOUT"
 DEFAULT_TIMEOUT_S = 3.0
@@ -118,9 +118,7 @@ def check_output(out: Path) -> None:
         for d in reversed(made):
             d.mkdir()
             created.append(d)
-        fd, tmp = tempfile.mkstemp(prefix=".backforth-write-check-", dir=out)
-        os.close(fd)
-        os.unlink(tmp)
+        probe_write(out)
     except OSError as err:
         raise UserError(f"--out {out}: cannot write there ({err.strerror or err}); choose a folder you can "
                         "write to, or fix its permissions") from None

@@ -14,7 +14,7 @@ built from their document's words, so they are distinct.
     python benchmarks/scale.py --compare 100000 1000000   # both sizes in subprocesses, side by side
 
 Peak RSS is the process's high-water mark (`ru_maxrss`), so each size runs in its own process.
-Measured figures: README (Performance).
+Measured figures: docs/performance.md.
 """
 
 from __future__ import annotations

@@ -22,16 +22,12 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _writable_run(run_dir: Path, outputs: str) -> None:
     """Before any slow work: `run_dir` is a finished run, and `outputs` can be written there."""
-    import os
-    import tempfile
-
+    from ..io import probe_write
     from .sets import RunDirError, load_stats
 
     load_stats(run_dir)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".backforth-write-check-", dir=run_dir)
-        os.close(fd)
-        os.unlink(tmp)
+        probe_write(run_dir)
     except OSError as err:
         raise RunDirError(f"{run_dir}: cannot write {outputs} there ({err.strerror or err}); make the run dir "
                           "writable, or copy it somewhere writable and run this on the copy") from None
