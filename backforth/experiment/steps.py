@@ -3,7 +3,8 @@
 A step is done when `steps.json` holds its fingerprint and its outputs exist: it is then skipped.
 A changed setting changes that step's fingerprint and, through the chain, every step that depends
 on it; those are redone (their outputs removed first) and the log says so and why. A run-level
-line shows the step, the elapsed time and an ETA from the steps run so far; at the end, where the
+line shows the step, the elapsed time and an ETA from the steps of the same kind run so far (and how
+many steps are of a kind not timed yet); at the end, where the
 time went.
 """
 
@@ -53,13 +54,13 @@ def run_steps(steps: Sequence[Step], out: Path, log: Callable[[str], None] = pri
     """Run the steps in order, skipping the done and unchanged ones; returns each step's record."""
     record = StepLog.load(out / STEPS_FILE)
     by_name = {s.name: s for s in steps}
-    t_start, ran, spent = time.perf_counter(), 0, 0.0
-    for k, step in enumerate(steps, 1):
+    for step in steps:  # in order: a fingerprint chains those of the steps it reads
         step.fingerprint = digest({"fields": step.fields, "after": [by_name[a].fingerprint for a in step.after]})
+    to_run = [s for s in steps if not _done(s, record.steps.get(s.name, {}))]
+    t_start, timed = time.perf_counter(), {}
+    for k, step in enumerate(steps, 1):
         old = record.steps.get(step.name, {})
-        done = old.get("fingerprint") == step.fingerprint and old.get("status") == "done" and all(
-            Path(p).exists() for p in step.outputs)
-        if done:
+        if step not in to_run:
             log(f"experiment: step {k} of {len(steps)} ({step.name}): done, unchanged")
             continue
         if old.get("fingerprint") and old.get("fingerprint") != step.fingerprint:
@@ -68,18 +69,37 @@ def run_steps(steps: Sequence[Step], out: Path, log: Callable[[str], None] = pri
             log(f"experiment: {step.name} changed ({', '.join(why)}): redoing it and the steps after it")
             for p in step.outputs:
                 _remove(Path(p))
-        remaining = len(steps) - k + 1
-        eta = f", ETA {_clock(spent / ran * remaining)}" if ran else ""
+        eta = _eta(to_run[to_run.index(step):], timed)
         log(f"experiment: step {k} of {len(steps)} ({step.name}), {_clock(time.perf_counter() - t_start)} elapsed{eta}")
         t0 = time.perf_counter()
         result = step.run()
         seconds = time.perf_counter() - t0
-        ran, spent = ran + 1, spent + seconds
+        timed.setdefault(_kind(step), []).append(seconds)
         record.steps[step.name] = {"fingerprint": step.fingerprint, "fields": _jsonable(step.fields),
                                    "status": "done", "seconds": round(seconds, 1),
                                    **({"result": _jsonable(result)} if isinstance(result, dict) else {})}
         record.save()
     return record.steps
+
+
+def _done(step: Step, old: dict) -> bool:
+    return old.get("fingerprint") == step.fingerprint and old.get("status") == "done" and all(
+        Path(p).exists() for p in step.outputs)
+
+
+def _kind(step: Step) -> str:
+    """Steps of one kind cost about the same: `train filter` and `train distill` are both `train`."""
+    return step.name.split()[0]
+
+
+def _eta(left: Sequence[Step], timed: dict[str, list[float]]) -> str:
+    """The time the steps left will take, from the mean of the steps of their kind run so far; steps of
+    a kind not run yet are counted, not guessed (a pipeline run says nothing of a fine-tune's cost)."""
+    known = [sum(timed[_kind(s)]) / len(timed[_kind(s)]) for s in left if _kind(s) in timed]
+    unknown = len(left) - len(known)
+    if not known:
+        return ""
+    return f", ETA {_clock(sum(known))}" + (f" + {unknown} steps of kinds not timed yet" if unknown else "")
 
 
 def time_table(record: dict[str, dict]) -> str:
