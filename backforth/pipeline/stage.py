@@ -130,8 +130,12 @@ class Stage:
 
     # ---- helpers shared by the model stages ----------------------------------------------------
 
-    def record_call(self, row: dict, result: Result) -> None:
+    def record_call(self, row: dict, result: Result, raw: str | None = None) -> bool:
+        """Record a model call's provenance on the row (model, finish reason, tokens, prompt version,
+        error; the raw text under `raw` when given) and count its tokens. True when the call succeeded."""
         s = self.name
+        if raw is not None:
+            row[raw] = result.text
         row[f"{s}_model"] = self.model_name
         row[f"{s}_finish_reason"] = result.finish_reason
         row[f"{s}_prompt_tokens"] = result.prompt_tokens
@@ -142,4 +146,5 @@ class Stage:
             row[f"{s}_prompt"] = self.template.tag
         if result.error:
             row[f"{s}_error"] = result.error
+        return result.ok
 

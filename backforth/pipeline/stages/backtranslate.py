@@ -94,9 +94,7 @@ class Backtranslate(Stage):
             return None
         row["instruction_source"] = "backtranslated"
         res = results[0]
-        self.record_call(row, res)
-        row["instruction_raw"] = res.text
-        if not res.ok:
+        if not self.record_call(row, res, raw="instruction_raw"):
             return "engine_error"
         instruction = clean_instruction(res.text)
         row["instruction"] = instruction

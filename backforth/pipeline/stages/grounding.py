@@ -353,9 +353,7 @@ class Grounding(Stage):
         if not results:
             return None
         res = results[0]
-        self.record_call(row, res)
-        row["grounding_raw"] = res.text
-        if not res.ok:
+        if not self.record_call(row, res, raw="grounding_raw"):
             return "engine_error"
         verdict = parse_verdict(res.text)
         row["grounding_verdict"] = None if verdict is None else ("SUPPORTED" if verdict else "UNSUPPORTED")

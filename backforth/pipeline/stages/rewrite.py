@@ -67,9 +67,7 @@ class Rewrite(Stage):
 
     def apply(self, row: dict, results: list[Result]) -> str | None:
         res = results[0]
-        self.record_call(row, res)
-        row["response_raw"] = res.text
-        if not res.ok:
+        if not self.record_call(row, res, raw="response_raw"):
             return "engine_error"
         response, reason = extract_response(res.text, res.finish_reason, opened=self.cfg.force_open_delimiter)
         if response is not None:
