@@ -236,9 +236,8 @@ def test_an_empty_input_is_a_warning_and_a_note(tmp_path, stub):
 def test_seed_from_the_hub_offline_fails_fast(tmp_path):
     env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "",
            "HF_DATASETS_OFFLINE": ""}
-    t0 = time.monotonic()
     out = clean_failure(cli("seed", "--from", "OpenAssistant/oasst1", "--out", tmp_path / "seed.jsonl", env=env))
-    assert time.monotonic() - t0 < 30
+    assert "Retrying" not in out and "[Retry" not in out  # no retry noise before the message
     assert "cannot load hub dataset 'OpenAssistant/oasst1'" in out
     assert "the Hugging Face hub (http://127.0.0.1:9) cannot be reached" in out and "not in the local cache" in out
     assert "Retrying" not in out and out.count("\n") <= 3  # one message, no pages of retries

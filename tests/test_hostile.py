@@ -205,5 +205,4 @@ def test_100k_tiny_documents_through_prepare(tmp_path):
     assert len(rows) == n
     reasons = Counter((row["_status"], row["reason"]) for row in rows)
     assert reasons == {("rejected", "too_short"): n}
-    print(f"100k tiny documents through prepare: {elapsed:.2f}s")
-    assert elapsed < 15, f"prepare took {elapsed:.1f}s for {n} tiny documents"
+    print(f"100k tiny documents through prepare: {elapsed:.2f}s (speed: benchmarks/scale.py)")

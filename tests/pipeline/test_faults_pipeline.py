@@ -115,7 +115,6 @@ def test_whole_pipeline_against_a_server_failing_a_quarter_of_requests(tmp_path)
     assert faults == st["retries"] and st["errors"] == 0  # each fault cost exactly one retry
     assert faults >= 0.15 * st["attempts"]
     assert st["retries"] <= st["requests"] * eng.max_retries  # bounded
-    assert elapsed < 60
 
 
 # ---- the API key is written nowhere -----------------------------------------------------------
