@@ -40,6 +40,10 @@ def clean_failure(res: subprocess.CompletedProcess, code: int = 2) -> str:
     out = res.stdout + res.stderr
     assert res.returncode == code, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
+    if os.environ.get("BACKFORTH_ERROR_TABLE"):  # collect the messages for a table of error paths
+        test = os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[-1].split(" ")[0]
+        with open(os.environ["BACKFORTH_ERROR_TABLE"], "a", encoding="utf-8") as f:
+            f.write(json.dumps({"test": test, "code": res.returncode, "message": out.strip()[-600:]}) + "\n")
     return out
 
 

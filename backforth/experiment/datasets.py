@@ -11,8 +11,11 @@ those rows:
 * `distill`: the instructions of `filter+rewrite`, answered by the distiller without the document.
 
 At the compared size every dataset takes its pairs in one shared random order (a hash of the seed
-and the row id), instructions common to all pipeline datasets first: so `filter`, `filter+rewrite`
-and `distill` hold the same instructions with different responses, as the paper's comparison asks.
+and the row id). The datasets drawn from the pairs the keep rule keeps (`filter`, `filter+rewrite`,
+`distill`: `SHARED`) take the instructions common to all of them first, so they hold the same
+instructions with different responses, as the paper's comparison asks. `rewrite` has no filter: it
+samples its own, larger pool in the same order, without preferring the kept pairs (else at equal size
+it would be `filter+rewrite` again, and the comparison could not show what filtering adds).
 External datasets (chat `messages`, `instruction`/`response` or Alpaca's `instruction`/`input`/
 `output`, ShareGPT's `conversations`) are read from a file or the hub and sampled the same way.
 """
@@ -34,6 +37,10 @@ from .config import ExperimentConfig, ExternalDataset
 
 class DatasetError(UserError):
     """An external dataset that cannot be read as pairs, or a comparison with nothing to compare."""
+
+
+SHARED = ("filter", "filter+rewrite", "distill")  # the kept pairs, with three kinds of response
+DERIVATION = 2  # in the datasets step's fingerprint: a change of the rules above redoes that step
 
 
 def keep_rule(rows: list[dict], curate) -> set[str]:
@@ -65,19 +72,21 @@ def order_key(seed: int, row_id: str) -> str:
     return hashlib.sha1(f"{seed}:{row_id}".encode()).hexdigest()
 
 
-def equal_size(datasets: dict[str, list[dict]], pipeline: Iterable[str], size: int | None, seed: int) -> tuple[dict[str, list[dict]], int]:
-    """Each dataset cut to the same size (`size`, or the smallest), in the shared order, common first."""
+def equal_size(datasets: dict[str, list[dict]], shared: Iterable[str], size: int | None, seed: int) -> tuple[dict[str, list[dict]], int]:
+    """Each dataset cut to the same size (`size`, or the smallest), in the shared order; the `shared`
+    datasets take the instructions they all have first."""
     sizes = {n: len(rows) for n, rows in datasets.items()}
     empty = [n for n, k in sizes.items() if k == 0]
     if empty:
         raise DatasetError(f"dataset(s) {', '.join(empty)} have no pairs: nothing to compare at equal size. Look at "
                            "the pipeline run's report (rejects by reason), or drop them from `datasets`.")
     n = min(sizes.values()) if size is None else min(size, *sizes.values())
-    pipeline = [p for p in pipeline if p in datasets]
-    common = set.intersection(*({r["id"] for r in datasets[p]} for p in pipeline)) if pipeline else set()
+    shared = [p for p in shared if p in datasets]
+    common = set.intersection(*({r["id"] for r in datasets[p]} for p in shared)) if shared else set()
     out = {}
     for name, rows in datasets.items():
-        ranked = sorted(rows, key=lambda r: (r["id"] not in common, order_key(seed, r["id"])))
+        first = common if name in shared else set()
+        ranked = sorted(rows, key=lambda r: (r["id"] not in first, order_key(seed, r["id"])))
         chosen = {r["id"] for r in ranked[:n]}
         out[name] = [r for r in rows if r["id"] in chosen]  # input order
     return out, n

@@ -100,7 +100,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, engine_factory: Ca
         made = ds.pipeline_datasets(run_dir, chain, cfg)
         for ext in cfg.externals():
             made[ext.name] = ds.external_dataset(ext)
-        cut, n = ds.equal_size({k: made[k] for k in names}, cfg.pipeline_datasets(), cfg.size, cfg.seed)
+        cut, n = ds.equal_size({k: made[k] for k in names}, ds.SHARED, cfg.size, cfg.seed)
         for name, rows in cut.items():
             ds.write(rows, out / "datasets" / f"{_slug(name)}.jsonl")
         log(f"experiment: {len(cut)} datasets of {n} pairs each (available: "
@@ -109,7 +109,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, engine_factory: Ca
 
     dataset_files = [out / "datasets" / f"{_slug(n)}.jsonl" for n in names]
     steps.append(Step("datasets", {"datasets": [d if isinstance(d, str) else {**d.model_dump(), "file": _identity_of_file(d.path)}
-                                                for d in cfg.datasets], "size": cfg.size, "seed": cfg.seed},
+                                                for d in cfg.datasets], "size": cfg.size, "seed": cfg.seed,
+                                   "derivation": ds.DERIVATION},
                       do_datasets, dataset_files, after=["pipeline"]))
 
     if train:

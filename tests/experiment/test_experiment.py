@@ -143,6 +143,7 @@ def test_every_dataset_is_derived_from_one_run_at_equal_size(done):
     assert len(set(sizes.values())) == 1 and sizes["filter"] == 8  # the 8 of 12 scored 5: the smallest set
     ids = {n: {r["id"] for r in v} for n, v in sets.items()}
     assert ids["filter"] == ids["filter+rewrite"] == ids["distill"]  # the same instructions...
+    assert ids["rewrite"] != ids["filter"]  # rewrite (no filter) samples its own pool, not the kept pairs
     responses = {n: {r["id"]: r["response"] for r in v} for n, v in sets.items()}
     some = sorted(ids["filter"])[0]
     assert responses["filter"][some].startswith("Document") and responses["filter+rewrite"][some].startswith("Rewritten")
