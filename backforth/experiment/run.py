@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..config import ModelConfig, make_model
 from ..engines import build_engine
+from ..evaluate.generate import run_dir_for
 from ..errors import UserError
 from ..pipeline import registry
 from . import datasets as ds
@@ -119,18 +120,18 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, engine_factory: Ca
             folder = out / "train" / _slug(name)
             steps.append(Step(f"train {name}", {"train": tsettings, "seed_data": seed_spec, "tags": cfg.tags},
                               _trainer(cfg, tsettings, out / "datasets" / f"{_slug(name)}.jsonl", folder, log),
-                              [folder / "train_stats.json"], after=["datasets"]))
+                              [folder / "train_stats.json"], after=["datasets"], clean=[folder]))
         eval_fields = {"eval": cfg.eval.model_dump()}
         reference = _reference_file(cfg, out, base_model, steps, eval_fields, engine_factory)
         for name in names:
             answers = out / "answers" / f"{_slug(name)}.jsonl"
             model = _finetuned(cfg, out / "train" / _slug(name))
             steps.append(Step(f"answer {name}", eval_fields, _answerer(cfg, model, answers, name, engine_factory),
-                              [answers], after=[f"train {name}"]))
+                              [answers], after=[f"train {name}"], clean=[run_dir_for(answers)]))
             judged = out / "judgements" / f"{_slug(name)}.jsonl"
             steps.append(Step(f"judge {name}", {"judge": judge.model_dump(mode="json"), "reference": reference[1]},
                               _judger(judge, answers, reference[0], judged, engine_factory),
-                              [judged], after=[f"answer {name}"] + reference[2]))
+                              [judged], after=[f"answer {name}"] + reference[2], clean=[run_dir_for(judged)]))
     if cfg.analyses:
         steps.append(Step("analysis", {"files": names}, lambda: _analyse(run_dir, dataset_files, out, log),
                           [out / "analysis.md"], after=["datasets"]))
@@ -190,7 +191,7 @@ def _reference_file(cfg: ExperimentConfig, out: Path, base_model: str, steps: li
     model = ref.model or make_model(engine=cfg.eval.engine, model=base_model)
     answers = out / "answers" / "reference.jsonl"
     steps.append(Step("answer reference", {**eval_fields, "model": model.model_dump(mode="json")},
-                      _answerer(cfg, model, answers, "reference", factory), [answers]))
+                      _answerer(cfg, model, answers, "reference", factory), [answers], clean=[run_dir_for(answers)]))
     return answers, {"model": model.model_dump(mode="json")}, ["answer reference"]
 
 

@@ -30,6 +30,7 @@ class Step:
     run: Callable[[], Any]
     outputs: Sequence[Path]  # removed before a redo; all must exist for the step to count as done
     after: Sequence[str] = ()  # steps whose results this one reads
+    clean: Sequence[Path] = ()  # also removed before a redo: what the step resumes from (checkpoints, stores)
     fingerprint: str = ""
 
 
@@ -67,8 +68,13 @@ def run_steps(steps: Sequence[Step], out: Path, log: Callable[[str], None] = pri
             why = sorted(key for key in set(old.get("fields", {})) | set(step.fields)
                          if old.get("fields", {}).get(key) != step.fields.get(key)) or ["an earlier step"]
             log(f"experiment: {step.name} changed ({', '.join(why)}): redoing it and the steps after it")
-            for p in step.outputs:
+            # nothing of the last try may be resumed: a trainer's checkpoints or an answers store keyed by
+            # question id would carry results made from other inputs into this one
+            for p in [*step.outputs, *step.clean]:
                 _remove(Path(p))
+        # started, under this fingerprint: a stop midway resumes it (same inputs); a change redoes it
+        record.steps[step.name] = {"fingerprint": step.fingerprint, "fields": _jsonable(step.fields), "status": "running"}
+        record.save()
         eta = _eta(to_run[to_run.index(step):], timed)
         log(f"experiment: step {k} of {len(steps)} ({step.name}), {_clock(time.perf_counter() - t_start)} elapsed{eta}")
         t0 = time.perf_counter()

@@ -27,3 +27,26 @@ def test_done_steps_are_skipped_and_a_changed_one_is_redone(tmp_path):
     assert ran == [1, "t"] and sum("done, unchanged" in line for line in lines) == 2
     run_steps(make(2), tmp_path, log=lines.append)
     assert ran == [1, "t", 2, "t"] and any("pipeline changed (v)" in line for line in lines)
+
+
+def test_a_changed_step_removes_what_it_would_resume_from_and_a_stopped_one_keeps_it(tmp_path):
+    state = tmp_path / "checkpoints"
+    done = tmp_path / "done.txt"
+    seen = []
+
+    def step(value, fail=False):
+        def run():
+            seen.append((value, state.exists()))  # what a trainer would resume from
+            state.mkdir(exist_ok=True)
+            if fail:
+                raise KeyboardInterrupt
+            done.write_text(str(value))
+        return [Step("train x", {"data": value}, run, [done], clean=[state])]
+
+    try:
+        run_steps(step(1, fail=True), tmp_path, log=lambda m: None)
+    except KeyboardInterrupt:
+        pass
+    run_steps(step(1), tmp_path, log=lambda m: None)  # the same inputs: resumes from its checkpoints
+    run_steps(step(2), tmp_path, log=lambda m: None)  # other inputs: starts clean
+    assert seen == [(1, False), (1, True), (2, False)]
