@@ -111,7 +111,7 @@ def make_model(**data: Any) -> TransformersModel | VLLMModel | OpenAIModel:
 
 
 class InputConfig(Section):
-    path: str = Field("", description="A .jsonl/.jsonl.gz/.parquet file, a folder of them, or a Hugging Face dataset name.")
+    path: str = Field("", description="A .jsonl/.jsonl.gz/.parquet file (or .json.gz JSON lines, as Dolma ships them), a folder of them, or a Hugging Face dataset name.")
     split: str = Field("train", description="Dataset split (hub datasets).")
     text_field: str = Field("text", description="Column holding the document text.")
     id_field: str = Field("id", description="Column holding a stable document id; when absent, ids are made from a hash of the text.")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-DATA_SUFFIXES: tuple[str, ...] = (".jsonl", ".jsonl.gz", ".json", ".parquet")
+DATA_SUFFIXES: tuple[str, ...] = (".jsonl", ".jsonl.gz", ".json.gz", ".json", ".parquet")  # .json.gz: Dolma's JSON lines
 INVALID_UTF8, MALFORMED_JSON, NOT_AN_OBJECT = "invalid_utf8", "malformed_json", "not_an_object"
 PARQUET_BATCH = 1024
 

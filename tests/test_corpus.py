@@ -198,3 +198,16 @@ def test_rows_are_streamed_not_read_all_at_once(tmp_path):
     with open(p, "a") as fh:  # a generator: lines are read as they are asked for
         fh.write('{"id": "late", "text": "t"}\n')
     assert [r["id"] for r in it] == ["1", "2", "late"]
+
+
+def test_a_dolma_folder_of_json_gz_lines_is_read(tmp_path):
+    """Dolma ships its documents as gzipped JSON lines named .json.gz (id, text, source, ...)."""
+    folder = tmp_path / "dolma" / "v1_6-sample"
+    folder.mkdir(parents=True)
+    for part, ids in (("part-0001.json.gz", ["d1", "d2"]), ("part-0000.json.gz", ["d0"])):
+        with gzip.open(folder / part, "wt", encoding="utf-8") as f:
+            for i in ids:
+                f.write(json.dumps({"id": i, "text": f"text of {i}", "source": "common-crawl"}) + "\n")
+    rows = read(tmp_path / "dolma")
+    assert [r["id"] for r in rows] == ["d0", "d1", "d2"]
+    assert rows[1]["_where"].endswith("part-0001.json.gz:1")
