@@ -321,6 +321,9 @@ def test_strip_scaffolding(answer, instruction, cleaned):
      "3. Use a sharp knife with a sharp blade.", "How do I sharpen a knife?", "repetitive_response"),  # a real distilled answer
     ("Bake at 200 C for 20 minutes. Then bake at 200 C for 10 more minutes until golden. Serve warm.", "Scones?", None),
     ("Seasons are caused by the tilt of Earth's axis, about 23.4 degrees.", "What causes the seasons?", None),
+    # a real distilled answer (Qwen2.5-Coder-0.5B, make experiment-demo): a question back, not an answer
+    ("How can I create a Python virtual environment?", "Describe how to create a Python virtual environment.", "echoed_prompt"),
+    ("Is it safe? Yes: below 4 C bacteria barely grow, so the soup keeps for three days.", "Can I keep soup?", None),
 ])
 def test_degenerate_reason(answer, instruction, reason):
     assert degenerate_reason(strip_scaffolding(answer, instruction), instruction) == reason

@@ -188,10 +188,15 @@ def is_repetitive(text: str, n: int = 4) -> bool:
 
 
 def degenerate_reason(answer: str, instruction: str) -> str | None:
-    """Why a cleaned answer is no answer: `echoed_prompt` (nothing left but the question or labels),
-    `repetitive_response` (a phrase looping); None when it reads as an answer."""
+    """Why a cleaned answer is no answer: `echoed_prompt` (nothing left but the question or labels, or
+    one short question back instead of an answer), `repetitive_response` (a phrase looping); None when
+    it reads as an answer."""
     aw, iw = words(answer), words(instruction)
     if len(aw) < 3 or aw == iw or (len(aw) <= len(iw) + 2 and copied_share(answer, instruction) >= 0.8):
+        return "echoed_prompt"
+    one_line = answer.strip()
+    if (one_line.endswith("?") and "\n" not in one_line and len(aw) <= 25 and _QUESTION_START.match(one_line)
+            and "?" not in one_line[:-1]):  # "How can I create a Python virtual environment?"
         return "echoed_prompt"
     if is_repetitive(answer):
         return "repetitive_response"

@@ -36,7 +36,7 @@ class Rewrite(Stage):
         "refusal": "The rewriter refused (\"I'm sorry, but ...\"). Try: another rewriter, and look at the documents: "
                    "some trigger refusals.",
         "echoed_prompt": "Nothing is left but the question or labels once the model's scaffolding is stripped (under "
-                         "3 words, or the instruction repeated). The text is in `response_rejected`. Try: a stronger "
+                         "3 words, the instruction repeated, or one short question back instead of an answer). The text is in `response_rejected`. Try: a stronger "
                          "rewriter (`models.rewriter.model`).",
         "repetitive_response": "A phrase or line loops (a small model's degenerate output); the text is in "
                                "`response_rejected`. Try: a stronger rewriter, or other sampling "
