@@ -1,7 +1,7 @@
 """The demo's configuration end to end on real embedded models (PyPI wheels), on the CPU.
 
-Three documents through every stage with the models of backforth/data/demo.yaml (Qwen2.5-Coder 0.5B
-and 1.5B). The threshold is lowered to 1 so that curate keeps every pair and rewrite and distill run
+Three documents through every stage with the models of backforth/data/demo.yaml (Qwen2.5-Coder 1.5B
+backtranslating and scoring, 0.5B rewriting and distilling). The threshold is lowered to 1 so that curate keeps every pair and rewrite and distill run
 for real on all three.
 """
 
@@ -46,7 +46,7 @@ def test_real_model_wrote_every_column(demo_run):
     curate = list(stage_rows(out, "curate").values())
     assert curate, "backtranslate kept no instruction from three real documents"
     for row in curate:
-        assert row["backtranslate_model"] == "embedded:qwen2.5-coder-0.5b"
+        assert row["backtranslate_model"] == "embedded:qwen2.5-coder-1.5b"
         assert row["curate_model"] == "embedded:qwen2.5-coder-1.5b"
         assert row["instruction"] and row["instruction_raw"]
         assert row["backtranslate_prompt_tokens"] > 100  # the few-shot prompt plus the document
