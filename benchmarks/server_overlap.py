@@ -107,12 +107,19 @@ def main() -> None:
                   f"max_in_flight {args.in_flight}, median answer {args.median_ms:.0f} ms")
             print(f"bare engine (one call, no chunks): {n / t_bare:7.1f} req/s   "
                   f"mean in flight {load['mean_in_flight']:5.1f}   busy {load['utilization']:.3f}")
-            for depth in (1, 2, 4, None):
-                t, load = pipeline(depth)
+            # each depth three times, in rotated order, so that drift on a shared machine lands on every depth alike
+            depths, times, loads = (1, 2, 4, None), {}, {}
+            for r in range(3):
+                for depth in depths[r % 4:] + depths[:r % 4]:
+                    t, load = pipeline(depth)
+                    times.setdefault(depth, []).append(t)
+                    loads.setdefault(depth, []).append(load["mean_in_flight"])
+            for depth in depths:
+                t = sum(times[depth]) / len(times[depth])
+                spread = ", ".join(f"{t_bare / x:.3f}" for x in times[depth])
                 name = f"chunks_in_flight={depth or 'auto'}"
-                print(f"pipeline, {name:<19} {n / t:7.1f} req/s   pipeline/engine throughput ratio {t_bare / t:.3f}   "
-                      f"mean in flight {load['mean_in_flight']:5.1f}   busy {load['utilization']:.3f}")
-
+                print(f"pipeline, {name:<19} {n / t:7.1f} req/s   pipeline/engine throughput ratio {t_bare / t:.3f} "
+                      f"(runs {spread})   mean in flight {sum(loads[depth]) / 3:5.1f}")
 
 if __name__ == "__main__":
     main()

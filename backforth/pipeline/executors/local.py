@@ -30,11 +30,11 @@ def batched(it: Iterable[dict], n: int) -> Iterator[list[dict]]:
 
 
 def depth_for(engine, chunk_size: int, configured: int | None = None) -> int:
-    """Chunks to keep at an engine: enough to offer twice an async engine's window, at least 2; 1 in process."""
+    """Chunks to keep at an engine: enough to offer three times an async engine's window, at least 3; 1 in process."""
     window = getattr(engine, "max_in_flight", None)
     if not window:
         return 1
-    return configured or max(2, -(-2 * window // chunk_size))
+    return configured or max(3, -(-3 * window // chunk_size))
 
 
 def _done(results: list) -> Future:
