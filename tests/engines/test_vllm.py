@@ -197,9 +197,9 @@ def test_pipeline_end_to_end_on_vllm(tmp_path):
         "runner.progress=false"])
     cfg.input.path = str(DATA_DIR / "demo_corpus.jsonl")
     cfg.input.limit = 3
-    for role in ("backward", "scorer", "rewriter", "distiller"):
-        m = getattr(cfg.models, role)
-        m.engine, m.engine_kwargs, m.model = "vllm", dict(FAST, max_model_len=2048), "embedded:smollm2-135m"
+    for role in ("backward", "scorer", "rewriter", "distiller"):  # a role's section is per engine: replace it whole
+        setattr(cfg.models, role, make_model(engine="vllm", model="embedded:smollm2-135m",
+                                             engine_kwargs=dict(FAST, max_model_len=2048)))
     stats = Runner(cfg, tmp_path).run()
 
     for name in ("sft.jsonl", "rejects.jsonl", "stats.json", "README.md"):
@@ -228,7 +228,7 @@ def test_vllm_engine_on_a_ray_actor_pool(tmp_path):
         "runner.ray.backward.num_cpus=2", "runner.ray.backward.batch_size=2"])
     cfg.input.path = str(DATA_DIR / "demo_corpus.jsonl")
     cfg.input.limit = 4
-    cfg.models.backward.engine, cfg.models.backward.engine_kwargs = "vllm", dict(FAST, max_model_len=2048)
+    cfg.models.backward = make_model(engine="vllm", model="embedded:smollm2-135m", engine_kwargs=dict(FAST, max_model_len=2048))
     try:
         Runner(cfg, tmp_path, until="backtranslate", log=lambda msg: None).run()
     finally:
