@@ -80,6 +80,7 @@ def test_forward_and_sft_train_for_real(tmp_path):
 
 def test_trained_backward_model_inside_the_pipeline(backward_dir, tmp_path):
     """`backtranslate.mode: trained` loads the adapter folder and uses the template it shipped."""
+    from backforth.analysis.analyze import stage_rows
     from backforth.config import load_config
     from backforth.pipeline import Runner
 
@@ -89,7 +90,7 @@ def test_trained_backward_model_inside_the_pipeline(backward_dir, tmp_path):
         "models.scorer.model=embedded:smollm2-135m"])
     cfg.input.path, cfg.input.limit = str(DATA_DIR / "demo_corpus.jsonl"), 3
     stats = Runner(cfg, tmp_path / "run", log=lambda _m: None).run()
-    rows = [json.loads(line) for line in open(tmp_path / "run" / "stages" / "backtranslate.jsonl")]
+    rows = list(stage_rows(tmp_path / "run", "backtranslate").values())
     assert len(rows) == stats["stages"]["backtranslate"]["in"] >= 2
     shipped = template_from_text("backtranslate_trained", (backward_dir / TRAINED_TEMPLATE_FILE).read_text())
     for r in rows:
