@@ -258,7 +258,7 @@ def run(config: Annotated[Path, typer.Argument(help="YAML run config (see docs/c
 def demo(input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Your own jsonl (`id`, `text`) instead of the bundled corpus.")] = None,
          out: OutOpt = Path("runs/demo"), limit: Annotated[Optional[int], typer.Option(help="Use only the first N documents.")] = None,
          set_: SetOpt = None, force: ForceOpt = False, until: UntilOpt = None,
-         train: Annotated[bool, typer.Option("--train", help="First train a LoRA backward model on the bundled seed pairs and backtranslate with it (mode `trained`).")] = False,
+         train: Annotated[bool, typer.Option("--train", help="First train a LoRA backward model (on Qwen2.5-Coder-0.5B) on the bundled seed pairs and backtranslate with it (mode `trained`).")] = False,
          train_steps: Annotated[Optional[int], typer.Option(help="With --train: optimizer steps (default: the training config's epochs).")] = None) -> None:
     """The whole method on the embedded models of demo.yaml (Qwen2.5-Coder 0.5B and 1.5B) on the CPU, bundled documents."""
     from .config import ConfigError, load_config
@@ -276,14 +276,20 @@ def demo(input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Yo
         from .preflight import check
 
         check(cfg, out, until=until, log=typer.echo)  # before the training: input, run dir, models
-        backward_dir = _train_demo_backward(out, train_steps, cfg.models.backward.model)
+        backward_dir = _train_demo_backward(out, train_steps, DEMO_TRAIN_BASE)
         cfg.backtranslate.mode = "trained"
         cfg.models.backward.model = str(backward_dir)
     _run(cfg, out, force, until)
 
 
+# `demo --train`'s base: a LoRA step on the 0.5B took 15.7 s on 2 cores (the 1.5B has three times the
+# weights), and its trained backward model wrote a request for 43 of 43 documents
+# (benchmarks/backward_requests.py).
+DEMO_TRAIN_BASE = "embedded:qwen2.5-coder-0.5b"
+
+
 def _train_demo_backward(out: Path, steps: int | None, base: str) -> Path:
-    """A LoRA backward model on the demo's backward base, trained on the bundled seed pairs."""
+    """A LoRA backward model on `base`, trained on the bundled seed pairs."""
     from .train.seed import load_seed
     from .train.sft import TrainError, load_train_config, train_backward
 
