@@ -144,28 +144,26 @@ def test_help(args):
     assert "run" in result.output and "demo" in result.output and "config-doc" in result.output
 
 
-def test_experiment_doc_is_generated_and_complete():
-    from backforth.docs import experiment_markdown
+def _experiment_fields() -> set[str]:
     from backforth.experiment.config import EvalSection, ExperimentConfig, JudgeSection, ReferenceSection
 
-    result = invoke("config-doc", "--experiment")
-    assert result.exit_code == 0 and result.output == experiment_markdown()
-    doc = Path(__file__).parents[1] / "docs" / "experiment.md"
-    assert doc.read_text(encoding="utf-8") == experiment_markdown(), "regenerate: backforth config-doc --experiment > docs/experiment.md"
-    documented = set(re.findall(r"^\| `([^`]+)` \|", result.output, re.MULTILINE))
-    expected = {n for n in ExperimentConfig.model_fields if n not in ("eval", "reference", "judge")}
+    fields = {n for n in ExperimentConfig.model_fields if n not in ("eval", "reference", "judge")}
     for prefix, section in (("eval", EvalSection), ("reference", ReferenceSection), ("judge", JudgeSection)):
-        expected |= {f"{prefix}.{n}" for n in section.model_fields}
-    assert documented == expected
+        fields |= {f"{prefix}.{n}" for n in section.model_fields}
+    return fields
 
 
-def test_train_doc_is_generated_and_complete():
-    from backforth.docs import train_markdown
+def _train_fields() -> set[str]:
     from backforth.train.config import TrainConfig
 
-    result = invoke("config-doc", "--train")
-    assert result.exit_code == 0 and result.output == train_markdown()
-    doc = Path(__file__).parents[1] / "docs" / "train.md"
-    assert doc.read_text(encoding="utf-8") == train_markdown(), "regenerate: backforth config-doc --train > docs/train.md"
-    documented = set(re.findall(r"^\| `([^`]+)` \|", result.output, re.MULTILINE))
-    assert documented == set(TrainConfig.model_fields)
+    return set(TrainConfig.model_fields)
+
+
+@pytest.mark.parametrize("flag, doc, fields", [("--experiment", "experiment.md", _experiment_fields),
+                                               ("--train", "train.md", _train_fields)])
+def test_experiment_and_train_docs_are_generated_and_complete(flag, doc, fields):
+    result = invoke("config-doc", flag)
+    assert result.exit_code == 0
+    path = Path(__file__).parents[1] / "docs" / doc
+    assert path.read_text(encoding="utf-8") == result.output, f"regenerate: backforth config-doc {flag} > docs/{doc}"
+    assert set(re.findall(r"^\| `([^`]+)` \|", result.output, re.MULTILINE)) == fields()
