@@ -7,11 +7,9 @@ one line here. Nothing else names a stage.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .stage import Stage
+from .stage import BuildContext, Stage
 from .stages.backtranslate import Backtranslate
 from .stages.curate import Curate
 from .stages.curate_m1 import CurateM1
@@ -40,6 +38,7 @@ STAGES: tuple[type[Stage], ...] = (
     Distill,            # the baseline: the same instructions answered without the document
 )
 NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+__all__ = ["STAGES", "NAMES", "BuildContext", "enabled", "names", "by_name", "provenance_columns"]
 
 
 def enabled(cfg: RunConfig) -> list[type[Stage]]:
@@ -62,17 +61,3 @@ def by_name(name: str) -> type[Stage]:
 def provenance_columns() -> tuple[str, ...]:
     """Every stage's provenance columns, in order, each once."""
     return tuple(dict.fromkeys(c for s in STAGES for c in s.provenance))
-
-
-@dataclass
-class BuildContext:
-    """What building a stage may need besides its config: the token counter of a model role (a
-    tokenizer and context length, never the weights), made once per role."""
-
-    token_counter: Callable[[str], object]
-    _counters: dict = field(default_factory=dict)
-
-    def tokens(self, role: str):
-        if role not in self._counters:
-            self._counters[role] = self.token_counter(role)
-        return self._counters[role]

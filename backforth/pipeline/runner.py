@@ -9,127 +9,25 @@ state (a dedup index, a calibration) is made by `setup` when the stage starts.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import yaml
 
-from ..config import ModelConfig, RunConfig, digest
+from ..config import ModelConfig, RunConfig
 from ..corpus import read_documents
-from ..engines import Engine, build_engine
+from ..engines import build_engine
 from ..engines.tokenized import token_counter
 from ..errors import UserError
-from ..hashset import CompactSet
 from . import fingerprints, registry
-from .progress import RunProgress, stage_progress
+from .executors import executor_for
+from .export import export_run
+from .job import Engines, StageJob
+from .progress import RunProgress
 from .stage import Stage
-from .store import RunStore, StageStore
+from .store import RunStore
 
 __all__ = ["Runner", "Engines", "StageJob"]
-
-
-class Engines:
-    """One engine per distinct model config, shared by the roles that use the same model; models
-    made outside the config (Humpback's M1) come in `extra`."""
-
-    def __init__(self, cfg: RunConfig, factory: Callable = build_engine, extra: dict[str, ModelConfig] | None = None):
-        self.cfg, self.factory, self.extra, self._live = cfg, factory, dict(extra or {}), {}
-
-    def model(self, role: str) -> ModelConfig:
-        if role in self.extra:
-            return self.extra[role]
-        if not hasattr(self.cfg.models, role):
-            raise UserError(f"no model for role '{role}': stage curate_m1 scores with M1, which `backforth run` "
-                            "trains after round 1 (curate.iterations: 2); run the pipeline through it")
-        return getattr(self.cfg.models, role)
-
-    def key(self, role: str) -> str:
-        return digest(self.model(role).model_dump())
-
-    def get(self, role: str) -> Engine:
-        k = self.key(role)
-        if k not in self._live:
-            self._live[k] = self.factory(self.model(role))
-        return self._live[k]
-
-    def known(self, role: str) -> bool:
-        return role in self.extra or hasattr(self.cfg.models, role)
-
-    def release_unused(self, roles_still_needed: Iterable[str]) -> None:
-        keep = {self.key(r) for r in roles_still_needed if self.known(r)}
-        for k in [k for k in self._live if k not in keep]:
-            self._live.pop(k).close()
-
-    def close(self) -> None:
-        self.release_unused([])
-
-
-@dataclass
-class StageJob:
-    """One stage of one run, as an executor sees it: the stage, where its input comes from, its store."""
-
-    stage: Stage
-    chain: list[str]  # the stages before it, in order
-    run: RunStore
-    engines: Engines
-    cfg: RunConfig
-    source: Callable[[], Iterator[dict]]  # the input rows, for the first stage
-    show_progress: bool = True
-    on_chunk: Callable[[int], None] | None = None  # told the rows of each finished chunk
-    plan: RunProgress | None = None  # the run's stages, for "stage k of n" and the run's ETA
-
-    def __post_init__(self) -> None:
-        self.store: StageStore = self.run.stage(self.stage.name)
-        self.first = not self.chain
-        light = self.stage.role is None
-        rc = self.cfg.runner
-        self.chunk_size = max(rc.chunk_size, rc.light_chunk_size) if light else rc.chunk_size
-        self.chunks_in_flight = rc.chunks_in_flight
-        self.store.repair()
-        self.done = CompactSet()
-        for i in self.store.ids():
-            self.done.add(i)
-
-    def engine(self) -> Engine | None:
-        return self.engines.get(self.stage.role) if self.stage.role else None
-
-    def catch_up(self) -> None:
-        """Rebuild the stage's in-memory state from the rows it already finished, and let a stage that
-        decides from the whole set see it (`survey`)."""
-        st = self.stage
-        if type(st).observe is not Stage.observe and self.done:
-            for row in self.run.joined(self.chain + [st.name], status="done"):
-                st.observe(row)
-        if st.survey_first and self.chain:
-            st.survey(r for r in self.run.joined(self.chain) if st.accepts(r["_status"], r.get("reason")))
-
-    def todo(self) -> Iterator[dict]:
-        """The rows this stage still has to process, in input order."""
-        if self.first:
-            return (r for r in self.source() if r["id"] not in self.done)
-        st = self.stage
-        return (r for r in self.run.joined(self.chain)
-                if st.accepts(r["_status"], r.get("reason")) and r["id"] not in self.done)
-
-    def remaining(self) -> int | None:
-        if self.first:
-            return None
-        st = self.stage
-        return sum(1 for i, _x, s, r in self.run.stage(self.chain[-1]).keys() if st.accepts(s, r) and i not in self.done)
-
-    @contextlib.contextmanager
-    def progress(self):
-        """`update(rows)` for the executor: a bar on a terminal, plain lines in a log (`progress.py`)."""
-        total = self.remaining() if self.show_progress else None
-        with stage_progress(self.stage.name, total, enabled=self.show_progress, plan=self.plan) as tick:
-            def update(n: int) -> None:
-                tick(n)
-                if self.on_chunk is not None:
-                    self.on_chunk(n)
-
-            yield update
 
 
 class Runner:
@@ -164,9 +62,6 @@ class Runner:
 
     def run(self) -> dict | None:
         """Run every stage (or those up to `until`) and export; returns stats.json's content."""
-        from .executors import executor_for
-        from .export import export_run
-
         old = sorted((self.out / "stages").glob("*.jsonl")) if (self.out / "stages").is_dir() else []
         if old:
             raise UserError(f"{self.out}: made by an older backforth (stage files like {old[0].name}); this version "

@@ -18,6 +18,8 @@ crash and a resume adds to them.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..engines.base import Request, Result
@@ -25,9 +27,22 @@ from ..prompts import PromptTemplate
 
 if TYPE_CHECKING:
     from ..config import RunConfig
-    from .registry import BuildContext
 
 DONE, REJECTED = "done", "rejected"
+
+
+@dataclass
+class BuildContext:
+    """What building a stage may need besides its config: the token counter of a model role (a
+    tokenizer and context length, never the weights), made once per role."""
+
+    token_counter: Callable[[str], object]
+    _counters: dict = field(default_factory=dict)
+
+    def tokens(self, role: str):
+        if role not in self._counters:
+            self._counters[role] = self.token_counter(role)
+        return self._counters[role]
 
 
 class Stage:

@@ -3,12 +3,8 @@ how well it fit."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .config import TrainConfig
-
-if TYPE_CHECKING:  # trainer.py imports this module to write the card
-    from .trainer import TrainResult
+from .result import TrainResult
 
 
 _PURPOSE = {

@@ -15,7 +15,6 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import yaml
 from ..config import digest
 from .card import model_card
 from .config import TrainConfig, TrainError
+from .result import TrainResult
 from .examples import drop_too_long
 
 CHECKPOINTS = "checkpoints"
@@ -159,27 +159,6 @@ def build_trainer(examples: list[dict], model: Any, tokenizer: Any, cfg: TrainCo
 
 
 # -------------------------------------------------------------------------------------- training
-
-
-@dataclass
-class TrainResult:
-    """What a training run did, as written to the model card."""
-
-    out_dir: Path
-    direction: str
-    base_model: str
-    base_path: str
-    counts: dict[str, int]
-    dropped_too_long: int
-    steps: int
-    final_loss: float | None
-    mean_loss: float | None
-    seconds_per_step: float | None
-    resumed_from: str | None = None
-    extra: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
 
 
 def _step_timer():

@@ -73,7 +73,7 @@ class StageWorker:
     def __init__(self, cfg_json: str, stage: str, chain: list[str], out: str, engine_factory: Callable,
                  num_cpus: float):
         from .. import registry
-        from ..runner import Engines
+        from ..job import Engines
 
         cfg = RunConfig.model_validate_json(cfg_json)
         self.run, self.chain = RunStore(Path(out)), chain
