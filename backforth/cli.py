@@ -327,6 +327,8 @@ def experiment(config: Annotated[Path, typer.Argument(help="Experiment YAML (doc
     path = DATA_DIR / "experiment_demo.yaml" if str(config) == "demo" else config
     cfg = load_experiment(path, set_)
     result = run_experiment(cfg, out, log=typer.echo)
+    if result.get("response_table"):
+        typer.echo("\n" + Path(result["response_table"]).read_text())
     if result["table"] is not None:
         typer.echo("\n" + (out / "table.md").read_text())
     typer.echo(f"wrote {out / 'report.html'}" + (f", {out / 'table.md'}, {out / 'table.csv'}" if result["table"] else ""))

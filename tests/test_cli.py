@@ -145,10 +145,13 @@ def test_help(args):
 
 
 def _experiment_fields() -> set[str]:
-    from backforth.experiment.config import EvalSection, ExperimentConfig, JudgeSection, ReferenceSection
+    from backforth.experiment.config import (EvalSection, ExperimentConfig, JudgeSection, ReferenceSection,
+                                             ResponseTableSection)
 
-    fields = {n for n in ExperimentConfig.model_fields if n not in ("eval", "reference", "judge")}
-    for prefix, section in (("eval", EvalSection), ("reference", ReferenceSection), ("judge", JudgeSection)):
+    sections = (("eval", EvalSection), ("reference", ReferenceSection), ("judge", JudgeSection),
+                ("response_table", ResponseTableSection))
+    fields = {n for n in ExperimentConfig.model_fields if n not in dict(sections)}
+    for prefix, section in sections:
         fields |= {f"{prefix}.{n}" for n in section.model_fields}
     return fields
 

@@ -207,13 +207,15 @@ class Judge(Stage):
     def _answers(self, row: dict, order: str) -> tuple[str, str]:
         return (row["output"], row["reference_output"]) if order == MODEL_FIRST else (row["reference_output"], row["output"])
 
+    def render(self, row: dict, a: str, b: str):
+        return self.template.render(instruction=row["instruction"], answer_a=a, answer_b=b)
+
     def requests(self, row: dict) -> list[Request]:
         if row["output"].strip() == row["reference_output"].strip():
             return []  # identical answers: a draw, as AlpacaEval gives, without asking
         out = []
         for order in _orders(row["id"], self.both_orders):
-            a, b = self._answers(row, order)
-            r = self.template.render(instruction=row["instruction"], answer_a=a, answer_b=b)
+            r = self.render(row, *self._answers(row, order))
             if self.method == "logprobs":
                 out.append(Request(messages=r.messages, assistant_prefix=r.assistant_prefix, choices=list(LABELS),
                                    max_tokens=1, temperature=0.0, key=f"{row['id']}:{order}"))
@@ -261,7 +263,26 @@ def judge(
     out_path: str | Path,
     method: Method = "generate",
     both_orders: bool = True,
+    **kwargs,
+) -> JudgeStats:
+    """Judge every model answer not judged yet against its reference; write all judgements to `out_path`.
+
+    `reference_outputs_path`: a file with ``instruction``/``output`` (e.g. another model's
+    `generate_answers` output) or ``"alpaca_eval"``. Answers and references are matched by
+    instruction text, as AlpacaEval does. The keyword arguments are `judge_pairs`'.
+    """
+    return judge_pairs(_pairs(model_outputs_path, reference_outputs_path), judge_cfg, out_path, method, both_orders,
+                       **kwargs)
+
+
+def judge_pairs(
+    pairs: list[dict],
+    judge_cfg: ModelConfig,
+    out_path: str | Path,
+    method: Method = "generate",
+    both_orders: bool = True,
     *,
+    stage: Judge | None = None,
     cache_path: str | Path | None = None,
     use_cache: bool = True,
     temperature: float = 0.0,
@@ -271,18 +292,18 @@ def judge(
     progress: Callable[[int], None] | None = None,
     executor=None,
 ) -> JudgeStats:
-    """Judge every model answer not judged yet against its reference; write all judgements to `out_path`.
+    """Judge pair rows (`id`, `instruction`, `output` (the model's side), `reference_output`, optional
+    `generator`/`reference_generator`) not judged yet; write all judgements to `out_path`.
 
-    `reference_outputs_path`: a file with ``instruction``/``output`` (e.g. another model's
-    `generate_answers` output) or ``"alpaca_eval"``. Answers and references are matched by
-    instruction text, as AlpacaEval does. `cache_path` defaults to `default_cache_path()`;
-    `use_cache=False` keeps it in memory. The judge samples at `temperature` 0 by default, as
-    AlpacaEval's annotators do, so a cached reply is the reply the judge would give again.
+    `stage`: another judging stage (a `Judge` with its own prompt, e.g. instruction quality);
+    default: `Judge` with the answer-judging prompt of `method`. `cache_path` defaults to
+    `default_cache_path()`; `use_cache=False` keeps it in memory. The judge samples at `temperature`
+    0 by default, as AlpacaEval's annotators do, so a cached reply is the reply the judge would give again.
     """
     if chunk_size < 1:
         raise EvalDataError(f"chunk_size must be at least 1 (got {chunk_size})")
-    stage = Judge(judge_cfg, method, both_orders, temperature, max_tokens)
-    pairs = _pairs(model_outputs_path, reference_outputs_path)
+    stage = stage or Judge(judge_cfg, method, both_orders, temperature, max_tokens)
+    pairs = [dict(p, _index=i) for i, p in enumerate(pairs)]
     out_path = Path(out_path)
     run_dir = run_dir_for(out_path)
     store = RunStore(run_dir)

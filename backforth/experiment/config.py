@@ -52,6 +52,17 @@ class JudgeSection(Section):
     max_tokens: int = Field(96, ge=1, description="Verdict budget of `generate`.")
 
 
+class ResponseTableSection(Section):
+    """The datasets judged head to head before any fine-tune (`response_table.md`), by the experiment's judge."""
+
+    enabled: bool = Field(True, description="Judge the compared datasets' responses to the instructions they share, head to head, before any fine-tune (also with `train: none`).")
+    limit: int | None = Field(800, ge=1, description="At most this many pairs per comparison (a sample in the datasets' shared order): judging costs two calls a pair.")
+    instructions: bool = Field(True, description="Instruction quality: the compared datasets' instructions (grouped by the instructions they hold), the seed data's and external datasets', judged pairwise on a rubric (clear, self-contained, answerable, useful).")
+    seed_instructions: bool = Field(True, description="Include the seed data's instructions (`seed_data`) in the instruction comparison.")
+    judge_check: bool = Field(True, description="First check the judge on labelled pairs of this task (a raw document vs its faithful rewrite, an invented fact, flawed instructions; backforth/data/judge_check); the table marks the rows whose check failed.")
+    min_agreement: float = Field(0.8, gt=0.5, le=1, description="The judge check's pass mark: the share of labelled pairs where the judge prefers the better side (it must also beat the length rules).")
+
+
 class ExperimentConfig(Section):
     """The corpus and the pipeline (`run`), the datasets to compare, how to fine-tune and judge."""
 
@@ -68,6 +79,7 @@ class ExperimentConfig(Section):
     eval: EvalSection = Field(default_factory=EvalSection)
     reference: ReferenceSection = Field(default_factory=ReferenceSection)
     judge: JudgeSection | None = Field(None, description="The judge; default: the run's `models.judge`, by logprobs, both orders.")
+    response_table: ResponseTableSection = Field(default_factory=ResponseTableSection)
     analyses: bool = Field(True, description="Compare the datasets' texts: MAUVE and classifier accuracy of rewritten vs distilled vs documents, unique trigrams, lengths.")
 
     @field_validator("datasets")

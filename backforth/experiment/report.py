@@ -1,5 +1,9 @@
 """An experiment's results: the paper's Table 1 for the user's datasets, and one HTML page.
 
+`report.html` shows the response-level table (`response_table.md`, experiment/response_table.py: the
+data judged head to head) and the fine-tuned table side by side, and says that they answer different
+questions.
+
 `table.md` / `table.csv`: dataset, size, win rate ± standard error over the reference, the
 length-controlled win rate, the average answer length, with one line saying which differences lie
 within two standard errors (at a few dozen questions most do: the table says so rather than
@@ -72,15 +76,54 @@ def _md_table_html(md: str) -> str:
     return "<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>" + rows + "</table>"
 
 
+TWO_QUESTIONS = ("The two tables answer different questions. The response-level table judges the data: each "
+                 "dataset's own responses to the same instructions, head to head (and the datasets' instructions). "
+                 "The fine-tuned table judges models: a base model trained on each dataset answers the eval set and "
+                 "is judged against a reference. Better data need not make a better model at a given size and "
+                 "training budget, and a judge that can rank responses may still be unable to rank small models' "
+                 "answers; read each table for its own question.")
+
+
+def _response_html(out: Path) -> list[str]:
+    """The response-level table (response_table.md) as HTML: its judge check, then each section's table and notes."""
+    md = (out / "response_table.md").read_text(encoding="utf-8")
+    parts, block = [], []
+
+    def flush() -> None:
+        if block:
+            parts.append(_md_table_html("\n".join(block)))
+            block.clear()
+
+    for line in md.splitlines()[1:]:
+        if line.startswith("|"):
+            block.append(line)
+            continue
+        flush()
+        if line.startswith("## "):
+            parts.append(f"<h3>{html.escape(line[3:])}</h3>")
+        elif line.strip():
+            parts.append(f"<p>{html.escape(line.lstrip('- '))}</p>")
+    flush()
+    return parts
+
+
 def write_report(cfg, out: Path, record: dict, table: list[dict] | None) -> Path:
     parts = [f"<h1>Experiment: {html.escape(', '.join(cfg.names()))}</h1>"]
+    response = (out / "response_table.md").is_file()
+    side = []
+    if response:
+        side.append("<div class='col'><h2>Response level: the data (before any fine-tune)</h2>"
+                    + "".join(_response_html(out)) + "</div>")
     if table is not None:
         md = (out / "table.md").read_text()
-        parts += ["<h2>Win rates (the paper's Table 1)</h2>", _md_table_html(md),
-                  f"<p>{html.escape(md.strip().splitlines()[-1])}</p>",
-                  f'<img alt="win rates" src="data:image/png;base64,{_bars(table)}">']
+        side.append("<div class='col'><h2>Fine-tuned: the models. Win rates over the reference (the paper's Table 1)</h2>" + _md_table_html(md)
+                    + f"<p>{html.escape(md.strip().splitlines()[-1])}</p>"
+                    + f'<img alt="win rates" src="data:image/png;base64,{_bars(table)}"></div>')
     else:
-        parts.append("<p>No fine-tuning (<code>train: none</code>): the datasets and their analysis only.</p>")
+        side.append("<div class='col'><p>No fine-tuning (<code>train: none</code>): no fine-tuned table.</p></div>")
+    if response:
+        parts.append(f"<p><b>{html.escape(TWO_QUESTIONS)}</b></p>")
+    parts.append("<div class='side'>" + "".join(side) + "</div>")
     size = record.get("datasets", {}).get("result", {})
     if size:
         parts.append(f"<p>Each dataset: {size.get('size')} pairs (available before the cut: "
@@ -93,8 +136,9 @@ def write_report(cfg, out: Path, record: dict, table: list[dict] | None) -> Path
               "fine-tuned models under <code>train/</code>, answers under <code>answers/</code>, judgements under "
               "<code>judgements/</code>.</p>"]
     page = ("<!doctype html><meta charset='utf-8'><title>backforth experiment</title>"
-            "<style>body{font:14px sans-serif;max-width:980px;margin:2em auto}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}</style>" + "".join(parts))
+            "<style>body{font:14px sans-serif;max-width:1280px;margin:2em auto}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}.side{display:flex;gap:2em;flex-wrap:wrap}"
+            ".col{flex:1 1 440px;min-width:0}img{max-width:100%}</style>" + "".join(parts))
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path

@@ -7,6 +7,11 @@ Steps, each in its own folder of the experiment dir and skipped when done and un
    keep rule is applied when the datasets are derived, so that `rewrite` (no filter) and
    `filter+rewrite` share their rewrites, and every instruction is rewritten and distilled once;
 2. `datasets`: each compared dataset at the common size (`datasets/<name>.jsonl`);
+   then, before any fine-tune and also with `train: none` (`response_table`):
+   `judge check`: the judge on labelled pairs of this task (`judge_check/judge_check.json`), and
+   `response table`: the datasets' responses to their shared instructions and their instructions
+   (rubric: clear, self-contained, answerable, useful; `prompts/instruction_judge.jinja`), judged head
+   to head (`response_table/`, `response_table.md` / `.csv`);
 3. per dataset, `train/<name>`: the same base model fine-tuned on the seed pairs + that dataset,
    with the same seed and steps (trl/peft; `train: none` stops after the data and the analyses);
 4. `answers/reference.jsonl` when the reference is a model, and per dataset `answers/<name>.jsonl`:
@@ -114,6 +119,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, engine_factory: Ca
                                    "derivation": ds.DERIVATION},
                       do_datasets, dataset_files, after=["pipeline"]))
 
+    shared_judge = None
+    if cfg.response_table.enabled:
+        shared_judge = _response_steps(cfg, out, names, steps, judge, engine_factory, log)
     if train:
         seed_spec = cfg.seed_data if cfg.seed_data == "bundled" else _identity_of_file(cfg.seed_data)
         for name in names:
@@ -135,7 +143,11 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, engine_factory: Ca
     if cfg.analyses:
         steps.append(Step("analysis", {"files": names}, lambda: _analyse(run_dir, dataset_files, out, log),
                           [out / "analysis.md"], after=["datasets"]))
-    record = run_steps(steps, out, log)
+    try:
+        record = run_steps(steps, out, log)
+    finally:
+        if shared_judge is not None:
+            shared_judge.close()
     table = None
     if train:
         from .report import write_table
@@ -146,7 +158,57 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, engine_factory: Ca
 
     write_report(cfg, out, record, table)
     log("\nwhere the time went:\n" + time_table(record))
-    return {"table": table, "steps": record, "out": str(out)}
+    response = out / "response_table.md"
+    return {"table": table, "steps": record, "out": str(out),
+            "response_table": str(response) if cfg.response_table.enabled and response.is_file() else None}
+
+
+def _response_steps(cfg: ExperimentConfig, out: Path, names: list[str], steps: list, judge, factory: Callable, log):
+    """`judge check` and `response table` (experiment/response_table.py): they run after `datasets`, before any
+    fine-tune. One judge engine serves both, built on the first request the judge cache cannot answer."""
+    from ..evaluate.judge_check import check_judge, data_identity
+    from . import response_table as rt
+
+    rcfg = cfg.response_table
+    engine = rt.LazyEngine(lambda: factory(judge.model))
+    judge_fields = {"judge": judge.model_dump(mode="json")}
+    check_file = out / "judge_check" / "judge_check.json"
+    if rcfg.judge_check:
+        def do_check() -> dict:
+            summary = check_judge(judge.model, judge.method, out / "judge_check", min_agreement=rcfg.min_agreement,
+                                  engine=engine)
+            from ..evaluate.judge_check import verdict_line
+
+            for kind, s in summary["kinds"].items():
+                log(f"experiment: judge check: {verdict_line(kind, s)}")
+            return {k: {"agreement": s["agreement"], "passed": s["passed"]} for k, s in summary["kinds"].items()}
+
+        steps.append(Step("judge check", {**judge_fields, "pairs": data_identity(), "min_agreement": rcfg.min_agreement},
+                          do_check, [check_file], clean=[out / "judge_check"]))
+
+    def do_table() -> dict:
+        import json
+
+        made = {n: ds.read(out / "datasets" / f"{_slug(n)}.jsonl") for n in names}
+        comparisons, skipped = rt.response_comparisons(made, rcfg.limit, cfg.seed)
+        if rcfg.instructions:
+            sources = rt.instruction_sources(made, _seed_rows(cfg) if rcfg.seed_instructions else None)
+            comparisons += rt.instruction_comparisons(sources, rcfg.limit, cfg.seed)
+        try:
+            rt.run_comparisons(comparisons, judge, out / "response_table", engine, log)
+        finally:
+            engine.close()  # the fine-tunes after this step need the memory
+        check = json.loads(check_file.read_text()) if rcfg.judge_check else None
+        rows = rt.write_table(comparisons, skipped, check, judge, out)
+        return {"comparisons": {r["comparison"]: {"win_rate": round(r["win_rate"], 2), "n": r["n"]} for r in rows}}
+
+    seed_spec = cfg.seed_data if cfg.seed_data == "bundled" else _identity_of_file(cfg.seed_data)
+    steps.append(Step("response table", {**judge_fields, "response_table": rcfg.model_dump(mode="json"),
+                                         "seed_data": seed_spec, "version": 1},
+                      do_table, [out / "response_table.md", out / "response_table.csv"],
+                      after=["datasets"] + (["judge check"] if rcfg.judge_check else []),
+                      clean=[out / "response_table"]))
+    return engine
 
 
 def _slug(name: str) -> str:

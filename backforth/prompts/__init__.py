@@ -24,7 +24,7 @@ TEMPLATE_DIR = Path(__file__).parent
 TRAINED_TEMPLATE_FILE = "backforth_backward.jinja"
 _MARKER = re.compile(r"^\[\[(system|user|assistant)\]\]\s*$", re.MULTILINE)
 _VERSION = re.compile(r"\{#-?\s*version:\s*(\S+)\s*-?#\}")
-_VARS = ("document", "instruction", "answer", "answer_a", "answer_b")
+_VARS = ("document", "instruction", "answer", "answer_a", "answer_b", "instruction_a", "instruction_b")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ def doc(i: int) -> str:
 
 def kind(req: Request) -> str:
     text = req.messages[-1]["content"] if req.messages else req.prompt
-    if "Check each answer" in text:
+    if "Check each answer" in text or "Check each request" in text:
         return "judge"
     if text.endswith("Answer in the style of an AI Assistant.") and "Rewrite the draft" not in text:
         return "answer"
@@ -36,10 +36,11 @@ def kind(req: Request) -> str:
 
 def responder(req: Request, model: str = "") -> Result | str:
     k, key = kind(req), req.key
-    if k == "judge":  # prefers the longer answer, whichever slot it is in
+    if k == "judge":  # prefers the longer answer (or instruction), whichever slot it is in
         text = req.messages[-1]["content"]
-        a = re.search(r"\nAnswer A:\n(.*?)\n\nAnswer B:\n", text, re.S).group(1)
-        b = re.search(r"\nAnswer B:\n(.*?)\n\nCheck each answer:", text, re.S).group(1)
+        what = "Answer" if "Check each answer" in text else "Request"
+        a = re.search(rf"\n{what} A:\n(.*?)\n\n{what} B:\n", text, re.S).group(1)
+        b = re.search(rf"\n{what} B:\n(.*?)\n\nCheck each ", text, re.S).group(1)
         p = 0.8 if len(a) > len(b) else 0.2
         return Result(text="A", finish_reason="stop", choice_logprobs={"A": math.log(p), "B": math.log(1 - p)})
     if k == "answer":  # each model answers in its own way (the reference: the base model, briefly)
@@ -181,6 +182,7 @@ def test_a_changed_judge_setting_redoes_only_judging_and_the_table(done, tiny_ba
     assert all(r["judge_method"] == "generate" for r in judged)
     assert "judge_method" in (out / "judgements" / "filter.jsonl").read_text()
     assert json.loads((out / "steps.json").read_text())["judge filter"]["fields"]["judge"]["method"] == "generate"
+    run(tmp / "exp.yaml", out, engine)  # back to the config's judge (from the cache), for the tests after this one
 
 
 def test_resume_after_a_stop_mid_step(tmp_path, tiny_base):
@@ -198,3 +200,85 @@ def test_resume_after_a_stop_mid_step(tmp_path, tiny_base):
     assert result["table"] and (out / "table.md").is_file()
     steps = json.loads((out / "steps.json").read_text())
     assert all(s["status"] == "done" for s in steps.values())
+
+
+# ------------------------------------------------------------------ the response-level table (issue 28)
+
+
+def test_the_response_table_judges_shared_instructions_before_any_fine_tune(done):
+    tmp, out, engine, result = done
+    steps = list(json.loads((out / "steps.json").read_text()))
+    assert steps.index("response table") < min(i for i, s in enumerate(steps) if s.startswith("train"))
+    rows = {r["comparison"]: r for r in csv_rows(out / "response_table.csv")}
+    # the kept pairs share their 8 instructions: document, rewrite and distilled answer, head to head
+    for name in ("filter+rewrite vs filter", "distill vs filter", "distill vs filter+rewrite"):
+        assert rows[name]["table"] == "responses" and rows[name]["n"] == "8"
+    # the fake judge prefers the longer side: documents (long) beat the 8-word rewrites
+    assert float(rows["filter+rewrite vs filter"]["win_rate"]) == pytest.approx(20.0)
+    assert float(rows["filter+rewrite vs filter"]["avg_length_second"]) > float(rows["filter+rewrite vs filter"]["avg_length_first"])
+    # rewrite and filter+rewrite hold the same rewrite for the instructions they share: counted, not judged
+    assert "rewrite vs filter+rewrite" not in rows
+    md = (out / "response_table.md").read_text()
+    assert "identical responses" in md and "| Comparison | Win rate (%) | LC win rate (%) |" in md
+    judged = [json.loads(line) for line in open(out / "response_table" / "responses" / "distill__vs__filter.jsonl")]
+    assert len(judged) == 8 and all(len(r["preference_by_order"]) == 2 for r in judged)  # both orders
+
+
+def test_instruction_quality_compares_the_sources_that_do_not_share_instructions(done):
+    tmp, out, engine, result = done
+    rows = {r["comparison"]: r for r in csv_rows(out / "response_table.csv") if r["table"] == "instructions"}
+    kept = "filter = filter+rewrite = distill"  # one source: the same instructions
+    assert set(rows) == {f"rewrite vs {kept}", f"seed vs {kept}", "seed vs rewrite"}
+    assert rows[f"seed vs {kept}"]["n"] == "8"  # the smaller side's count
+    assert "Instruction quality (rubric: clear, self-contained, answerable, useful)" in (out / "response_table.md").read_text()
+
+
+def test_a_judge_that_fails_its_check_is_named_in_the_table(done):
+    tmp, out, engine, result = done
+    check = json.loads((out / "judge_check" / "judge_check.json").read_text())
+    # a judge that prefers the longer side: raw documents are mostly longer than their rewrites
+    assert check["kinds"]["document_vs_rewrite"]["passed"] is False
+    assert check["kinds"]["document_vs_rewrite"]["agreement"] < 0.5
+    md = (out / "response_table.md").read_text()
+    assert "FAILED, this judge cannot tell these apart" in md
+    assert "✗ raw document vs its faithful rewrite" in md and "not which data is better" in md
+    row = {r["comparison"]: r for r in csv_rows(out / "response_table.csv")}["filter+rewrite vs filter"]
+    assert row["check"] == "document_vs_rewrite" and row["check_passed"] == "False"
+
+
+def test_the_report_shows_both_tables_and_says_they_answer_different_questions(done):
+    tmp, out, engine, result = done
+    page = (out / "report.html").read_text()
+    assert "Response level: the data" in page and "Fine-tuned: the models" in page
+    assert "answer different questions" in page
+    assert result["response_table"] == str(out / "response_table.md")
+
+
+def test_a_changed_response_table_setting_redoes_only_that_step(done):
+    tmp, out, engine, _result = done
+    engine.reset_counts()
+    before = json.loads((out / "steps.json").read_text())
+    run(tmp / "exp.yaml", out, engine, ["response_table.limit=3"])
+    steps = json.loads((out / "steps.json").read_text())
+    assert engine.received == []  # every judgement came from the cache
+    assert {n for n in steps if steps[n]["fingerprint"] != before[n]["fingerprint"]} == {"response table"}
+    rows = {r["comparison"]: r for r in csv_rows(out / "response_table.csv")}
+    assert rows["distill vs filter"]["n"] == "3"
+    run(tmp / "exp.yaml", out, engine)  # back to the default, for the tests after this one
+
+
+def test_train_none_still_makes_the_response_table(tmp_path, tiny_base):
+    path = experiment(tmp_path, tiny_base, train="none", response_table={"instructions": False, "judge_check": False})
+    result = run(path, tmp_path / "out", Engines())
+    assert result["table"] is None and result["response_table"]
+    md = (tmp_path / "out" / "response_table.md").read_text()
+    assert "Judge check: not run" in md and "Instruction quality" not in md
+    assert "distill vs filter+rewrite" in md
+    assert "answer different questions" in (tmp_path / "out" / "report.html").read_text()
+
+
+def csv_rows(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
