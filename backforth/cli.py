@@ -34,7 +34,10 @@ class _Root(TyperGroup):
     messages and exit codes (also under `typer.testing.CliRunner`, which calls `main` too)."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
-        return guarded(lambda: super(_Root, self).main(*args, **kwargs))
+        from .console import attached
+
+        with attached():  # the library's messages, as lines on stdout and stderr
+            return guarded(lambda: super(_Root, self).main(*args, **kwargs))
 
 
 def _flag_without_placeholder() -> None:
@@ -213,7 +216,7 @@ def _run(cfg, out: Path, force: bool, until: str | None = None) -> None:
 
     resume = f"Finished rows are saved in {out}; run the same command again to resume."
     try:
-        stats = run_pipeline(cfg, out, force=force, until=until, log=typer.echo)
+        stats = run_pipeline(cfg, out, force=force, until=until)
     except EngineUnavailable as err:
         _fail(f"{err}\n{resume}", 3)
     except ValueError as err:
@@ -275,7 +278,7 @@ def demo(input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Yo
     if train:
         from .preflight import check
 
-        check(cfg, out, until=until, log=typer.echo)  # before the training: input, run dir, models
+        check(cfg, out, until=until)  # before the training: input, run dir, models
         backward_dir = _train_demo_backward(out, train_steps, DEMO_TRAIN_BASE)
         cfg.backtranslate.mode = "trained"
         cfg.models.backward.model = str(backward_dir)
@@ -296,7 +299,7 @@ def _train_demo_backward(out: Path, steps: int | None, base: str) -> Path:
     target = out / "backward_model"
     try:
         tcfg = load_train_config(None, [f"base_model={base}"] + ([f"max_steps={steps}"] if steps else []))
-        train_backward(load_seed(DATA_DIR / "demo_seed.jsonl"), target, tcfg, log=typer.echo)
+        train_backward(load_seed(DATA_DIR / "demo_seed.jsonl"), target, tcfg)
     except TrainError as err:
         _fail(str(err))
     return target
@@ -326,7 +329,7 @@ def experiment(config: Annotated[Path, typer.Argument(help="Experiment YAML (doc
 
     path = DATA_DIR / "experiment_demo.yaml" if str(config) == "demo" else config
     cfg = load_experiment(path, set_)
-    result = run_experiment(cfg, out, log=typer.echo)
+    result = run_experiment(cfg, out)
     if result.get("response_table"):
         typer.echo("\n" + Path(result["response_table"]).read_text())
     if result["table"] is not None:

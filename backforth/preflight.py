@@ -19,8 +19,8 @@ minutes of retries.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from .config import RunConfig
 from .errors import UserError
 from .io import probe_write
 
+log = logging.getLogger(__name__)
 TIMEOUT_ENV = "BACKFORTH_PREFLIGHT_TIMEOUT"
 DEFAULT_TIMEOUT_S = 3.0
 
@@ -54,9 +55,9 @@ def timeout_s() -> float:
 
 
 def check(cfg: RunConfig, out: str | Path, *, until: str | None = None, servers: bool = True,
-          model_paths: bool = True, log: Callable[[str], None] = print) -> Preflight:
+          model_paths: bool = True) -> Preflight:
     """Every check, in order: input, run dir, servers, model paths. `servers` and `model_paths` are off
-    when the caller brings its own engines (tests, library use)."""
+    when the caller brings its own engines (tests, library use). What is not an error is logged as a warning."""
     result = Preflight()
     check_input(cfg, result)
     check_output(Path(out))
@@ -66,7 +67,7 @@ def check(cfg: RunConfig, out: str | Path, *, until: str | None = None, servers:
     if model_paths:
         check_model_paths(cfg, roles)
     for w in result.warnings:
-        log(f"warning: {w}")
+        log.warning(f"warning: {w}")
     return result
 
 
@@ -138,9 +139,7 @@ def roles_used(cfg: RunConfig, until: str | None = None) -> list[str]:
 
     roles: list[str] = []
     for cls in registry.enabled(cfg):
-        role = cls.role
-        if cls.name == "grounding" and getattr(cfg.grounding, "judge", False):
-            role = "judge"
+        role = cls.role_for(cfg)
         if role and hasattr(cfg.models, role) and role not in roles:
             roles.append(role)
         if cls.name == until:

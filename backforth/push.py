@@ -15,15 +15,18 @@ culprit and what to do.
 
 from __future__ import annotations
 
+import logging
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from .errors import UserError
+
+log = logging.getLogger(__name__)
 
 CARD, SFT, DISTILLED, REJECTS, STATS, CONFIG = (
     "README.md", "sft.parquet", "distilled.parquet", "rejects.jsonl", "stats.json", "config.yaml")
@@ -166,7 +169,7 @@ def _hub_errors() -> tuple[type[BaseException], ...]:
 
 
 def push(run_dir: str | Path, repo_id: str, private: bool = False, with_rejects: bool = False, *,
-         api=None, log: Callable[[str], None] = print) -> str:
+         api=None) -> str:
     """Create the dataset repo `repo_id` (or reuse it) and upload the run in one commit; returns its URL.
 
     `api`: an `HfApi` (default: one with huggingface_hub's own token). `private` applies when the
@@ -188,7 +191,7 @@ def push(run_dir: str | Path, repo_id: str, private: bool = False, with_rejects:
     card = card_for_hub(run_dir, full_id, [f.name for f in files])
     ops = [CommitOperationAdd(path_in_repo=CARD, path_or_fileobj=card.encode("utf-8"))]
     ops += [CommitOperationAdd(path_in_repo=f.name, path_or_fileobj=str(f)) for f in files if f.name != CARD]
-    log(f"uploading {', '.join(f.name for f in files)} to the dataset repo {full_id}")
+    log.info(f"uploading {', '.join(f.name for f in files)} to the dataset repo {full_id}")
     try:
         api.create_commit(full_id, ops, repo_type="dataset", commit_message=f"Upload backforth run {run_dir.resolve().name}")
     except _hub_errors() as err:
@@ -205,9 +208,5 @@ def push_command(
     with_rejects: Annotated[bool, typer.Option("--with-rejects", help="Also upload rejects.jsonl (every rejected row, with its text).")] = False,
 ) -> None:
     """Upload a run's dataset (card, sft.parquet, distilled.parquet, stats.json, config.yaml) to the Hugging Face Hub."""
-    try:
-        url = push(run_dir, repo_id, private=private, with_rejects=with_rejects, log=typer.echo)
-    except UserError as err:
-        typer.secho(str(err), fg=typer.colors.RED, err=True)
-        raise typer.Exit(err.exit_code) from None
+    url = push(run_dir, repo_id, private=private, with_rejects=with_rejects)
     typer.echo(f"pushed to {url}")

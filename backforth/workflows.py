@@ -1,51 +1,59 @@
 """Orchestrators: what a command runs, composed of pipeline runs and training steps.
 
 The pipeline never trains a model. Humpback's second round of self-curation (`curate.iterations:
-2`) is two pipeline runs with a training step between them: the first stops after round 1's
-scoring (`curate`), M1 is trained on the seed pairs plus the pairs round 1 kept, each tagged by
-source, and the second run continues with M1 as the model of role `scorer_m1`, which stage
-`curate_m1` uses. M1 is trained once per run dir (a finished M1 is reused, an interrupted one
+2`) is two pipeline runs with a training step between them: the first stops before the stage whose
+model the run trains (`Stage.trained_role`: `curate_m1`), M1 is trained on the seed pairs plus the
+pairs round 1 kept, each tagged by source, and the second run continues with M1 as the model of
+that stage's role. M1 is trained once per run dir (a finished M1 is reused, an interrupted one
 resumes from its checkpoint).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .config import ModelConfig, RunConfig, make_model
 from .engines import build_engine
 from .errors import UserError
-from .pipeline import Runner, registry
-from .pipeline.stage import DONE
+from .pipeline import registry
+from .pipeline.method import run_method
+from .pipeline.stage import DONE, Stage
 from .pipeline.store import RunStore
 
 DATA_DIR = Path(__file__).parent / "data"
+log = logging.getLogger(__name__)
 
 
 def run(cfg: RunConfig, out: str | Path, *, force: bool = False, until: str | None = None,
-        engine_factory: Callable = build_engine, log: Callable[[str], None] = print) -> dict | None:
-    """The pipeline on `cfg`, training M1 between the two rounds when the config asks for it.
+        engine_factory: Callable = build_engine, after: Mapping[str, Stage | Sequence[Stage]] | None = None,
+        check: bool = True) -> dict | None:
+    """The pipeline on `cfg`, training M1 between the two rounds when the config asks for it; a
+    user's own stages go `after` the named ones. Returns stats.json's content (None when stopped by
+    `until`).
 
     First the checks that take seconds (`preflight`): the input, the run dir, and, with the real
     engines, the model servers and local model paths; a mistake there fails before any long work."""
-    from .preflight import check
+    from .preflight import check as preflight
 
     out = Path(out)
     real = engine_factory is build_engine
-    check(cfg, out, until=until, servers=real, model_paths=real, log=log)
+    if check:
+        preflight(cfg, out, until=until, servers=real, model_paths=real)
     names = registry.names(cfg)
-    if "curate_m1" not in names:
-        return Runner(cfg, out, force=force, until=until, engine_factory=engine_factory, log=log).run()
-    before = names[names.index("curate_m1") - 1]
-    if until is not None and names.index(until) <= names.index(before):
-        return Runner(cfg, out, force=force, until=until, engine_factory=engine_factory, log=log).run()
-    Runner(cfg, out, force=force, until=before, engine_factory=engine_factory, log=log).run()
-    m1 = train_m1(cfg, out, names[: names.index(before) + 1], log)
-    return Runner(cfg, out, until=until, engine_factory=engine_factory, models={"scorer_m1": m1}, log=log).run()
+    trained = next((c for c in registry.enabled(cfg) if c.trained_role), None)
+    if trained is None:
+        return run_method(cfg, out, force=force, until=until, engine_factory=engine_factory, after=after)
+    before = names[names.index(trained.name) - 1]
+    if until is not None and until in names and names.index(until) <= names.index(before):
+        return run_method(cfg, out, force=force, until=until, engine_factory=engine_factory, after=after)
+    run_method(cfg, out, force=force, until=before, engine_factory=engine_factory, after=after)
+    m1 = train_m1(cfg, out, names[: names.index(before) + 1], trained.name)
+    return run_method(cfg, out, until=until, engine_factory=engine_factory, models={trained.role: m1}, after=after)
 
 
-def train_m1(cfg: RunConfig, out: Path, chain: list[str], log: Callable[[str], None]) -> ModelConfig:
+def train_m1(cfg: RunConfig, out: Path, chain: list[str], stage: str) -> ModelConfig:
     """Humpback's M1: the forward model trained on the seed pairs + the pairs round 1 kept."""
     from .train.seed import load_seed
     from .train.sft import load_train_config, train_sft
@@ -61,8 +69,8 @@ def train_m1(cfg: RunConfig, out: Path, chain: list[str], log: Callable[[str], N
         sets = [f"base_model={cfg.curate.m1_base_model or _base_of(cfg.models.scorer)}"]
         if cfg.curate.m1_max_steps:
             sets.append(f"max_steps={cfg.curate.m1_max_steps}")
-        log(f"curate: training M1 on {len(pairs)} round-1 pairs + the seed pairs of {seed}")
-        train_sft(pairs, load_seed(seed), folder, load_train_config(None, sets), log=log)
+        log.info(f"{stage}: training M1 on {len(pairs)} round-1 pairs + the seed pairs of {seed}")
+        train_sft(pairs, load_seed(seed), folder, load_train_config(None, sets))
     return make_model(engine="transformers", model=str(folder))
 
 

@@ -1,6 +1,6 @@
 """Does the backward model write requests? A prompted instruct model against a LoRA-trained backward model.
 
-Both backtranslate the bundled corpus (44 web-like pages) through the real pipeline (`Runner` up to
+Both backtranslate the bundled corpus (44 web-like pages) through the real pipeline (`run_method` up to
 `backtranslate`, the demo's settings). The trained one is `backforth demo --train`'s model: a LoRA
 adapter on the same base, trained on the 48 bundled seed pairs in reverse (response -> instruction),
 saved under `--out` and reused when it is there. Printed per mode: the share of outputs that read as
@@ -20,7 +20,7 @@ from pathlib import Path
 from backforth.analysis.analyze import stage_rows
 from backforth.cli import DATA_DIR
 from backforth.config import load_config
-from backforth.pipeline import Runner
+from backforth.pipeline.method import run_method
 from backforth.pipeline.stages.parsing import clean_instruction, looks_like_request
 from backforth.train.seed import load_seed
 from backforth.train.sft import load_train_config, train_backward
@@ -29,7 +29,7 @@ from backforth.train.sft import load_train_config, train_backward
 def backtranslate(out: Path, sets: list[str]) -> list[dict]:
     cfg = load_config(DATA_DIR / "demo.yaml", sets + ["runner.progress=false"])
     cfg.input.path = str(DATA_DIR / "demo_corpus.jsonl")
-    Runner(cfg, out, until="backtranslate", log=lambda _m: None).run()
+    run_method(cfg, out, until="backtranslate")
     return list(stage_rows(out, "backtranslate").values())
 
 
@@ -55,7 +55,7 @@ def main() -> None:
     model_dir = args.out / "backward_model"
     t0 = time.perf_counter()
     tcfg = load_train_config(None, [f"base_model={args.base}", "progress=false"] + ([f"max_steps={args.steps}"] if args.steps else []))
-    result = train_backward(load_seed(DATA_DIR / "demo_seed.jsonl"), model_dir, tcfg, log=lambda _m: None)
+    result = train_backward(load_seed(DATA_DIR / "demo_seed.jsonl"), model_dir, tcfg)
     print(f"trained {model_dir}: {result.steps} LoRA steps on {args.base}, "
           f"{result.seconds_per_step or 0:.1f} s/step, {time.perf_counter() - t0:.0f} s with loading")
     for name, sets in (("prompted", [f"models.backward.model={args.base}"]),

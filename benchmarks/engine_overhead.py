@@ -2,7 +2,7 @@
 
 The same backtranslation prompts (the bundled demo corpus, greedy decoding so both sides generate
 exactly the same tokens) go once straight to `TransformersEngine.generate` and once through the
-pipeline (`Runner` up to the backtranslate stage: request building, chunking, parsing, the
+pipeline (`run_method` up to the backtranslate stage: request building, chunking, parsing, the
 append-only stage file). Bare and pipeline passes alternate (bare, then `--rounds` times pipeline
 + bare) and are averaged, so drift in machine load favours neither. Also prints the engine's batched throughput
 against batch size 1.
@@ -24,7 +24,7 @@ from backforth.engines import build_engine
 from backforth.pipeline.stages.backtranslate import Backtranslate
 from backforth.pipeline.stages.prepare import normalize_text
 from backforth.engines.base import Borrowed
-from backforth.pipeline.runner import Runner
+from backforth.pipeline.method import run_method
 from backforth.pipeline.store import StageStore
 
 
@@ -56,9 +56,10 @@ def main() -> None:
 
     def pipeline() -> tuple[float, float, int, int]:
         with tempfile.TemporaryDirectory() as tmp:
-            runner = Runner(cfg, tmp, until="backtranslate", engine_factory=lambda _m: Borrowed(engine), log=lambda _s: None)
+            def runner_run() -> None:
+                run_method(cfg, tmp, until="backtranslate", engine_factory=lambda _m: Borrowed(engine))
             t0 = time.perf_counter()
-            runner.run()
+            runner_run()
             wall = time.perf_counter() - t0
             counters, seconds, done = StageStore(Path(tmp) / "stages" / "backtranslate").totals()
             toks = counters.get("completion_tokens", 0)

@@ -263,7 +263,7 @@ def check_train(folder: Path, device: str, work: Path, run_dir: Path, steps: int
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    result = train_sft(web, seed, work / "sft", cfg, log=lambda _s: None)
+    result = train_sft(web, seed, work / "sft", cfg)
     fig = {"steps": result.steps, "seconds_per_step": round(result.seconds_per_step or 0, 3),
            "wall_s": round(time.perf_counter() - t0, 1), "final_loss": result.final_loss, "bf16": True}
     if cuda:

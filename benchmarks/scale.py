@@ -33,7 +33,7 @@ from pathlib import Path
 from backforth.config import build_config
 from backforth.engines.base import InProcessEngine, Request, Result
 from backforth.pipeline.executors.local import LocalExecutor
-from backforth.pipeline.runner import Runner
+from backforth.pipeline.method import run_method
 
 # 4,000 pseudo-words: random documents share few 5-word shingles, random instructions few words
 VOCAB = [a + b + c + s for s in ("", "a", "o", "en", "et") for a in ("ba", "ko", "mi", "ne", "su", "ta", "vo", "ri", "le", "du")
@@ -123,8 +123,7 @@ def run_once(n: int) -> dict:
         engine = InstantEngine()
         t0 = time.perf_counter()
         runner = MeasuringExecutor()
-        stats = Runner(cfg, Path(tmp) / "run", engine_factory=lambda _m: engine, executor=runner,
-                       log=lambda _s: None).run()
+        stats = run_method(cfg, Path(tmp) / "run", engine_factory=lambda _m: engine, executor=runner)
         seconds = time.perf_counter() - t0
         disk = sum(p.stat().st_size for p in (Path(tmp) / "run").rglob("*") if p.is_file())
         input_bytes = corpus.stat().st_size

@@ -7,7 +7,7 @@ like vLLM's max_num_seqs). What is measured is our side: the runner's chunking a
 engine's limit, ordering and HTTP. Printed for `runner.chunks_in_flight` 1, 2, 4 and the default (auto):
 
 * pipeline/engine throughput ratio: the same backtranslation requests through the pipeline
-  (`Runner` up to backtranslate) against one bare `OpenAIEngine.generate` call holding them all
+  (`run_method` up to backtranslate) against one bare `OpenAIEngine.generate` call holding them all
   (no chunk boundaries at all: the ceiling);
 * the mean number of requests in flight (against the server batch: a chunk's tail leaves the
   batch half empty even when the server is never quite idle) and the share of the time busy.
@@ -33,7 +33,7 @@ from stub_openai import StubOpenAIServer  # noqa: E402
 from backforth.config import build_config  # noqa: E402
 from backforth.engines.openai import OpenAIEngine  # noqa: E402
 from backforth.pipeline.stages.backtranslate import Backtranslate  # noqa: E402
-from backforth.pipeline.runner import Runner  # noqa: E402
+from backforth.pipeline.method import run_method  # noqa: E402
 
 
 def main() -> None:
@@ -94,8 +94,8 @@ def main() -> None:
                     return engines[-1]
 
                 t0 = time.perf_counter()
-                Runner(config(depth), Path(tmp) / f"run{depth}-{time.time_ns()}", until="backtranslate",
-                       engine_factory=factory, log=lambda _s: None).run()
+                run_method(config(depth), Path(tmp) / f"run{depth}-{time.time_ns()}", until="backtranslate",
+                           engine_factory=factory)
                 dt = time.perf_counter() - t0
                 return dt, engines[0].load()
 

@@ -1,7 +1,7 @@
 """What the pipeline costs on top of vLLM, offline and served, measured side by side in one run.
 
 The same backtranslation prompts (the bundled demo corpus, greedy decoding so both sides generate
-the same tokens) go straight to an engine and through the pipeline (`Runner` up to the
+the same tokens) go straight to an engine and through the pipeline (`run_method` up to the
 backtranslate stage, with the same engine), twice:
 
 a. vLLM offline: `VLLMEngine` (one `LLM.generate` per chunk).
@@ -36,7 +36,7 @@ from backforth.engines.models import resolve_model_dir
 from backforth.pipeline.stages.backtranslate import Backtranslate
 from backforth.pipeline.stages.prepare import normalize_text
 from backforth.engines.base import Borrowed
-from backforth.pipeline.runner import Runner
+from backforth.pipeline.method import run_method
 from backforth.pipeline.store import StageStore
 
 SERVED_NAME = "embedded"
@@ -63,10 +63,11 @@ def measure(label: str, engine, cfg, requests, rounds: int, reset=lambda: None, 
 
     def pipeline() -> tuple[float, int, int, list]:
         with tempfile.TemporaryDirectory() as tmp:
-            runner = Runner(cfg, tmp, until="backtranslate", engine_factory=lambda _m: Borrowed(engine), log=lambda _s: None)
+            def runner_run() -> None:
+                run_method(cfg, tmp, until="backtranslate", engine_factory=lambda _m: Borrowed(engine))
             reset()
             probed = [probe()]
-            runner.run()
+            runner_run()
             probed.append(probe())
             counters, seconds, done = StageStore(Path(tmp) / "stages" / "backtranslate").totals()
             return seconds, done, counters.get("completion_tokens", 0), probed

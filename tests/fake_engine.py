@@ -5,7 +5,7 @@ it receives (per key and per (stage, key), the stage read from the prompt text),
 raise after N requests to simulate an interruption (Ctrl-C, a server that went away).
 
     fake = FakeEngine(lambda req: "How do I boil an egg?")
-    Runner(cfg, out, engine_factory=lambda model_cfg: fake).run()
+    run_method(cfg, out, engine_factory=lambda model_cfg: fake)
     assert max(fake.by_stage_key.values()) == 1
 """
 

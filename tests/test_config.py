@@ -9,8 +9,7 @@ from fake_engine import FakeEngine
 
 from backforth.config import SEED_TAG, WEB_TAG, ConfigError, RunConfig, build_config, load_config, parse_overrides
 from backforth.pipeline import registry
-from backforth.pipeline.fingerprints import stage_fingerprints
-from backforth.pipeline.runner import Runner
+from backforth.pipeline.method import build_stages, stage_fingerprints
 
 
 def write(tmp_path: Path, text: str, name: str = "run.yaml") -> Path:
@@ -136,7 +135,7 @@ def test_trained_mode_needs_a_trained_model():
 def hashes(overrides: list[str]) -> dict[str, str]:
     cfg = build_config({"runner": {"progress": False}}, overrides)
     fake = FakeEngine(lambda req: "", context_length=4096)
-    fps = stage_fingerprints(cfg, Runner(cfg, "unused", engine_factory=lambda m: fake).build_stages())
+    fps = stage_fingerprints(cfg, build_stages(cfg, lambda m: fake))
     return {name: fp["hash"] for name, fp in fps.items()}
 
 
@@ -203,7 +202,7 @@ def test_curate_threshold_does_not_touch_backtranslate():
 def test_fingerprint_sees_the_prompt_text():
     cfg = build_config({"runner": {"progress": False}})
     fake = FakeEngine(lambda req: "")
-    stages = Runner(cfg, "unused", engine_factory=lambda m: fake).build_stages()
+    stages = build_stages(cfg, lambda m: fake)
     fps = stage_fingerprints(cfg, stages)
     by_name = {st.name: st for st in stages}
     assert fps["curate"]["fields"]["prompt"] == f"curate@1#{by_name['curate'].template.sha}"

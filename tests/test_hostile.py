@@ -19,7 +19,8 @@ from run_files import read_distilled, read_sft
 from backforth.analysis.report import write_report
 from backforth.config import build_config
 from backforth.engines.base import Request, Result
-from backforth.pipeline import Runner, registry
+from backforth.pipeline import registry
+from backforth.pipeline.method import run_method
 from backforth.pipeline.store import StageStore
 from backforth.pipeline.stages.prepare import normalize_text
 
@@ -117,7 +118,7 @@ def test_hostile_input_through_a_full_run(tmp_path):
     fake = FakeEngine(responder, context_length=CONTEXT)
     out = tmp_path / "run"
     t0 = time.monotonic()
-    stats = Runner(cfg, out, engine_factory=lambda m: fake, log=lambda msg: None).run()
+    stats = run_method(cfg, out, engine_factory=lambda m: fake)
     elapsed = time.monotonic() - t0
 
     sft, rejects = read_sft(out), read_jsonl(out / "rejects.jsonl")
@@ -197,7 +198,7 @@ def test_100k_tiny_documents_through_prepare(tmp_path):
     fake = FakeEngine(lambda req: "unused", context_length=CONTEXT)
     out = tmp_path / "run"
     t0 = time.monotonic()
-    result = Runner(cfg, out, engine_factory=lambda m: fake, until="prepare", log=lambda msg: None).run()
+    result = run_method(cfg, out, engine_factory=lambda m: fake, until="prepare")
     elapsed = time.monotonic() - t0
     assert result is None  # stopped after prepare as asked
     assert fake.received == []

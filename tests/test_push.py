@@ -1,6 +1,6 @@
 """`backforth push`: what would go to the Hub, the card it would carry, and the errors a user can cause.
 
-The run dirs are made by the real pipeline (the `Runner` with the deterministic `FakeEngine`, as
+The run dirs are made by the real pipeline (`run_method` with the deterministic `FakeEngine`, as
 tests/pipeline/test_runner.py runs it). The Hub itself cannot be reached from here: only its two
 network calls (`HfApi.create_repo`, `HfApi.create_commit`) are replaced, to see what would be sent;
 the token lookup, the repo id check, the commit operations and the card are the real ones.
@@ -24,7 +24,7 @@ from backforth.cli import app
 from backforth.config import build_config
 from backforth.engines.base import Request, Result
 from backforth.errors import UserError
-from backforth.pipeline import Runner
+from backforth.pipeline.method import run_method
 from backforth.pipeline.card import DATA_FILES
 from backforth.push import (HubUnreachableError, NotARunError, NothingToPublishError, NotLoggedInError, PushError,
                             card_for_hub, files_to_push, push)
@@ -61,7 +61,7 @@ def make_run(folder: Path, texts: list[str]) -> Path:
     cfg = build_config({"input": {"path": str(docs)}, "runner": {"progress": False, "chunk_size": 3}, **off})
     out = folder / "run"
     engine = FakeEngine(responder, context_length=1000)
-    Runner(cfg, out, engine_factory=lambda model_cfg: engine, log=lambda msg: None).run()
+    run_method(cfg, out, engine_factory=lambda model_cfg: engine)
     return out
 
 
@@ -232,7 +232,7 @@ def test_push_sends_one_commit_of_the_selected_files(made, monkeypatch, token, c
 def test_push_with_rejects_and_a_public_repo(made, monkeypatch, token):
     """Network calls replaced (the Hub cannot be reached from here)."""
     hub = FakeHub().install(monkeypatch)
-    push(made, REPO, with_rejects=True, log=lambda msg: None)
+    push(made, REPO, with_rejects=True)
     assert hub.repos[0][1]["private"] is None  # public, unless the org's default is private
     assert "rejects.jsonl" in hub.sent()
 
@@ -267,7 +267,7 @@ def test_the_network_being_down_is_a_user_error(made, monkeypatch, token):
     """Network calls replaced by ones that fail as the client does (the Hub cannot be reached from here)."""
     FakeHub(repo_error=httpx2.ConnectError("[Errno -3] Temporary failure in name resolution")).install(monkeypatch)
     with pytest.raises(HubUnreachableError, match="cannot reach the Hugging Face Hub.*ConnectError.*push again"):
-        push(made, REPO, log=lambda msg: None)
+        push(made, REPO)
 
 
 @pytest.mark.parametrize("status, error, words", [(401, NotLoggedInError, "refused the token"),
@@ -277,5 +277,5 @@ def test_the_hub_refusing_is_a_user_error(made, monkeypatch, token, status, erro
     """Network calls replaced by ones that fail as the Hub does (the Hub cannot be reached from here)."""
     FakeHub(commit_error=http_error(status)).install(monkeypatch)
     with pytest.raises(error, match=words) as caught:
-        push(made, REPO, log=lambda msg: None)
+        push(made, REPO)
     assert token not in str(caught.value)

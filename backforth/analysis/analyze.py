@@ -25,9 +25,10 @@ why, never a crash: the demo run keeps only a handful of rows.
 
 from __future__ import annotations
 
+import logging
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ from .sets import (MIN_ITEMS, RUN_SETS, RunDirError, TextSet, iter_jsonl, load_a
                    stage_order, stage_rows, subsample)
 from .tables import analysis_notes, comparison_table, set_table, to_markdown
 from .tagging import TAG_MAX_CHARS, WORK_DIR, Tag, complexity, parse_tags, tag_texts
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MIN_ITEMS", "PAIRS", "RUN_SETS", "TAG_MAX_CHARS", "WORDS_TOKENIZER", "WORK_DIR", "RunDirError", "Tag", "TextSet",
@@ -218,7 +221,7 @@ def _tagging(run_dir: Path, sets: dict[str, TextSet], tagger_cfg: Any, tagger_en
 
 def analyze(run_dir: str | Path, against: Sequence[str] = (), embedder: Any = None, tagger_cfg: Any = None,
             max_samples: int = 2000, *, tagger_engine: Any = None, tag_samples: int = 16,
-            tokenizer: str | None = "embedded", seed: int = 0, log: Callable[[str], None] = lambda _: None) -> dict:
+            tokenizer: str | None = "embedded", seed: int = 0) -> dict:
     """Run every analysis on `run_dir`, write `analysis.json` and `analysis.md` there, return the result.
 
     `embedder`: an `metrics.Embedder`, a sentence-transformers name, or None (bundled MiniLM).
@@ -238,11 +241,11 @@ def analyze(run_dir: str | Path, against: Sequence[str] = (), embedder: Any = No
     needs_features = any(_too_small(response_sizes, p) is None for p in PAIRS)
     emb = _resolve_embedder(embedder) if needs_features else None
     if emb is not None:
-        log(f"embedding responses with {emb.name}; MAUVE and classifier")
+        log.info(f"embedding responses with {emb.name}; MAUVE and classifier")
     comparisons = compare_sets(embed_sets(sets, emb) if emb is not None else {}, response_sizes, seed)
     tok, tok_name = load_tokenizer(tokenizer)
     if tagger_cfg is not None or tagger_engine is not None:
-        log(f"tagging up to {tag_samples} pairs per set (complexity)")
+        log.info(f"tagging up to {tag_samples} pairs per set (complexity)")
     result = {
         "run_dir": str(run_dir), "embedder": getattr(emb, "name", None), "tokenizer": tok_name,
         "max_samples": max_samples, "seed": seed, "min_items": MIN_ITEMS,

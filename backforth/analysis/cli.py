@@ -64,7 +64,7 @@ def analyze_cmd(
             _fail(f"tagger settings: {err}")
     try:
         result = analyze(run_dir, against or [], embedder=embedder, tagger_cfg=tagger, max_samples=max_samples,
-                         tag_samples=tag_samples, log=typer.echo)
+                         tag_samples=tag_samples)
     except RunDirError as err:
         _fail(str(err))
     except EngineError as err:

@@ -178,28 +178,27 @@ def tag_stored(texts: Sequence[str], work: Path, *, tagger_cfg: Any = None, engi
     """({text: its tags, None where the request failed}, the tagger's name), asking the tagger only
     for the texts the store under `work` lacks. `engine` (kept open) or one built from `tagger_cfg`
     (closed by the runner) tags them; `tagger_cfg`, when given, is the tagger's identity."""
-    from ..config import build_config
+    from ..config import RunnerConfig
     from ..engines import build_engine
-    from ..pipeline import Runner
+    from ..pipeline import Engines, Runner
     from ..pipeline.store import RunStore
 
     stage, rows = Tag(max_tokens), _rows(texts)
     if not rows:
         return {}, getattr(engine, "name", None) or getattr(tagger_cfg, "model", "?")
     model = tagger_cfg if tagger_cfg is not None else _GivenModel(getattr(engine, "name", "?"))
-    cfg = build_config({"runner": {"chunk_size": CHUNK_SIZE, "progress": False}})
     wanted = {r["id"] for r in rows}
-    if not _up_to_date(work, cfg, stage, model, wanted):
+    if not _up_to_date(work, stage, model, wanted):
         factory: Callable = build_engine if engine is None else (lambda _cfg: _Borrowed(engine))
-        Runner(cfg, work, force=True, stages=[stage], source=lambda: iter(rows), models={ROLE: model},
-               engine_factory=factory, log=lambda _m: None).run()
+        Runner([stage], lambda: iter(rows), work, engines=Engines({ROLE: model}, factory), force=True,
+               settings=RunnerConfig(chunk_size=CHUNK_SIZE, progress=False)).run()
     found = {r["id"]: r for r in RunStore(work).joined([stage.name], status=DONE) if r["id"] in wanted}
     names = [r["tag_model"] for r in found.values() if r.get("tag_model")]
     name = names[0] if names else getattr(engine, "name", None) or getattr(tagger_cfg, "model", "?")
     return {r["text"]: found[r["id"]]["tags"] if r["id"] in found else None for r in rows}, name
 
 
-def _up_to_date(work: Path, cfg: Any, stage: Tag, model: Any, ids: set[str]) -> bool:
+def _up_to_date(work: Path, stage: Tag, model: Any, ids: set[str]) -> bool:
     """Whether the store already holds every one of `ids`, tagged with these settings: then the
     runner is not started, so no model is loaded only to find nothing to do."""
     from ..pipeline import fingerprints
@@ -208,7 +207,7 @@ def _up_to_date(work: Path, cfg: Any, stage: Tag, model: Any, ids: set[str]) -> 
     path = work / fingerprints.FILE
     if not path.is_file():
         return False
-    current = fingerprints.stage_fingerprints(cfg, [stage], lambda _role: model)[stage.name]["hash"]
+    current = fingerprints.stage_fingerprints([stage], lambda _role: model)[stage.name]["hash"]
     if json.loads(path.read_text()).get(stage.name, {}).get("hash") != current:
         return False
     return ids <= set(RunStore(work).stage(stage.name).ids(DONE))

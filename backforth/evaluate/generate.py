@@ -7,7 +7,7 @@ knowledge from web search if needed.", reporting whichever suffix wins more (Ngu
 different sentences (App. A.3); at evaluation they select which of the two learned styles answers.
 Each row records the suffix it was asked with, so the two runs can be judged and compared side by side.
 
-Answering is a stage (`Answer`) run by the pipeline's `Runner`, with its resume, chunking,
+Answering is a stage (`Answer`) run by the pipeline's generic `Runner`, with its resume, chunking,
 fingerprints and executors: the run's store is the folder next to the answers file
 (`answers.run/` for `answers.jsonl`), and the answers file is written from it at the end. A rerun
 sends only the questions not answered yet; one with other settings (model, suffix, sampling) stops
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..config import SEED_TAG, ModelConfig, build_config
+from ..config import SEED_TAG, ModelConfig, RunnerConfig
 from ..engines import Engine, Request, Result, build_engine
-from ..pipeline import Runner
+from ..pipeline import Engines, Runner
 from ..pipeline.stage import DONE, Stage
 from ..pipeline.store import RunStore
 from .data import REFERENCE, REFERENCE_GENERATOR, EvalDataError
@@ -143,11 +143,8 @@ def generate_answers(
     run_dir = run_dir_for(out_path)
     store = RunStore(run_dir)
     before = sum(1 for _ in store.stage(stage.name).ids())
-    runner = Runner(build_config({"runner": {"chunk_size": chunk_size, "progress": False}}), run_dir,
-                    stages=[stage], source=lambda: iter(questions), models={ROLE: model_cfg},
-                    engine_factory=_factory(engine), executor=executor,
-                    log=lambda _m: None)
-    runner.on_chunk = progress
+    runner = Runner([stage], lambda: iter(questions), run_dir, engines=Engines({ROLE: model_cfg}, _factory(engine)),
+                    settings=RunnerConfig(chunk_size=chunk_size, progress=False), executor=executor, on_chunk=progress)
     runner.run()
     rows = [_answer_row(r) for r in store.joined([stage.name], status=DONE)]
     out_path.parent.mkdir(parents=True, exist_ok=True)

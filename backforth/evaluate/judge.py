@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Literal
 
 
-from ..config import ModelConfig, build_config
+from ..config import ModelConfig, RunnerConfig
 from ..engines import Engine, Request, Result, build_engine
 from ..engines.cache import CachedEngine, ResultCache
-from ..pipeline import Runner
+from ..pipeline import Engines, Runner
 from ..pipeline.stage import DONE, Stage
 from ..pipeline.store import RunStore
 from ..prompts import PromptTemplate, load_template
@@ -311,10 +311,8 @@ def judge_pairs(
     cache = ResultCache((cache_path or default_cache_path()) if use_cache else None)
     make = _factory(engine)
     cached = CachedEngine(judge_cfg.identity(), cache, lambda: make(judge_cfg), name=model_name(judge_cfg))
-    runner = Runner(build_config({"runner": {"chunk_size": chunk_size, "progress": False}}), run_dir,
-                    stages=[stage], source=lambda: iter(pairs), models={"judge": judge_cfg},
-                    engine_factory=lambda _cfg: cached, executor=executor, log=lambda _m: None)
-    runner.on_chunk = progress
+    runner = Runner([stage], lambda: iter(pairs), run_dir, engines=Engines({"judge": judge_cfg}, lambda _cfg: cached),
+                    settings=RunnerConfig(chunk_size=chunk_size, progress=False), executor=executor, on_chunk=progress)
     runner.run()
     rows = [{k: r.get(k) for k in ANNOTATION} for r in store.joined([stage.name], status=DONE)]
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from ..evaluate.instructions import InstructionJudge, instruction_pair
 from ..evaluate.judge import judge_pairs
 from ..evaluate.judge_check import KINDS, verdict_line
 from .datasets import order_key
+
+log = logging.getLogger(__name__)
 
 DOCUMENT_DATASETS = ("filter",)  # datasets whose response is the raw document
 COLUMNS = ["table", "comparison", "first", "second", "win_rate", "standard_error", "lc_win_rate", "n", "n_unjudged",
@@ -155,7 +158,7 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name.replace("+", "_plus_").replace(" = ", "_eq_"))
 
 
-def run_comparisons(comparisons: list[Comparison], judge, folder: Path, engine, log) -> None:
+def run_comparisons(comparisons: list[Comparison], judge, folder: Path, engine) -> None:
     """Judge every comparison (a store per comparison under `folder`, resumable; every call cached)."""
     for c in comparisons:
         path = folder / c.table / f"{_slug(c.first)}__vs__{_slug(c.second)}.jsonl"
@@ -170,7 +173,7 @@ def run_comparisons(comparisons: list[Comparison], judge, folder: Path, engine, 
                             f"{stats.errors[0]['error']}); run the same command again to retry them")
         c.summary = summarize_judgements(path)
         c.summary["avg_length_second"] = _mean_len(path)
-        log(f"experiment: {c.table} {c.name}: win rate {c.summary['win_rate']:.1f} over {c.summary['n_total']} "
+        log.info(f"experiment: {c.table} {c.name}: win rate {c.summary['win_rate']:.1f} over {c.summary['n_total']} "
             f"pairs ({stats.judge_calls} judge calls, {stats.cached_calls} cached)")
 
 

@@ -24,6 +24,7 @@ Steps, each in its own folder of the experiment dir and skipped when done and un
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,8 @@ from ..pipeline import registry
 from . import datasets as ds
 from .config import ExperimentConfig, dump
 from .steps import Step, run_steps, time_table
+
+log = logging.getLogger(__name__)
 
 
 def pipeline_config(cfg: ExperimentConfig):
@@ -75,8 +78,7 @@ def _identity_of_file(path: str) -> dict:
     return {"path": path, "size": p.stat().st_size, "mtime": int(p.stat().st_mtime)} if p.is_file() else {"name": path}
 
 
-def run_experiment(cfg: ExperimentConfig, out: str | Path, *, engine_factory: Callable = build_engine,
-                   log: Callable[[str], None] = print) -> dict:
+def run_experiment(cfg: ExperimentConfig, out: str | Path, *, engine_factory: Callable = build_engine) -> dict:
     """Run (or resume) the experiment into `out`; returns the table and where each output is."""
     from ..workflows import run as run_pipeline
 
@@ -94,7 +96,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, engine_factory: Ca
     state: dict = {}
 
     def do_pipeline() -> dict:
-        stats = run_pipeline(run_cfg, run_dir, engine_factory=engine_factory, log=log)
+        stats = run_pipeline(run_cfg, run_dir, engine_factory=engine_factory)
         state["chain"] = list(stats["stages"])
         return {"funnel": stats["funnel"], "requests": {s: v["in"] for s, v in stats["stages"].items()
                                                         if registry.by_name(s).role}}
@@ -109,7 +111,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, engine_factory: Ca
         cut, n = ds.equal_size({k: made[k] for k in names}, ds.SHARED, cfg.size, cfg.seed)
         for name, rows in cut.items():
             ds.write(rows, out / "datasets" / f"{_slug(name)}.jsonl")
-        log(f"experiment: {len(cut)} datasets of {n} pairs each (available: "
+        log.info(f"experiment: {len(cut)} datasets of {n} pairs each (available: "
             + ", ".join(f"{k} {len(v)}" for k, v in made.items()) + ")")
         return {"size": n, "available": {k: len(v) for k, v in made.items()}}
 
@@ -121,13 +123,13 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, engine_factory: Ca
 
     shared_judge = None
     if cfg.response_table.enabled:
-        shared_judge = _response_steps(cfg, out, names, steps, judge, engine_factory, log)
+        shared_judge = _response_steps(cfg, out, names, steps, judge, engine_factory)
     if train:
         seed_spec = cfg.seed_data if cfg.seed_data == "bundled" else _identity_of_file(cfg.seed_data)
         for name in names:
             folder = out / "train" / _slug(name)
             steps.append(Step(f"train {name}", {"train": tsettings, "seed_data": seed_spec, "tags": cfg.tags},
-                              _trainer(cfg, tsettings, out / "datasets" / f"{_slug(name)}.jsonl", folder, log),
+                              _trainer(cfg, tsettings, out / "datasets" / f"{_slug(name)}.jsonl", folder),
                               [folder / "train_stats.json"], after=["datasets"], clean=[folder]))
         eval_fields = {"eval": cfg.eval.model_dump()}
         reference = _reference_file(cfg, out, base_model, steps, eval_fields, engine_factory)
@@ -141,10 +143,10 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, engine_factory: Ca
                               _judger(judge, answers, reference[0], judged, engine_factory),
                               [judged], after=[f"answer {name}"] + reference[2], clean=[run_dir_for(judged)]))
     if cfg.analyses:
-        steps.append(Step("analysis", {"files": names}, lambda: _analyse(run_dir, dataset_files, out, log),
+        steps.append(Step("analysis", {"files": names}, lambda: _analyse(run_dir, dataset_files, out),
                           [out / "analysis.md"], after=["datasets"]))
     try:
-        record = run_steps(steps, out, log)
+        record = run_steps(steps, out)
     finally:
         if shared_judge is not None:
             shared_judge.close()
@@ -157,13 +159,13 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, engine_factory: Ca
     from .report import write_report
 
     write_report(cfg, out, record, table)
-    log("\nwhere the time went:\n" + time_table(record))
+    log.info("\nwhere the time went:\n" + time_table(record))
     response = out / "response_table.md"
     return {"table": table, "steps": record, "out": str(out),
             "response_table": str(response) if cfg.response_table.enabled and response.is_file() else None}
 
 
-def _response_steps(cfg: ExperimentConfig, out: Path, names: list[str], steps: list, judge, factory: Callable, log):
+def _response_steps(cfg: ExperimentConfig, out: Path, names: list[str], steps: list, judge, factory: Callable):
     """`judge check` and `response table` (experiment/response_table.py): they run after `datasets`, before any
     fine-tune. One judge engine serves both, built on the first request the judge cache cannot answer."""
     from ..evaluate.judge_check import check_judge, data_identity
@@ -180,7 +182,7 @@ def _response_steps(cfg: ExperimentConfig, out: Path, names: list[str], steps: l
             from ..evaluate.judge_check import verdict_line
 
             for kind, s in summary["kinds"].items():
-                log(f"experiment: judge check: {verdict_line(kind, s)}")
+                log.info(f"experiment: judge check: {verdict_line(kind, s)}")
             return {k: {"agreement": s["agreement"], "passed": s["passed"]} for k, s in summary["kinds"].items()}
 
         steps.append(Step("judge check", {**judge_fields, "pairs": data_identity(), "min_agreement": rcfg.min_agreement},
@@ -195,7 +197,7 @@ def _response_steps(cfg: ExperimentConfig, out: Path, names: list[str], steps: l
             sources = rt.instruction_sources(made, _seed_rows(cfg) if rcfg.seed_instructions else None)
             comparisons += rt.instruction_comparisons(sources, rcfg.limit, cfg.seed)
         try:
-            rt.run_comparisons(comparisons, judge, out / "response_table", engine, log)
+            rt.run_comparisons(comparisons, judge, out / "response_table", engine)
         finally:
             engine.close()  # the fine-tunes after this step need the memory
         check = json.loads(check_file.read_text()) if rcfg.judge_check else None
@@ -215,12 +217,12 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name.replace("+", "_plus_"))
 
 
-def _trainer(cfg: ExperimentConfig, settings: dict, data: Path, folder: Path, log) -> Callable:
+def _trainer(cfg: ExperimentConfig, settings: dict, data: Path, folder: Path) -> Callable:
     def train() -> dict:
         from ..train.sft import load_train_config, train_sft
 
         tcfg = load_train_config(None, [f"{k}={v}" for k, v in settings.items()] + ["progress=false"])
-        result = train_sft(ds.read(data), _seed_rows(cfg), folder, tcfg, tags=cfg.tags, log=log)
+        result = train_sft(ds.read(data), _seed_rows(cfg), folder, tcfg, tags=cfg.tags)
         return {"steps": result.steps, "seconds_per_step": result.seconds_per_step, "final_loss": result.final_loss}
     return train
 
@@ -271,11 +273,11 @@ def _judger(judge, answers: Path, reference, judged: Path, factory: Callable) ->
     return run_judge
 
 
-def _analyse(run_dir: Path, files: list[Path], out: Path, log) -> dict:
+def _analyse(run_dir: Path, files: list[Path], out: Path) -> dict:
     from ..analysis.analyze import analyze
     from ..analysis.report import write_report as run_report
 
-    result = analyze(run_dir, [str(f) for f in files], tokenizer="embedded", tagger_cfg=None, log=log)
+    result = analyze(run_dir, [str(f) for f in files], tokenizer="embedded", tagger_cfg=None)
     shutil.copy(run_dir / "analysis.md", out / "analysis.md")
     shutil.copy(run_dir / "analysis.json", out / "analysis.json")
     run_report(run_dir)

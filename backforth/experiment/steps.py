@@ -11,6 +11,7 @@ time went.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from typing import Any
 
 from ..config import digest
 
+log = logging.getLogger(__name__)
 STEPS_FILE = "steps.json"
 
 
@@ -51,7 +53,7 @@ class StepLog:
         tmp.replace(self.path)
 
 
-def run_steps(steps: Sequence[Step], out: Path, log: Callable[[str], None] = print) -> dict[str, dict]:
+def run_steps(steps: Sequence[Step], out: Path) -> dict[str, dict]:
     """Run the steps in order, skipping the done and unchanged ones; returns each step's record."""
     record = StepLog.load(out / STEPS_FILE)
     by_name = {s.name: s for s in steps}
@@ -62,12 +64,12 @@ def run_steps(steps: Sequence[Step], out: Path, log: Callable[[str], None] = pri
     for k, step in enumerate(steps, 1):
         old = record.steps.get(step.name, {})
         if step not in to_run:
-            log(f"experiment: step {k} of {len(steps)} ({step.name}): done, unchanged")
+            log.info(f"experiment: step {k} of {len(steps)} ({step.name}): done, unchanged")
             continue
         if old.get("fingerprint") and old.get("fingerprint") != step.fingerprint:
             why = sorted(key for key in set(old.get("fields", {})) | set(step.fields)
                          if old.get("fields", {}).get(key) != step.fields.get(key)) or ["an earlier step"]
-            log(f"experiment: {step.name} changed ({', '.join(why)}): redoing it and the steps after it")
+            log.info(f"experiment: {step.name} changed ({', '.join(why)}): redoing it and the steps after it")
             # nothing of the last try may be resumed: a trainer's checkpoints or an answers store keyed by
             # question id would carry results made from other inputs into this one
             for p in [*step.outputs, *step.clean]:
@@ -76,7 +78,7 @@ def run_steps(steps: Sequence[Step], out: Path, log: Callable[[str], None] = pri
         record.steps[step.name] = {"fingerprint": step.fingerprint, "fields": _jsonable(step.fields), "status": "running"}
         record.save()
         eta = _eta(to_run[to_run.index(step):], timed)
-        log(f"experiment: step {k} of {len(steps)} ({step.name}), {_clock(time.perf_counter() - t_start)} elapsed{eta}")
+        log.info(f"experiment: step {k} of {len(steps)} ({step.name}), {_clock(time.perf_counter() - t_start)} elapsed{eta}")
         t0 = time.perf_counter()
         result = step.run()
         seconds = time.perf_counter() - t0

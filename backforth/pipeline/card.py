@@ -10,11 +10,11 @@ no snippet that would raise, but what to try instead. Stages add their own notes
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import __version__
-from ..config import RunConfig
+from ..config import ModelConfig, RunConfig
 from .stage import Stage
 
 DATA_FILES = {"default": "sft.parquet", "distilled": "distilled.parquet"}  # config name -> file in the run dir
@@ -74,13 +74,15 @@ def advice(stats: dict, cfg: RunConfig) -> list[str]:
     return lines
 
 
-def write_card(cfg: RunConfig, out: Path, stats: dict, fingerprints: dict, stages: Sequence[Stage]) -> None:
+def write_card(cfg: RunConfig, out: Path, stats: dict, fingerprints: dict, stages: Sequence[Stage],
+               model_of: Callable[[str], ModelConfig] | None = None) -> None:
+    model_of = model_of or (lambda role: getattr(cfg.models, role))
     per_stage = stats["stages"]
     models = []
     for st in stages:
         if st.role and st.name in per_stage:
             role = st.identity_role or st.role
-            m = getattr(cfg.models, role)
+            m = model_of(role)
             adapter = getattr(m, "adapter", None)
             models.append((st.name, st.role, f"{m.engine}: {m.model}" + (f" + {adapter}" if adapter else ""),
                            st.sampling(), fingerprints[st.name]["fields"].get("prompt", "")))

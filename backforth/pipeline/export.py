@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..config import RunConfig
+from ..config import ModelConfig, RunConfig
 from . import registry
 from .card import write_card
 from .stage import DONE, REJECTED, Stage
@@ -126,13 +126,15 @@ def _distilled_schema():
                       ("instruction", s), ("response", s)])
 
 
-def export_run(cfg: RunConfig, out: Path, stages: Sequence[Stage], fps: dict) -> dict:
+def export_run(cfg: RunConfig, out: Path, stages: Sequence[Stage], fps: dict,
+               model_of: Callable[[str], ModelConfig] | None = None) -> dict:
     """One pass over every stage's shards: each row ends in sft (kept by the last stage), in rejects
     (rejected by the last stage that saw it; a row rejected by one stage but taken up by the next,
-    as Humpback's round 2 takes round 1's low scores, is not final), or nowhere (not finished)."""
+    as Humpback's round 2 takes round 1's low scores, is not final), or nowhere (not finished).
+    `model_of(role)` names the model of each stage in the card (default: the config's)."""
     run = RunStore(out)
     names = [st.name for st in stages]
-    provenance = registry.provenance_columns()
+    provenance = registry.provenance_columns(stages)
     sft = _Parquet(out / "sft.parquet", _parquet_schema(provenance))
     distilled = _Parquet(out / DISTILLED, _distilled_schema()) if cfg.distill.enabled else None
     tag = f" {cfg.export.tag}" if cfg.export.tag else ""
@@ -164,5 +166,5 @@ def export_run(cfg: RunConfig, out: Path, stages: Sequence[Stage], fps: dict) ->
         "fingerprints": {n: fp["hash"] for n, fp in fps.items()},
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
-    write_card(cfg, out, stats, fps, stages)
+    write_card(cfg, out, stats, fps, stages, model_of)
     return stats

@@ -14,22 +14,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig, digest
+from ..config import digest
 from ..errors import UserError
 from .stage import Stage
 
 FILE = "fingerprints.json"
+# The input identity of a run without a run config's input (answering an eval set, judging, tagging):
+# the one their stores have always recorded, so that a store made before still resumes.
+NO_INPUT = {"path": "", "split": "train", "text_field": "text", "id_field": "id", "instruction_field": "instruction"}
 
 
 class RunConflict(UserError):
     """The run dir holds results made with different data-relevant settings."""
 
 
-def stage_fingerprints(cfg: RunConfig, stages: list[Stage], model_of: Callable[[str], Any] | None = None) -> dict[str, dict]:
-    """Per stage: its data-relevant fields and a hash chained through the stages before it.
-    `model_of(role)` gives a role's model config (default: the run config's `models`)."""
-    model_of = model_of or (lambda role: getattr(cfg.models, role))
-    out, upstream = {}, {"input": cfg.input.model_dump(exclude={"limit"}), "version": 1}
+def stage_fingerprints(stages: list[Stage], model_of: Callable[[str], Any], identity: dict | None = None) -> dict[str, dict]:
+    """Per stage: its data-relevant fields and a hash chained through the stages before it, from
+    `identity` (what the input rows are). `model_of(role)` gives a role's model config."""
+    out, upstream = {}, {"input": NO_INPUT if identity is None else identity, "version": 1}
     for st in stages:
         role = st.identity_role or st.role
         identity = model_of(role).identity() if role else None

@@ -1,16 +1,17 @@
 """What an executor is handed: one stage of a run (`StageJob`) and the engines of its model roles (`Engines`).
 
-Both live below the runner and the executors, which each import them (the runner hands a job to an
-executor; a Ray worker rebuilds the engines of its role).
+Both live below the runner and the executors, which each import them: the runner hands a job to an
+executor, which runs the job's stage through the job's engine (in this process, or on Ray workers
+that build the engine of the stage's role from `Engines.model`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from ..config import ModelConfig, RunConfig, digest
+from ..config import ModelConfig, RunnerConfig, digest
 from ..engines import Engine, build_engine
 from ..errors import UserError
 from ..hashset import CompactSet
@@ -22,19 +23,17 @@ __all__ = ["Engines", "StageJob"]
 
 
 class Engines:
-    """One engine per distinct model config, shared by the roles that use the same model; models
-    made outside the config (Humpback's M1) come in `extra`."""
+    """The model of each role (`models`), and one live engine per distinct model, shared by the roles
+    that use the same model, made by `factory` when a stage first needs it."""
 
-    def __init__(self, cfg: RunConfig, factory: Callable = build_engine, extra: dict[str, ModelConfig] | None = None):
-        self.cfg, self.factory, self.extra, self._live = cfg, factory, dict(extra or {}), {}
+    def __init__(self, models: Mapping[str, ModelConfig], factory: Callable = build_engine):
+        self.models, self.factory, self._live = dict(models), factory, {}
 
     def model(self, role: str) -> ModelConfig:
-        if role in self.extra:
-            return self.extra[role]
-        if not hasattr(self.cfg.models, role):
-            raise UserError(f"no model for role '{role}': stage curate_m1 scores with M1, which `backforth run` "
-                            "trains after round 1 (curate.iterations: 2); run the pipeline through it")
-        return getattr(self.cfg.models, role)
+        if role not in self.models:
+            raise UserError(f"no model for role '{role}': a stage of this run asks for it; the models given are "
+                            f"for {', '.join(self.models) or 'no role'}")
+        return self.models[role]
 
     def key(self, role: str) -> str:
         return digest(self.model(role).model_dump())
@@ -46,7 +45,7 @@ class Engines:
         return self._live[k]
 
     def known(self, role: str) -> bool:
-        return role in self.extra or hasattr(self.cfg.models, role)
+        return role in self.models
 
     def release_unused(self, roles_still_needed: Iterable[str]) -> None:
         keep = {self.key(r) for r in roles_still_needed if self.known(r)}
@@ -65,9 +64,8 @@ class StageJob:
     chain: list[str]  # the stages before it, in order
     run: RunStore
     engines: Engines
-    cfg: RunConfig
+    settings: RunnerConfig  # chunk sizes, chunks in flight, progress
     source: Callable[[], Iterator[dict]]  # the input rows, for the first stage
-    show_progress: bool = True
     on_chunk: Callable[[int], None] | None = None  # told the rows of each finished chunk
     plan: RunProgress | None = None  # the run's stages, for "stage k of n" and the run's ETA
 
@@ -75,9 +73,10 @@ class StageJob:
         self.store: StageStore = self.run.stage(self.stage.name)
         self.first = not self.chain
         light = self.stage.role is None
-        rc = self.cfg.runner
-        self.chunk_size = max(rc.chunk_size, rc.light_chunk_size) if light else rc.chunk_size
-        self.chunks_in_flight = rc.chunks_in_flight
+        s = self.settings
+        self.chunk_size = max(s.chunk_size, s.light_chunk_size) if light else s.chunk_size
+        self.chunks_in_flight = s.chunks_in_flight
+        self.show_progress = s.progress
         self.store.repair()
         self.done = CompactSet()
         for i in self.store.ids():
@@ -112,7 +111,7 @@ class StageJob:
 
     @contextlib.contextmanager
     def progress(self):
-        """`update(rows)` for the executor: a bar on a terminal, plain lines in a log (`progress.py`)."""
+        """`update(rows)` for the executor: a bar on a terminal or in a notebook, else lines to the log (`progress.py`)."""
         total = self.remaining() if self.show_progress else None
         with stage_progress(self.stage.name, total, enabled=self.show_progress, plan=self.plan) as tick:
             def update(n: int) -> None:

@@ -1,10 +1,12 @@
 """Progress a person and a log can both read.
 
-On a terminal each stage gets a tqdm bar whose postfix says where the run is ("run 3/5, ETA 4m").
-When stderr is not a terminal (a log file, CI, `nohup`), a bar would be one endless line of carriage
-returns, so instead each stage prints a plain line every few seconds (`BACKFORTH_PROGRESS_INTERVAL`,
-default 5 s) with rows done/total, rate and ETA, and one line for the run: its stage k of n and an
-ETA for the whole run.
+Where a person watches (stderr is a terminal, or the run is called from a notebook) each stage gets
+a tqdm bar (`tqdm.auto`: a widget in a notebook) whose postfix says where the run is ("run 3/5, ETA
+4m"). Elsewhere (a log file, CI, `nohup`) a bar would be one endless line of carriage returns, so
+instead each stage logs a plain line every few seconds (`BACKFORTH_PROGRESS_INTERVAL`, default 5 s)
+to the `backforth.progress` logger, with rows done/total, rate and ETA, and one line for the run: its
+stage k of n and an ETA for the whole run. Those lines show where logging is configured (the CLI
+sends them to stderr); a library call in a script prints nothing.
 
 The run's ETA is an estimate from what the run has measured so far, read from the shards' metadata
 (`StageStore` keeps each chunk's prompt/completion tokens and seconds): the model's throughput in
@@ -16,6 +18,7 @@ keeps so far).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -152,15 +155,37 @@ class _Counter:
         return f"{name}: {self.done}{of} rows{pct}, {rate}{eta}"
 
 
+log = logging.getLogger("backforth.progress")
+
+
 def _plain_out(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    log.info(msg)
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (where tqdm.auto draws a widget)."""
+    ipython = sys.modules.get("IPython")
+    try:
+        shell = ipython.get_ipython() if ipython is not None else None
+    except Exception:  # noqa: BLE001 - an IPython without a shell is not a notebook
+        return False
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def watched() -> bool:
+    """Whether a person watches the progress: stderr is a terminal, or a notebook shows it."""
+    try:
+        tty = sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stderr
+        tty = False
+    return tty or in_notebook()
 
 
 @contextlib.contextmanager
 def stage_progress(name: str, total: int | None, *, enabled: bool = True, plan: RunProgress | None = None,
                    terminal: bool | None = None, out=_plain_out) -> Iterator:
-    """Yields `update(rows)`, called after each finished chunk: a tqdm bar on a terminal, else plain lines."""
-    terminal = sys.stderr.isatty() if terminal is None else terminal
+    """Yields `update(rows)`, called after each finished chunk: a bar where a person watches, else plain lines."""
+    terminal = watched() if terminal is None else terminal
     if not enabled:
         yield lambda n: None
         return
@@ -203,7 +228,7 @@ def stage_progress(name: str, total: int | None, *, enabled: bool = True, plan: 
 
 
 def _bar(name: str, total: int | None, plan: RunProgress | None) -> Iterator:
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     where = "run {}/{}".format(*plan.position(name)) if plan is not None else None
     bar = tqdm(total=total, desc=f"{name:<18}", unit="row", dynamic_ncols=True, smoothing=0.1, postfix=where)

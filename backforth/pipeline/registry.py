@@ -7,6 +7,7 @@ one line here. Nothing else names a stage.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .stage import BuildContext, Stage
@@ -58,6 +59,6 @@ def by_name(name: str) -> type[Stage]:
     raise KeyError(name)
 
 
-def provenance_columns() -> tuple[str, ...]:
-    """Every stage's provenance columns, in order, each once."""
-    return tuple(dict.fromkeys(c for s in STAGES for c in s.provenance))
+def provenance_columns(extra: Sequence[Stage | type[Stage]] = ()) -> tuple[str, ...]:
+    """Every stage's provenance columns, in order, each once; then those of `extra` stages (a user's own)."""
+    return tuple(dict.fromkeys(c for s in (*STAGES, *extra) for c in s.provenance))

@@ -1,104 +1,111 @@
-"""The runner: builds the run's stages from the registry, checks the run dir, and runs them in order.
+"""The runner: any stages, in order, over a source of rows, into one store.
 
-It owns fingerprints, resume and the order of stages; an executor (`executors.local`, `executors.ray`)
-owns where a stage's chunks run, and the store (`store.RunStore`) how results are kept. Stages run
-one after another over the whole corpus, so each model is loaded once and a stage's results are
-complete before the next reads them. Stages are built once, cheaply, for their fingerprints; heavy
-state (a dedup index, a calibration) is made by `setup` when the stage starts.
+It owns fingerprints, resume and the order of stages; an executor (`executors.local`,
+`executors.ray`) owns where a stage's chunks run, and the store (`store.RunStore`) how results are
+kept. Stages run one after another over the whole input, so each model is loaded once and a stage's
+results are complete before the next reads them. Heavy state (a dedup index, a calibration) is made
+by a stage's `setup` when the stage starts.
+
+The runner knows no run config and no registry: "the method" (`method.run_method`: the registry's
+stages for a config, the input reader, export and card) is one caller; answering an eval set,
+judging pairs and tagging texts are others, each with its own stages and rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-import yaml
-
-from ..config import ModelConfig, RunConfig
-from ..corpus import read_documents
-from ..engines import build_engine
-from ..engines.tokenized import token_counter
+from ..config import RunnerConfig
 from ..errors import UserError
-from . import fingerprints, registry
-from .executors import executor_for
-from .export import export_run
+from . import fingerprints
+from .executors.local import LocalExecutor
 from .job import Engines, StageJob
 from .progress import RunProgress
 from .stage import Stage
 from .store import RunStore
 
-__all__ = ["Runner", "Engines", "StageJob"]
+__all__ = ["Runner", "Engines", "StageJob", "resume_line"]
+
+log = logging.getLogger(__name__)
 
 
 class Runner:
-    def __init__(self, cfg: RunConfig, out: str | Path, *, force: bool = False, engine_factory: Callable = build_engine,
-                 until: str | None = None, models: dict[str, ModelConfig] | None = None, executor=None,
-                 stages: list[Stage] | None = None, source: Callable[[], Iterator[dict]] | None = None,
-                 log: Callable[[str], None] = print):
-        """`stages` and `source` run other stages than the method's (answering an eval set, judging
-        pairs, tagging texts) with the same resume, chunking, fingerprints and executors; such a run
-        exports nothing: its caller reads the store."""
-        self.cfg, self.out, self.force, self.until, self.log = cfg, Path(out), force, until, log
-        self.given = stages
-        self.classes = [type(s) for s in stages] if stages is not None else registry.enabled(cfg)
-        self.source = source or (lambda: read_documents(self.cfg.input))
-        names = [c.name for c in self.classes]
+    """Runs `stages`, in order, over the rows of `source()` into the run dir `out`.
+
+    `source` yields dict rows with a unique `id` and their `_index` (input order); `identity` is what
+    the rows are, for the first stage's fingerprint. `engines` serves each stage's model `role` (the
+    runner closes them when it is done). `settings` are the runner's section of a run config (chunk
+    sizes, chunks in flight, progress). `until` stops after that stage; `force` redoes, in place,
+    the stages whose settings changed (else such a run dir stops the run, naming what changed).
+    `record` maps file names to texts written into `out` once its settings are checked (a run's
+    `config.yaml`). `on_chunk` is told the rows of each finished chunk.
+    """
+
+    def __init__(self, stages: Sequence[Stage], source: Callable[[], Iterator[dict]], out: str | Path, *,
+                 engines: Engines | None = None, settings: RunnerConfig | None = None, executor=None,
+                 until: str | None = None, force: bool = False, identity: dict | None = None,
+                 record: dict[str, str] | None = None, on_chunk: Callable[[int], None] | None = None):
+        self.stages, self.source, self.out = list(stages), source, Path(out)
+        names = [st.name for st in self.stages]
         if until is not None and until not in names:
             raise UserError(f"--until {until}: not a stage of this run ({', '.join(names)})")
-        self.engine_factory = engine_factory
-        self.engines = Engines(cfg, engine_factory, models)
-        self.executor = executor
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise UserError(f"two stages of this run are named {', '.join(twice)}: each stage needs its own name "
+                            "(its results are kept under stages/<name>/)")
+        self.engines = engines if engines is not None else Engines({})
+        self.settings = settings or RunnerConfig()
+        self.executor, self.until, self.force = executor, until, force
+        self.identity = fingerprints.NO_INPUT if identity is None else identity
+        self.record, self.on_chunk = dict(record or {}), on_chunk
+        self.fingerprints: dict[str, dict] = {}
         self.failed: dict[str, list[dict]] = {}  # per stage: rows left unfinished by choice, with their errors
-        self.on_chunk: Callable[[int], None] | None = None
 
-    def build_stages(self) -> list[Stage]:
-        if self.given is not None:
-            return list(self.given)
-        if self.engine_factory is build_engine:  # a tokenizer, no weights
-            ctx = registry.BuildContext(lambda role: token_counter(self.engines.model(role)))
-        else:  # a test's or a caller's own engines count for themselves
-            ctx = registry.BuildContext(self.engines.get)
-        return [cls.build(self.cfg, ctx) for cls in self.classes]
-
-    def run(self) -> dict | None:
-        """Run every stage (or those up to `until`) and export; returns stats.json's content."""
+    def run(self) -> bool:
+        """Run every stage (or those up to `until`); True when every stage ran."""
         old = sorted((self.out / "stages").glob("*.jsonl")) if (self.out / "stages").is_dir() else []
         if old:
             raise UserError(f"{self.out}: made by an older backforth (stage files like {old[0].name}); this version "
                             "keeps stages as parquet shards. Use a new --out, or delete the old run dir.")
         self.out.mkdir(parents=True, exist_ok=True)
-        executor = self.executor or executor_for(self.cfg, self.engine_factory)
-        run = RunStore(self.out)
+        executor = self.executor or LocalExecutor()
+        stages, run = self.stages, RunStore(self.out)
         try:
-            stages = self.build_stages()
-            fps = fingerprints.stage_fingerprints(self.cfg, stages, self.engines.model)
+            fps = fingerprints.stage_fingerprints(stages, self.engines.model, self.identity)
             stale = fingerprints.stale_stages(self.out, fps, self.force)
             if stale:
                 first = min(i for i, st in enumerate(stages) if st.name in stale)
                 for st in stages[first:]:
                     run.stage(st.name).remove()
-            (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=False))
+            for name, text in self.record.items():
+                (self.out / name).write_text(text)
             fingerprints.write(self.out, fps)
+            self.fingerprints = fps
             resuming = resume_line(run, stages)
             if resuming:
-                self.log(resuming)
+                log.info(resuming)
             plan = RunProgress(run, [(st.name, st.role is not None) for st in stages])
             chain: list[str] = []
             for i, st in enumerate(stages):
-                job = StageJob(st, list(chain), run, self.engines, self.cfg, self.source, self.cfg.runner.progress,
-                               self.on_chunk, plan)
+                job = StageJob(st, list(chain), run, self.engines, self.settings, self.source, self.on_chunk, plan)
                 job.catch_up()
                 self.failed[st.name] = executor.run_stage(job) or []
                 st.release()
                 chain.append(st.name)
                 if st.name == self.until:
-                    return None
-                self.engines.release_unused([s.role for s in stages[i + 1:] if s.role])
+                    return False
+                self.engines.release_unused(_roles(stages[i + 1:]))
         finally:
             self.engines.close()
             if self.executor is None:
                 executor.close()
-        return export_run(self.cfg, self.out, stages, fps) if self.given is None else None
+        return True
+
+
+def _roles(stages: Iterable[Stage]) -> list[str]:
+    return [s.role for s in stages if s.role]
 
 
 def resume_line(run: RunStore, stages: list[Stage]) -> str | None:

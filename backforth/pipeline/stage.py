@@ -54,6 +54,7 @@ class Stage:
     rejects: dict[str, str] = {}  # reason `apply` can return -> "what it means. Try: what moves it" (docs/rejects.md)
     survey_first: bool = False  # sees every row it accepts before processing any (`survey`)
     failed_stay_unfinished: bool = False  # a failed request leaves its row for the next run instead of rejecting it
+    trained_role: bool = False  # the model of `role` is trained from the run's own earlier results (Humpback's M1)
     template: PromptTemplate | None = None
     model_name: str = ""  # set by the runner from the engine serving `role`
 
@@ -63,6 +64,11 @@ class Stage:
     def enabled(cls, cfg: RunConfig) -> bool:
         """Whether a run with this config has this stage."""
         return True
+
+    @classmethod
+    def role_for(cls, cfg: RunConfig) -> str | None:
+        """The model role a stage built from `cfg` uses (default: `role`), known before it is built."""
+        return cls.role
 
     @classmethod
     def build(cls, cfg: RunConfig, ctx: BuildContext) -> Stage:

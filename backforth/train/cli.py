@@ -80,7 +80,7 @@ def backward(seed: SeedOpt = DEMO_SEED, out: Annotated[Path, typer.Option("--out
 
     cfg = _config(config, set_, max_steps)
     rows = _seed_rows(seed)
-    _train(lambda: train_backward(rows, out, cfg, log=typer.echo), out)
+    _train(lambda: train_backward(rows, out, cfg), out)
 
 
 @app.command()
@@ -91,7 +91,7 @@ def forward(seed: SeedOpt = DEMO_SEED, out: Annotated[Path, typer.Option("--out"
 
     cfg = _config(config, set_, max_steps)
     rows = _seed_rows(seed)
-    _train(lambda: train_forward(rows, out, cfg, log=typer.echo), out)
+    _train(lambda: train_forward(rows, out, cfg), out)
 
 
 @app.command()
@@ -106,7 +106,7 @@ def sft(run_dir: Annotated[Path, typer.Argument(help="A run folder holding sft.j
     if no_tags:
         cfg = cfg.model_copy(update={"tags": False})
     rows = _seed_rows(seed)
-    _train(lambda: train_sft(run_dir, rows, out, cfg, log=typer.echo), out)
+    _train(lambda: train_sft(run_dir, rows, out, cfg), out)
 
 
 @app.command()

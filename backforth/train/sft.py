@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,34 +64,31 @@ def _prepare_cfg(cfg: TrainConfig | None, direction: Direction, **updates: Any) 
     return (cfg or TrainConfig()).model_copy(update={"direction": direction, **updates})
 
 
-def train_backward(seed_rows: Sequence[dict], out_dir: str | os.PathLike, cfg: TrainConfig | None = None,
-                   log: Callable[[str], None] = print) -> TrainResult:
+def train_backward(seed_rows: Sequence[dict], out_dir: str | os.PathLike, cfg: TrainConfig | None = None) -> TrainResult:
     """The backward model M_yx: response -> instruction, on the template it will be prompted with."""
     cfg = _prepare_cfg(cfg, "backward")
     template = backward_template(cfg)
     examples = backward_examples(seed_rows, template)
     return run_training(examples, out_dir, cfg, {"seed": len(seed_rows)},
-                        {TRAINED_TEMPLATE_FILE: template.source}, log)
+                        {TRAINED_TEMPLATE_FILE: template.source})
 
 
-def train_forward(seed_rows: Sequence[dict], out_dir: str | os.PathLike, cfg: TrainConfig | None = None,
-                  log: Callable[[str], None] = print) -> TrainResult:
+def train_forward(seed_rows: Sequence[dict], out_dir: str | os.PathLike, cfg: TrainConfig | None = None) -> TrainResult:
     """The forward model M0 (seed pairs only, seed tag appended); in Humpback it also scores."""
     cfg = _prepare_cfg(cfg, "forward")
     examples = forward_examples(seed_rows, cfg.seed_tag if cfg.tags else None)
-    return run_training(examples, out_dir, cfg, {"seed": len(seed_rows)}, log=log)
+    return run_training(examples, out_dir, cfg, {"seed": len(seed_rows)})
 
 
 def train_sft(run: str | os.PathLike | Sequence[dict], seed_rows: Sequence[dict], out_dir: str | os.PathLike,
-              cfg: TrainConfig | None = None, tags: bool | None = None,
-              log: Callable[[str], None] = print) -> TrainResult:
+              cfg: TrainConfig | None = None, tags: bool | None = None) -> TrainResult:
     """The final model: seed + a run's pairs, tagged by source unless `tags=False` (paper ablation)."""
     cfg = _prepare_cfg(cfg, "sft", **({} if tags is None else {"tags": tags}))
     web = load_sft_rows(run)
     if not web:
         raise TrainError(f"{run}: no pairs in the run's sft.jsonl; nothing to add to the seed")
     examples = sft_examples(web, seed_rows, cfg.tags, cfg.seed_tag, cfg.web_tag)
-    return run_training(examples, out_dir, cfg, {"seed": len(seed_rows), "web": len(web)}, log=log)
+    return run_training(examples, out_dir, cfg, {"seed": len(seed_rows), "web": len(web)})
 
 
 def merge(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, dtype: str = "float32") -> Path:

@@ -10,10 +10,11 @@ those checkpoints were made from other data or settings (then it refuses).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from .card import model_card
 from .config import TrainConfig, TrainError
 from .result import TrainResult
 from .examples import drop_too_long
+
+log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 FINGERPRINT_FILE = "fingerprint.json"
@@ -224,19 +227,18 @@ def _previous_step_time(out: Path) -> float | None:
 
 
 def run_training(examples: list[dict], out_dir: str | os.PathLike, cfg: TrainConfig, counts: dict[str, int],
-                 extra_files: dict[str, str] | None = None,
-                 log: Callable[[str], None] = print) -> TrainResult:
+                 extra_files: dict[str, str] | None = None) -> TrainResult:
     """Load the base, drop too-long examples, train (resuming), save model + tokenizer + card."""
     out = Path(out_dir)
     base_path = resolve_base(cfg.base_model)
     tokenizer = load_tokenizer(base_path)
     kept, dropped = drop_too_long(examples, tokenizer, cfg.max_length)
     if dropped:
-        log(f"dropped {len(dropped)} of {len(examples)} examples longer than max_length={cfg.max_length} tokens")
+        log.info(f"dropped {len(dropped)} of {len(examples)} examples longer than max_length={cfg.max_length} tokens")
     checkpoints = out / CHECKPOINTS
     resume = _check_resume(checkpoints, digest({"cfg": cfg.identity(), "data": kept}))
     if resume:
-        log(f"resuming from {resume}")
+        log.info(f"resuming from {resume}")
     timer = _step_timer()
     trainer = build_trainer(kept, load_model(base_path, None if cfg.lora else cfg.lora_dropout), tokenizer, cfg, checkpoints, callbacks=[timer])
     with _torch_threads(cfg.threads):

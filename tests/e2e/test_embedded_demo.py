@@ -13,7 +13,7 @@ import pytest
 from backforth.analysis.analyze import stage_rows
 from backforth.cli import DATA_DIR
 from backforth.config import load_config
-from backforth.pipeline import Runner
+from backforth.pipeline.method import run_method
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def demo_run(tmp_path_factory):
         "runner.progress=false"])
     cfg.input.path = str(DATA_DIR / "demo_corpus.jsonl")
     cfg.input.limit = 3
-    stats = Runner(cfg, out).run()
+    stats = run_method(cfg, out)
     return out, stats
 
 

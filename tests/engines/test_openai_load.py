@@ -12,7 +12,7 @@ from stub_openai import StubOpenAIServer
 
 from backforth.engines.base import Request
 from backforth.engines.openai import AdaptiveLimit, OpenAIEngine
-from backforth.pipeline import Runner
+from backforth.pipeline.method import run_method
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "pipeline"))
 from test_runner_openai import make_config, responder, write_docs  # noqa: E402
@@ -142,7 +142,7 @@ def _chunk_overlap(tmp_path: Path, chunks_in_flight: int) -> bool:
     with StubOpenAIServer(responder=responder, delay_s=0.15) as stub:
         cfg = make_config(docs, stub, runner={"chunk_size": 4, "chunks_in_flight": chunks_in_flight})
         cfg.models.backward.max_in_flight = 16
-        Runner(cfg, tmp_path / f"run{chunks_in_flight}", until="backtranslate").run()
+        run_method(cfg, tmp_path / f"run{chunks_in_flight}", until="backtranslate")
         reqs = stub.requests
     doc = [int(re.search(r"Document (\d+) explains", str(r["body"]["messages"])).group(1)) for r in reqs]
     first_done = max(r["t_out"] for r, d in zip(reqs, doc) if d < 4)
@@ -160,6 +160,6 @@ def test_overlapping_chunks_give_the_same_output(tmp_path):
     for depth in (1, 3):
         with StubOpenAIServer(responder=responder, delay_s=0.01) as stub:
             cfg = make_config(docs, stub, runner={"chunk_size": 2, "chunks_in_flight": depth})
-            Runner(cfg, tmp_path / f"run{depth}").run()
+            run_method(cfg, tmp_path / f"run{depth}")
         outs.append((tmp_path / f"run{depth}" / "sft.jsonl").read_text())
     assert outs[0] == outs[1] and outs[0].count("\n") == 12

@@ -18,7 +18,7 @@ from backforth.cli import DATA_DIR  # noqa: E402
 from backforth.config import make_model, load_config  # noqa: E402
 from backforth.engines import EngineError, Request, build_engine  # noqa: E402
 from backforth.engines.models import resolve_model_dir  # noqa: E402
-from backforth.pipeline import Runner  # noqa: E402
+from backforth.pipeline.method import run_method  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 
@@ -200,7 +200,7 @@ def test_pipeline_end_to_end_on_vllm(tmp_path):
     for role in ("backward", "scorer", "rewriter", "distiller"):  # a role's section is per engine: replace it whole
         setattr(cfg.models, role, make_model(engine="vllm", model="embedded:smollm2-135m",
                                              engine_kwargs=dict(FAST, max_model_len=2048)))
-    stats = Runner(cfg, tmp_path).run()
+    stats = run_method(cfg, tmp_path)
 
     for name in ("sft.jsonl", "rejects.jsonl", "stats.json", "README.md"):
         assert (tmp_path / name).is_file(), name
@@ -230,7 +230,7 @@ def test_vllm_engine_on_a_ray_actor_pool(tmp_path):
     cfg.input.limit = 4
     cfg.models.backward = make_model(engine="vllm", model="embedded:smollm2-135m", engine_kwargs=dict(FAST, max_model_len=2048))
     try:
-        Runner(cfg, tmp_path, until="backtranslate", log=lambda msg: None).run()
+        run_method(cfg, tmp_path, until="backtranslate")
     finally:
         ray.shutdown()
     rows = list(StageStore(tmp_path / "stages" / "backtranslate").rows())

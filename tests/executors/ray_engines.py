@@ -18,8 +18,8 @@ from backforth.engines.base import EngineUnavailable
 
 
 class RecordingEngine(FakeEngine):
-    def __init__(self, log: str, **kw):
-        super().__init__(responder, context_length=CONTEXT, **kw)
+    def __init__(self, log: str, answer=responder, **kw):
+        super().__init__(answer, context_length=CONTEXT, **kw)
         self.log = log
 
     def generate(self, requests):
@@ -30,11 +30,13 @@ class RecordingEngine(FakeEngine):
 
 
 class RecordingFactory:
-    def __init__(self, log: Path, fail_after: int | None = None, fail_stage: str | None = None):
-        self.log, self.fail_after, self.fail_stage = str(log), fail_after, fail_stage
+    """`answer`: the responder (default the runner tests'); a module-level function, pickled by name."""
+
+    def __init__(self, log: Path, fail_after: int | None = None, fail_stage: str | None = None, answer=responder):
+        self.log, self.fail_after, self.fail_stage, self.answer = str(log), fail_after, fail_stage, answer
 
     def __call__(self, model_cfg) -> RecordingEngine:
-        return RecordingEngine(self.log, fail_after=self.fail_after, fail_stage=self.fail_stage,
+        return RecordingEngine(self.log, self.answer, fail_after=self.fail_after, fail_stage=self.fail_stage,
                                fail_with=EngineUnavailable)
 
 

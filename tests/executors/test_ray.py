@@ -19,7 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 from ray_engines import RecordingFactory, requests_logged
-from test_runner import fake, outputs, write_docs
+from test_runner import HYGIENE_STAGES, fake, outputs, write_docs
+from test_user_stage import Headline
+from test_user_stage import responder as headline_responder
 
 from run_files import read_distilled, read_sft
 from backforth.analysis.analyze import analyze, stage_order, stage_rows
@@ -27,8 +29,8 @@ from backforth.analysis.report import examples
 from backforth.cli import DATA_DIR
 from backforth.config import ConfigError, build_config, load_config
 from backforth.engines.base import EngineUnavailable
-from backforth.pipeline import Runner
-from backforth.pipeline.executors import executor_for
+from backforth.errors import UserError
+from backforth.pipeline.method import executor_for, run_method
 from backforth.pipeline.store import StageStore
 
 TESTS = Path(__file__).resolve().parent.parent
@@ -61,7 +63,7 @@ def config(docs: Path, executor: str = "ray", **runner):
 
 
 def run_ray(cfg, out: Path, factory: RecordingFactory, **kw):
-    return Runner(cfg, out, engine_factory=factory, log=lambda msg: None, **kw).run()
+    return run_method(cfg, out, engine_factory=factory, **kw)
 
 
 def shard_ids(out: Path, stage: str) -> set[str]:
@@ -73,8 +75,7 @@ def reference(ray_local, tmp_path_factory):
     """The same corpus through the local runner and through Ray (2 actors per role, 2 rows a batch)."""
     base = tmp_path_factory.mktemp("ray")
     docs = write_docs(base / "docs.jsonl")
-    local_stats = Runner(config(docs, "local"), base / "local", engine_factory=lambda m: fake(),
-                         log=lambda msg: None).run()
+    local_stats = run_method(config(docs, "local"), base / "local", engine_factory=lambda m: fake())
     log = base / "ray_requests.log"
     ray_stats = run_ray(config(docs), base / "ray", RecordingFactory(log))
     return {"base": base, "docs": docs, "local": base / "local", "ray": base / "ray", "log": log,
@@ -167,6 +168,44 @@ def test_one_layout_for_both_executors_and_unsupported_settings_refused(referenc
         executor_for(build_config({"curate": {"iterations": 2}, "runner": {"executor": "ray"}}))
 
 
+# ---- a user's own stage --------------------------------------------------------------------------
+
+def test_a_users_stage_runs_on_ray_actors(ray_local, tmp_path):
+    """The user's stage of tests/pipeline/test_user_stage.py (a class from a test file, not the
+    registry's) goes to the rewriter's actor pool as the object it is, pickled: the Ray run equals the
+    local run with the same stage, each of its requests made once by the actors."""
+    docs = write_docs(tmp_path / "docs.jsonl")
+    local_log, ray_log = tmp_path / "local.log", tmp_path / "ray.log"
+
+    def without_hygiene(cfg):  # as in test_user_stage.py: the instructions differ by one word (near-duplicates)
+        for name in HYGIENE_STAGES:
+            getattr(cfg, name).enabled = False
+        return cfg
+
+    local = run_method(without_hygiene(config(docs, "local")), tmp_path / "local",
+                       engine_factory=RecordingFactory(local_log, answer=headline_responder), after={"curate": Headline()})
+    stats = run_ray(without_hygiene(config(docs)), tmp_path / "ray", RecordingFactory(ray_log, answer=headline_responder),
+                    after={"curate": Headline()})
+    assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
+    assert stats["funnel"] == local["funnel"] and stats["funnel"]["headlined"] == stats["stages"]["headline"]["kept"] > 0
+    assert stats["stages"]["headline"] == {**local["stages"]["headline"], "seconds": stats["stages"]["headline"]["seconds"],
+                                           "rows_per_s": stats["stages"]["headline"]["rows_per_s"]}
+    assert stats["stages"]["headline"]["rejected_by_reason"] == {"short_headline": 1}  # d09's
+    def headlines(log):
+        return sorted(k for (_s, k), n in requests_logged(log).items() if k.startswith("headline:") for _ in range(n))
+    assert headlines(ray_log) == headlines(local_log) and len(set(headlines(ray_log))) == len(headlines(ray_log))
+    shards = list((tmp_path / "ray" / "stages" / "headline").glob("part-*.parquet"))
+    assert shards and all(pq.read_metadata(p).num_rows <= 2 for p in shards)  # the pool's batches
+
+
+def test_a_stage_that_does_not_pickle_is_named(ray_local, tmp_path):
+    docs = write_docs(tmp_path / "docs.jsonl")
+    stage = Headline()
+    stage.lock = __import__("threading").Lock()  # live state made in __init__ instead of setup
+    with pytest.raises(UserError, match="stage headline \\(Headline\\) cannot be sent to Ray workers"):
+        run_ray(config(docs), tmp_path / "run", RecordingFactory(tmp_path / "log"), after={"curate": stage})
+
+
 # ---- the real embedded model on an actor pool ---------------------------------------------------
 
 SMOL = "embedded:smollm2-135m"  # the smallest embedded model: this test checks the cluster path, not quality
@@ -179,7 +218,7 @@ def test_embedded_model_on_a_ray_actor_pool(ray_local, tmp_path):
         "runner.ray.backward.batch_size=1", f"models.backward.model={SMOL}", f"models.scorer.model={SMOL}"])
     cfg.input.path = str(DATA_DIR / "demo_corpus.jsonl")
     cfg.input.limit = 3
-    stats = Runner(cfg, out, log=lambda msg: None).run()
+    stats = run_method(cfg, out)
     sft = read_sft(out)
     rejects = [json.loads(line) for line in open(out / "rejects.jsonl")]
     assert sorted(r["id"] for r in sft + rejects) == ["doc-001", "doc-002", "doc-003"]

@@ -114,7 +114,7 @@ class Engines:
 
 
 def run(path: Path, out: Path, engines: Engines, sets=None):
-    return run_experiment(load_experiment(path, sets), out, engine_factory=engines, log=lambda _s: None)
+    return run_experiment(load_experiment(path, sets), out, engine_factory=engines)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,5 +1,7 @@
 """The experiment's step runner: skips what is done, and its ETA speaks only of kinds it has timed."""
 
+import logging
+
 from backforth.experiment import steps as st
 from backforth.experiment.steps import Step, run_steps
 
@@ -11,7 +13,7 @@ def test_eta_counts_steps_of_kinds_not_timed_yet_instead_of_guessing():
     assert st._eta(left, {"train": [90.0], "answer": [10.0], "table": [1.0]}) == ", ETA 1m51s"
 
 
-def test_done_steps_are_skipped_and_a_changed_one_is_redone(tmp_path):
+def test_done_steps_are_skipped_and_a_changed_one_is_redone(tmp_path, caplog):
     ran = []
     out = tmp_path / "o.txt"
 
@@ -21,11 +23,13 @@ def test_done_steps_are_skipped_and_a_changed_one_is_redone(tmp_path):
             out.write_text(str(value))
         return [Step("pipeline", {"v": value}, run, [out]), Step("train a", {}, lambda: ran.append("t"), [], after=["pipeline"])]
 
-    lines = []
-    run_steps(make(1), tmp_path, log=lines.append)
-    run_steps(make(1), tmp_path, log=lines.append)
+    caplog.set_level(logging.INFO, logger="backforth")
+    run_steps(make(1), tmp_path)
+    run_steps(make(1), tmp_path)
+    lines = [r.getMessage() for r in caplog.records]
     assert ran == [1, "t"] and sum("done, unchanged" in line for line in lines) == 2
-    run_steps(make(2), tmp_path, log=lines.append)
+    run_steps(make(2), tmp_path)
+    lines = [r.getMessage() for r in caplog.records]
     assert ran == [1, "t", 2, "t"] and any("pipeline changed (v)" in line for line in lines)
 
 
@@ -44,9 +48,9 @@ def test_a_changed_step_removes_what_it_would_resume_from_and_a_stopped_one_keep
         return [Step("train x", {"data": value}, run, [done], clean=[state])]
 
     try:
-        run_steps(step(1, fail=True), tmp_path, log=lambda m: None)
+        run_steps(step(1, fail=True), tmp_path)
     except KeyboardInterrupt:
         pass
-    run_steps(step(1), tmp_path, log=lambda m: None)  # the same inputs: resumes from its checkpoints
-    run_steps(step(2), tmp_path, log=lambda m: None)  # other inputs: starts clean
+    run_steps(step(1), tmp_path)  # the same inputs: resumes from its checkpoints
+    run_steps(step(2), tmp_path)  # other inputs: starts clean
     assert seen == [(1, False), (1, True), (2, False)]

@@ -36,7 +36,7 @@ def test_two_rounds(tmp_path, docs):  # noqa: F811
 
     cfg = config(docs, curate={"iterations": 2, "m1_max_steps": 1, "m1_base_model": "embedded:smollm2-135m"})
     out = tmp_path / "run"
-    stats = run(cfg, out, engine_factory=factory, log=lambda _m: None)
+    stats = run(cfg, out, engine_factory=factory)
 
     # M1 is a real adapter trained on the seed pairs + the pairs round 1 kept, then served to round 2
     train = json.loads((out / "m1" / "train_stats.json").read_text())
@@ -62,5 +62,5 @@ def test_two_rounds(tmp_path, docs):  # noqa: F811
 
     # resume: nothing is trained or scored again
     before = dict(m1.by_stage_key)
-    run(cfg, out, engine_factory=factory, log=lambda _m: None)
+    run(cfg, out, engine_factory=factory)
     assert m1.by_stage_key == before

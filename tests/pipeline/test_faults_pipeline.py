@@ -24,7 +24,7 @@ from run_files import read_distilled, read_sft
 from backforth.analysis.report import write_report
 from backforth.engines import build_engine
 from backforth.engines.openai import OpenAIEngine
-from backforth.pipeline import Runner
+from backforth.pipeline.method import run_method
 from backforth.pipeline.store import StageStore
 from test_crash_safety import write_config
 from test_runner_openai import doc_number, doc_text, make_config, responder, stage_of
@@ -91,7 +91,7 @@ def test_whole_pipeline_against_a_server_failing_a_quarter_of_requests(tmp_path)
         cfg = make_config(docs, stub, max_retries=6)
         for role in ("backward", "scorer", "rewriter", "distiller"):
             getattr(cfg.models, role).timeout_s = 1.0  # a "timeout" fault holds the reply 2 s: the client gives up
-        stats = Runner(cfg, tmp_path / "run", engine_factory=factory, log=lambda msg: None).run()
+        stats = run_method(cfg, tmp_path / "run", engine_factory=factory)
         posts = stub.count["/v1/chat/completions"]
     elapsed = time.monotonic() - t0
 
@@ -135,7 +135,6 @@ def test_the_api_key_is_written_nowhere(tmp_path, monkeypatch, capfd, caplog):
     caplog.set_level(logging.DEBUG)  # the engine's retry lines too
     docs = write_docs(tmp_path / "docs.jsonl", n=10)
     out = tmp_path / "run"
-    log_lines: list[str] = []
 
     def factory(m):
         eng = build_engine(m)  # the real path: the key read from api_key_env
@@ -148,7 +147,7 @@ def test_the_api_key_is_written_nowhere(tmp_path, monkeypatch, capfd, caplog):
         for role in ("backward", "scorer", "rewriter", "distiller", "judge"):
             if getattr(cfg.models, role).engine == "openai":  # the others have no key to read
                 getattr(cfg.models, role).api_key_env = KEY_ENV
-        Runner(cfg, out, engine_factory=factory, log=log_lines.append).run()
+        run_method(cfg, out, engine_factory=factory)
         sent = stub.requests
     write_report(out)
     print(f"logged {len(caplog.records)} records")
@@ -173,6 +172,7 @@ def test_the_api_key_is_written_nowhere(tmp_path, monkeypatch, capfd, caplog):
     assert KEY_ENV in (out / "config.yaml").read_text()  # the variable's name is recorded, not its value
     captured = capfd.readouterr()
     assert secret not in captured.out and secret not in captured.err
+    log_lines = [rec.getMessage() for rec in caplog.records if rec.name.startswith("backforth")]
     assert not any(secret in line for line in log_lines)
     assert not any(secret in rec.getMessage() for rec in caplog.records)
     assert any("retrying" in rec.getMessage() for rec in caplog.records)  # debug logging was on

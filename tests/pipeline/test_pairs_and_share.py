@@ -10,7 +10,7 @@ from fake_engine import FakeEngine, section, stage_of
 from run_files import read_distilled, read_sft
 from backforth.config import build_config
 from backforth.engines.base import Request, Result
-from backforth.pipeline import Runner
+from backforth.pipeline.method import run_method
 
 N = 10
 
@@ -51,7 +51,7 @@ def cfg_for(path, **curate):
 
 
 def run(cfg, out, engine):
-    return Runner(cfg, out, engine_factory=lambda _m: engine, log=lambda _s: None).run()
+    return run_method(cfg, out, engine_factory=lambda _m: engine)
 
 
 def test_given_instructions_skip_backtranslation(tmp_path):

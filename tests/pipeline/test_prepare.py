@@ -7,7 +7,7 @@ from fake_engine import FakeEngine
 
 from backforth.config import PrepareConfig, build_config
 from backforth.pipeline.stages.prepare import Prepare, normalize_text
-from backforth.pipeline.runner import Runner
+from backforth.pipeline.method import build_stages
 
 LONG = " ".join(f"word{i}" for i in range(50))
 
@@ -79,7 +79,7 @@ def test_too_long_for_the_backward_model():
 def test_the_limit_is_derived_from_the_backward_models_context():
     cfg = build_config({"runner": {"progress": False}})
     fake = FakeEngine(lambda req: "", context_length=1000)
-    stages = {st.name: st for st in Runner(cfg, "unused", engine_factory=lambda m: fake).build_stages()}
+    stages = {st.name: st for st in build_stages(cfg, lambda m: fake)}
     prepare, bt = stages["prepare"], stages["backtranslate"]  # by name: other stages run between them
     empty = bt.template.render(document="")
     overhead = sum(fake.count_tokens(m["content"]) + 8 for m in empty.messages)
@@ -89,7 +89,7 @@ def test_the_limit_is_derived_from_the_backward_models_context():
     assert prepare.apply({"id": "b", "text": words(prepare.max_doc_tokens + 1, "v")}, []) == "too_long"
     # a context smaller than the prompt itself rejects everything rather than going negative
     tiny = FakeEngine(lambda req: "", context_length=10)
-    assert Runner(cfg, "unused", engine_factory=lambda m: tiny).build_stages()[0].max_doc_tokens == 0
+    assert build_stages(cfg, lambda m: tiny)[0].max_doc_tokens == 0
 
 
 def test_settings_are_the_data_relevant_fields():

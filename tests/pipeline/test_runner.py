@@ -15,7 +15,8 @@ from backforth.config import WEB_TAG, build_config
 from backforth.engines.base import EngineUnavailable, Request, Result
 from backforth.evaluate.data import BUNDLED_PATH
 from backforth.errors import UserError
-from backforth.pipeline import RunConflict, Runner, registry
+from backforth.pipeline import RunConflict, registry
+from backforth.pipeline.method import run_method
 from backforth.pipeline.store import StageStore
 from backforth.pipeline.stages.prepare import normalize_text
 
@@ -137,7 +138,7 @@ def fake(**kw) -> FakeEngine:
 
 
 def run(cfg, out: Path, engine: FakeEngine, **kw):
-    return Runner(cfg, out, engine_factory=lambda model_cfg: engine, log=lambda msg: None, **kw).run()
+    return run_method(cfg, out, engine_factory=lambda model_cfg: engine, **kw)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -492,7 +493,7 @@ def test_until_stops_after_a_stage_and_the_next_run_goes_on(tmp_path, docs, refe
     assert engine.keys_for("backtranslate") == [] and engine.keys_for("curate")
     assert outputs(out) == reference
     with pytest.raises(UserError, match="--until rewrite"):
-        Runner(config(docs, variant="filter"), out, until="rewrite")
+        run_method(config(docs, variant="filter"), out, until="rewrite")
 
 
 def test_export_is_in_input_order_whatever_the_stage_file_order(tmp_path, docs, reference):
@@ -562,7 +563,7 @@ def test_engines_are_built_per_model_and_closed(tmp_path, docs):
         return FakeEngine(responder, name=model_cfg.model, context_length=CONTEXT)
 
     cfg = config(docs, models={"scorer": {"model": "judge"}, "distiller": {"model": "teacher"}})
-    Runner(cfg, tmp_path / "run", engine_factory=factory).run()
+    run_method(cfg, tmp_path / "run", engine_factory=factory)
     assert sorted(built) == ["embedded", "judge", "teacher"]  # backward and rewriter share one engine
     sft = read_sft(tmp_path / "run")
     prov = sft[0]["provenance"]

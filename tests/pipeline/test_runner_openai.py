@@ -14,7 +14,7 @@ from run_files import read_distilled, read_sft
 from backforth.config import WEB_TAG, build_config
 from backforth.engines.base import EngineUnavailable
 from backforth.engines.openai import OpenAIEngine
-from backforth.pipeline import Runner
+from backforth.pipeline.method import run_method
 
 N_DOCS = 12
 HYGIENE_STAGES = ("dedup_documents", "dedup_instructions", "decontaminate", "grounding")
@@ -95,7 +95,7 @@ def test_pipeline_over_http_with_20_percent_faults(tmp_path):
     docs = write_docs(tmp_path / "docs.jsonl")
     with StubOpenAIServer(responder=responder, faults={"429": 0.1, "500": 0.1}, retry_after="0", seed=3) as stub:
         factory = Factory()
-        stats = Runner(make_config(docs, stub), tmp_path / "run", engine_factory=factory).run()
+        stats = run_method(make_config(docs, stub), tmp_path / "run", engine_factory=factory)
         per_stage = stage_counts(stub)
     sft = read_sft(tmp_path / "run")
     assert [r["id"] for r in sft] == [f"doc{i:02d}" for i in range(N_DOCS)]
@@ -123,7 +123,7 @@ def test_logprobs_scoring_over_http(tmp_path):
     lp = {"5": -0.2, "4": -2.0, "1": -3.0}
     with StubOpenAIServer(responder=responder, logprobs_for=lambda body: dict(lp)) as stub:
         cfg = make_config(docs, stub, curate={"method": "logprobs"}, distill={"enabled": False})
-        stats = Runner(cfg, tmp_path / "run", engine_factory=Factory()).run()
+        stats = run_method(cfg, tmp_path / "run", engine_factory=Factory())
         scoring = [r["body"] for r in stub.requests if stage_of(r["body"]) == "curate"]
     assert len(scoring) == N_DOCS
     assert all(b["logprobs"] is True and b["max_tokens"] == 1 and b["messages"][-1] == {"role": "assistant", "content": "Score: "}
@@ -144,11 +144,11 @@ def test_server_down_mid_run_then_resume(tmp_path):
     with StubOpenAIServer(responder=responder, fault_for=fault_for) as stub:
         cfg = make_config(docs, stub, max_retries=1)
         with pytest.raises(EngineUnavailable, match="cannot reach the model server"):
-            Runner(cfg, tmp_path / "run", engine_factory=Factory()).run()
+            run_method(cfg, tmp_path / "run", engine_factory=Factory())
         stub.settle()  # the other chunk in flight was cancelled; its last requests may still land
         first = stage_counts(stub)
         state["down_for"] = None
-        Runner(cfg, tmp_path / "run", engine_factory=Factory()).run()
+        run_method(cfg, tmp_path / "run", engine_factory=Factory())
         second = stage_counts(stub) - first
     assert first["backtranslate"] == N_DOCS and first["curate"] == N_DOCS and first["distill"] == 0
     assert second["backtranslate"] == 0 and second["curate"] == 0  # finished stages are not paid for twice

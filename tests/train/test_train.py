@@ -237,8 +237,8 @@ def test_real_lora_training_on_the_embedded_model(tmp_path):
     assert "dropped as longer than 128 tokens: 1" in card and "time per step" in card
 
     cfg = load_train_config(None, sets + ["max_steps=2"])
-    again = train_backward(rows, out, cfg, log=lambda _: None)  # the same command again: resumes, nothing left
+    again = train_backward(rows, out, cfg)  # the same command again: resumes, nothing left
     assert again.resumed_from and again.resumed_from.endswith("checkpoint-2") and again.steps == 2
     assert again.seconds_per_step == stats["seconds_per_step"]
     with pytest.raises(TrainError, match="other data or settings"):
-        train_backward(rows[:1], out, cfg, log=lambda _: None)
+        train_backward(rows[:1], out, cfg)

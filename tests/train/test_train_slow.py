@@ -82,14 +82,14 @@ def test_trained_backward_model_inside_the_pipeline(backward_dir, tmp_path):
     """`backtranslate.mode: trained` loads the adapter folder and uses the template it shipped."""
     from backforth.analysis.analyze import stage_rows
     from backforth.config import load_config
-    from backforth.pipeline import Runner
+    from backforth.pipeline.method import run_method
 
     cfg = load_config(DATA_DIR / "demo.yaml", [
         "backtranslate.mode=trained", f"models.backward.model={backward_dir}", "variant=filter",
         "distill.enabled=false", "backtranslate.max_tokens=32", "runner.progress=false",
         "models.scorer.model=embedded:smollm2-135m"])
     cfg.input.path, cfg.input.limit = str(DATA_DIR / "demo_corpus.jsonl"), 3
-    stats = Runner(cfg, tmp_path / "run", log=lambda _m: None).run()
+    stats = run_method(cfg, tmp_path / "run")
     rows = list(stage_rows(tmp_path / "run", "backtranslate").values())
     assert len(rows) == stats["stages"]["backtranslate"]["in"] >= 2
     shipped = template_from_text("backtranslate_trained", (backward_dir / TRAINED_TEMPLATE_FILE).read_text())

@@ -10,8 +10,10 @@ decides only where a stage's chunks run:
 * A model stage goes through `map_batches` onto an actor pool per model role (`runner.ray.<role>`:
   actors, CPUs and GPUs per actor, rows per batch). The driver plans the work from the plain
   columns of the previous stage's shards (`id`, `_index`, `_status`, `reason`): batches of the row
-  indices the stage accepts and has not finished. Each actor (`StageWorker`) builds that one stage
-  and its engine once (any engine: transformers, vllm, openai), reads its batch's rows from the store
+  indices the stage accepts and has not finished. Each actor (`StageWorker`) receives that one
+  stage, the object the runner was given, pickled (so a user's own stage, defined outside the
+  package, runs there too; heavy state belongs in its `setup`, which runs on the actor), builds the
+  stage's engine once from the role's model (any engine: transformers, vllm, openai), reads its batch's rows from the store
   (`RunStore.joined_at`: the row groups that hold them; rows never travel through the object
   store), runs them through the same unit of work as the local loop (`chunks.process_chunk`), writes
   the batch's shard and returns only counts, which the driver turns into the progress bar.
@@ -41,9 +43,11 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from ...config import ConfigError, RunConfig
+from ...config import ConfigError, RayConfig, RayPoolConfig
 from ...engines import EngineError, EngineUnavailable, build_engine
+from ...errors import UserError
 from ..chunks import process_chunk
+from ..stage import Stage
 from ..store import RunStore
 from .local import LocalExecutor, stopped
 
@@ -67,22 +71,16 @@ def _result_table(results: list[dict]):
 
 
 class StageWorker:
-    """One actor of a model role's pool: builds its one stage and the stage's engine once, then per
-    batch reads the rows, runs the local unit of work and writes the batch's shard. Returns counts."""
+    """One actor of a model role's pool: gets its one stage (the driver's stage object, pickled) and
+    builds the stage's engine once, then per batch reads the rows, runs the local unit of work and
+    writes the batch's shard. Returns counts."""
 
-    def __init__(self, cfg_json: str, stage: str, chain: list[str], out: str, engine_factory: Callable,
-                 num_cpus: float):
-        from .. import registry
-        from ..job import Engines
-
-        cfg = RunConfig.model_validate_json(cfg_json)
-        self.run, self.chain = RunStore(Path(out)), chain
+    def __init__(self, stage: Stage, model, chain: list[str], out: str, engine_factory: Callable, num_cpus: float):
+        self.run, self.chain, self.stage = RunStore(Path(out)), chain, stage
         self.error: str | None = None
-        self.engines = Engines(cfg, engine_factory)
+        self.engine = None
         try:
-            ctx = registry.BuildContext(lambda role: None)  # model stages need no token counter
-            self.stage = registry.by_name(stage).build(cfg, ctx)
-            self.engine = self.engines.get(self.stage.role)
+            self.engine = engine_factory(model)
             self.stage.model_name = self.engine.name
             self.stage.setup(self.engine)
         except EngineError as err:  # reported with the first batch, as the local runner would raise it
@@ -111,9 +109,9 @@ class StageWorker:
                     kind="unavailable" if fin.unfinished else None)
 
     def __del__(self):
-        engines = getattr(self, "engines", None)
-        if engines is not None:
-            engines.close()
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
 
 
 def plan_batches(job, batch_size: int) -> list[list[int]]:
@@ -131,13 +129,11 @@ def plan_batches(job, batch_size: int) -> list[list[int]]:
 
 
 class RayExecutor:
-    """Model stages on Ray actor pools; the rest on the driver with the local loop."""
+    """Model stages on Ray actor pools; the rest on the driver with the local loop. `settings`: the
+    cluster and a pool per model role (`runner.ray`); a role without its own pool gets the defaults."""
 
-    def __init__(self, cfg: RunConfig, engine_factory: Callable | None = None):
-        if cfg.curate.iterations == 2 and "filter" in cfg.variant:
-            raise ConfigError("curate.iterations 2 (Humpback's M1, trained in-process on round 1's pairs) is not "
-                              "available with runner.executor ray; use runner.executor local for it, or iterations 1")
-        self.cfg = cfg
+    def __init__(self, settings: RayConfig | None = None, engine_factory: Callable | None = None):
+        self.settings = settings or RayConfig()
         self.worker_factory = engine_factory or build_engine
         self.local = LocalExecutor()
         self._ray = None
@@ -158,7 +154,7 @@ class RayExecutor:
         if self._ray is None:
             ray = import_ray()
             if not ray.is_initialized():
-                rc = self.cfg.runner.ray
+                rc = self.settings
                 ray.init(address=rc.address, num_cpus=rc.num_cpus if rc.address is None else None,
                          include_dashboard=False, logging_level=logging.WARNING)
                 self._started_ray = True
@@ -173,16 +169,17 @@ class RayExecutor:
 
     def _on_ray(self, job) -> None:
         st = job.stage
-        pool = getattr(self.cfg.runner.ray, st.role)
-        plans = plan_batches(job, pool.batch_size or self.cfg.runner.chunk_size)
+        pool = getattr(self.settings, st.role, None) or RayPoolConfig()
+        plans = plan_batches(job, pool.batch_size or job.chunk_size)
         if not plans:
             return
         ray = self._connect()
+        _check_picklable(ray, st)
         # One block per batch, so that every actor of the pool gets work (an actor takes a block whole).
         ds = ray.data.from_items([{"plan": json.dumps(p)} for p in plans], override_num_blocks=len(plans))
         ds = ds.map_batches(
             StageWorker, batch_size=None, batch_format="pyarrow",
-            fn_constructor_kwargs={"cfg_json": self.cfg.model_dump_json(), "stage": st.name, "chain": job.chain,
+            fn_constructor_kwargs={"stage": st, "model": job.engines.model(st.role), "chain": job.chain,
                                    "out": str(job.run.out), "engine_factory": self.worker_factory,
                                    "num_cpus": pool.num_cpus},
             compute=ray.data.ActorPoolStrategy(size=pool.concurrency), num_cpus=pool.num_cpus,
@@ -197,3 +194,14 @@ class RayExecutor:
                         raise EngineUnavailable(f"stage {st.name}: {res['message']}. Check the server, then run "
                                                 "the same command again to resume.")
                     raise stopped(st, res["unfinished"], res["written"])
+
+
+def _check_picklable(ray, st: Stage) -> None:
+    """A stage goes to its workers pickled; one that cannot be (a lock, an open file, a loaded model
+    made in `__init__`) is a mistake in that stage, named here rather than deep inside Ray."""
+    try:
+        ray.cloudpickle.dumps(st)
+    except Exception as err:  # noqa: BLE001 - whatever pickling raises, the fix is the same
+        raise UserError(f"stage {st.name} ({type(st).__name__}) cannot be sent to Ray workers: it does not pickle "
+                        f"({type(err).__name__}: {err}). Keep heavy or live state out of `__init__` and make it in "
+                        "`setup(engine)`, which runs on each worker; or run with runner.executor: local.") from None

@@ -21,6 +21,7 @@ class CurateM1(Curate):
     name = "curate_m1"
     role = "scorer_m1"
     identity_role = "scorer"
+    trained_role = True  # M1 is trained by the orchestrator between the two rounds
     funnel = "kept_by_m1"
     provenance = ("curate_m1_model", "curate_m1_prompt")
     rejects = {

@@ -302,6 +302,10 @@ class Grounding(Stage):
         return cls(cfg.grounding)
 
     @classmethod
+    def role_for(cls, cfg) -> str | None:
+        return "judge" if cfg.grounding.judge else None
+
+    @classmethod
     def summarize(cls, counters: dict, summary: dict) -> None:
         n = summary["in"]
         summary["ungrounded_rate"] = round(summary["rejected_by_reason"].get("ungrounded", 0) / n, 4) if n else None
