@@ -1,14 +1,13 @@
-"""The `backforth` command line: parse, build a config, call one function.
+"""The `backforth` command line: a thin client of the Python API (`backforth.run`, ...): parse, build a
+config, call one function.
 
-Errors become messages in one place, `guarded` (every command runs inside it): a `UserError` is its
-message and exit code, SIGTERM stops like Ctrl-C (exit 143), a bug is "internal error" plus the log
-file holding its traceback (`--debug` shows it here). docs/errors.md lists every message."""
+Errors become messages in one place, `console.guarded` (every command runs inside it): a `UserError`
+is its message and exit code, SIGTERM stops like Ctrl-C (exit 143), a bug is "internal error" plus the
+log file holding its traceback (`--debug` shows it here). docs/errors.md lists every message."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -16,27 +15,18 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperGroup, TyperOption
 
-from . import __version__
-from .errors import Terminated, UserError
-
-DEBUG_ENV = "BACKFORTH_DEBUG"
-
-
-def _debug_from_env() -> bool:
-    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
-
-
-_state = {"debug": _debug_from_env()}
+from .version import __version__
+from .console import attached, debug_from_env, guarded, state
+from .errors import UserError
 
 
 class _Root(TyperGroup):
     """The `backforth` group: every command runs inside `guarded`, the one place where errors become
-    messages and exit codes (also under `typer.testing.CliRunner`, which calls `main` too)."""
+    messages and exit codes (also under `typer.testing.CliRunner`, which calls `main` too), with the
+    library's messages shown as lines (`attached`)."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
-        from .console import attached
-
-        with attached():  # the library's messages, as lines on stdout and stderr
+        with attached():
             return guarded(lambda: super(_Root, self).main(*args, **kwargs))
 
 
@@ -103,134 +93,20 @@ def _version(value: bool) -> None:
 def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
           debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an internal error here (else it goes to a log file).")] = False) -> None:
     """Instruction back-and-forth translation: grounded instruction-tuning data from web documents."""
-    _state["debug"] = debug or _debug_from_env()
+    state["debug"] = debug or debug_from_env()
 
 
-# ---- errors: the one place where they become messages and exit codes ----------------------------
+def _run(config, out: Path, force: bool, until: str | None, sets: list[str] | None = None) -> None:
+    """The pipeline through the API (`backforth.run`); a stop says how to resume."""
+    from .api import run as run_pipeline
+    from .console import resumable
 
-USER_ERRNOS = {"EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "ENOTDIR", "EISDIR", "EEXIST", "ENOENT", "ENAMETOOLONG"}
-
-
-def error_log_path() -> Path:
-    """Where an internal error's traceback is written: `$BACKFORTH_CACHE/last-error.log` (default
-    `~/.cache/backforth/last-error.log`)."""
-    from .embedded import cache_dir
-
-    return cache_dir() / "last-error.log"
-
-
-def _write_error_log() -> Path:
-    import tempfile
-    import time
-    import traceback
-
-    text = (f"backforth {__version__}, {time.strftime('%Y-%m-%d %H:%M:%S')}\ncommand: {' '.join(sys.argv)}\n\n"
-            + traceback.format_exc())
-    for path in (error_log_path(), Path(tempfile.gettempdir()) / "backforth-last-error.log"):
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-            return path
-        except OSError:
-            continue
-    return Path("(no writable place for the log)")
-
-
-def _os_message(err: OSError) -> str | None:
-    """An OSError a user can fix (a permission, a full disk, a path), as one line; None for others."""
-    import errno
-
-    from .pipeline.store import DISK_ERRNOS, disk_errno
-
-    disk = disk_errno(err)
-    where = err.filename or "a file"
-    if disk in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
-        return (f"cannot write {where}: {DISK_ERRNOS[disk]}. Free space on that disk (or move the output to a bigger "
-                "one), then run the same command again.")
-    if err.filename and errno.errorcode.get(err.errno or 0) in USER_ERRNOS:
-        return f"{err.filename}: {err.strerror or err}; check the path and its permissions"
-    return None
-
-
-_sigterm = {"received": False}
-
-
-def _on_sigterm(signum, frame) -> None:
-    _sigterm["received"] = True
-    raise Terminated()
-
-
-def guarded(call) -> Any:
-    """Run `call` (the CLI) so that a user's mistake is one red message and its exit code, SIGTERM
-    stops like Ctrl-C (exit 143), and a bug says "internal error" and where its traceback went
-    (shown here with --debug)."""
-    _sigterm["received"], _state["debug"] = False, _debug_from_env()  # `--debug` sets it again
-    old = None
-    try:
-        old = signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread: leave SIGTERM alone
-        pass
-    try:
-        return call()
-    except SystemExit as exit_:
-        if exit_.code == 130 and _sigterm["received"]:
-            sys.exit(Terminated.exit_code)  # a command that handles Ctrl-C stopped on SIGTERM
-        raise
-    except UserError as err:
-        typer.secho(str(err), fg=typer.colors.RED, err=True)
-        sys.exit(err.exit_code)
-    except BrokenPipeError:  # `backforth ... | head`: not an error (main() ends quietly)
-        raise
-    except OSError as err:
-        message = _os_message(err)
-        if message is None:
-            return _internal_error(err)
-        typer.secho(message, fg=typer.colors.RED, err=True)
-        sys.exit(2)
-    except Exception as err:  # noqa: BLE001 - a bug: its traceback goes to the log (or here with --debug)
-        return _internal_error(err)
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
-
-
-def _internal_error(err: Exception) -> None:
-    if _state["debug"]:
-        raise err
-    log = _write_error_log()
-    typer.secho(f"internal error: {type(err).__name__}: {err}\nThis is a bug in backforth, not a mistake in what you "
-                f"asked. The traceback is in {log}; run again with --debug (backforth --debug ...) to see it here, "
-                "and please report it with that file.", fg=typer.colors.RED, err=True)
-    sys.exit(1)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
-def _run(cfg, out: Path, force: bool, until: str | None = None) -> None:
-    """The pipeline; its UserErrors go to `guarded`, except those that add how to resume."""
-    from .engines import EngineUnavailable
-    from .workflows import run as run_pipeline
-
-    resume = f"Finished rows are saved in {out}; run the same command again to resume."
-    try:
-        stats = run_pipeline(cfg, out, force=force, until=until)
-    except EngineUnavailable as err:
-        _fail(f"{err}\n{resume}", 3)
-    except ValueError as err:
-        if isinstance(err, UserError):
-            raise
-        _fail(str(err))
-    except Terminated:  # like Ctrl-C, with its own exit code
-        _fail(f"\nStopped. {resume}", Terminated.exit_code)
-    except KeyboardInterrupt:
-        _fail(f"\nStopped. {resume}", 130)
-    if stats is None:
+    with resumable(out):
+        result = run_pipeline(config, out=out, overrides=sets, force=force, until=until)
+    if result.stopped_after is not None:
         typer.echo(f"stopped after stage '{until}' as asked; results in {out / 'stages'}. Run again without --until to go on.")
         return
-    _print_funnel(stats, out, cfg)
+    _print_funnel(result.stats, out, result.config)
 
 
 def _print_funnel(stats: dict, out: Path, cfg=None) -> None:
@@ -246,15 +122,7 @@ def _print_funnel(stats: dict, out: Path, cfg=None) -> None:
 def run(config: Annotated[Path, typer.Argument(help="YAML run config (see docs/config.md).")],
         out: OutOpt = Path("runs/run"), set_: SetOpt = None, force: ForceOpt = False, until: UntilOpt = None) -> None:
     """Run the pipeline (prepare, backtranslate, curate, rewrite, distill, export) on a corpus."""
-    from .config import ConfigError, load_config
-
-    try:
-        cfg = load_config(config, set_)
-        if cfg.input.path and not Path(cfg.input.path).is_absolute() and (config.parent / cfg.input.path).exists():
-            cfg.input.path = str(config.parent / cfg.input.path)
-    except ConfigError as err:
-        _fail(str(err))
-    _run(cfg, out, force, until)
+    _run(config, out, force, until, set_)
 
 
 @app.command()
@@ -264,15 +132,13 @@ def demo(input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Yo
          train: Annotated[bool, typer.Option("--train", help="First train a LoRA backward model (on Qwen2.5-Coder-0.5B) on the bundled seed pairs and backtranslate with it (mode `trained`).")] = False,
          train_steps: Annotated[Optional[int], typer.Option(help="With --train: optimizer steps (default: the training config's epochs).")] = None) -> None:
     """The whole method on the embedded models of demo.yaml (Qwen2.5-Coder 0.5B and 1.5B) on the CPU, bundled documents."""
-    from .config import ConfigError, load_config
+    from .api import load_config
 
-    try:
-        cfg = load_config(DATA_DIR / "demo.yaml", set_)
-    except ConfigError as err:
-        _fail(str(err))
-    cfg.input.path = str(input) if input else str(DATA_DIR / "demo_corpus.jsonl")
+    cfg = load_config("demo", set_)
     if input and not input.is_file():
-        _fail(f"--input {input}: no such file")
+        raise UserError(f"--input {input}: no such file")
+    if input:
+        cfg.input.path = str(input)
     if limit:
         cfg.input.limit = limit
     if train:
@@ -294,14 +160,11 @@ DEMO_TRAIN_BASE = "embedded:qwen2.5-coder-0.5b"
 def _train_demo_backward(out: Path, steps: int | None, base: str) -> Path:
     """A LoRA backward model on `base`, trained on the bundled seed pairs."""
     from .train.seed import load_seed
-    from .train.sft import TrainError, load_train_config, train_backward
+    from .train.sft import load_train_config, train_backward
 
     target = out / "backward_model"
-    try:
-        tcfg = load_train_config(None, [f"base_model={base}"] + ([f"max_steps={steps}"] if steps else []))
-        train_backward(load_seed(DATA_DIR / "demo_seed.jsonl"), target, tcfg)
-    except TrainError as err:
-        _fail(str(err))
+    tcfg = load_train_config(None, [f"base_model={base}"] + ([f"max_steps={steps}"] if steps else []))
+    train_backward(load_seed(DATA_DIR / "demo_seed.jsonl"), target, tcfg)
     return target
 
 
@@ -349,12 +212,9 @@ def config_doc(experiment: Annotated[bool, typer.Option("--experiment", help="Th
 @app.command("show-config")
 def show_config(config: Annotated[Optional[Path], typer.Argument()] = None, set_: SetOpt = None) -> None:
     """Print the resolved config (defaults filled in) as JSON, or the error that stops it."""
-    from .config import ConfigError, load_config
+    from .config import load_config
 
-    try:
-        typer.echo(json.dumps(load_config(config, set_).model_dump(mode="json"), indent=2))
-    except ConfigError as err:
-        _fail(str(err))
+    typer.echo(json.dumps(load_config(config, set_).model_dump(mode="json"), indent=2))
 
 
 _register_subcommands()

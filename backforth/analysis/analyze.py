@@ -184,8 +184,10 @@ def load_tokenizer(spec: str | None) -> tuple[Any | None, str]:
 
 def run_summary(stats: dict) -> dict:
     """The funnel, the score distribution and reject reasons, copied from stats.json."""
+    from ..pipeline.advice import scoring
+
     stages = stats.get("stages", {})
-    curate = stages.get("curate", {})
+    curate = scoring(stages)
     reasons = [{"stage": s, "reason": r, "rows": n} for s, st in stages.items()
                for r, n in (st.get("rejected_by_reason") or {}).items()]
     return {"variant": stats.get("variant"), "funnel": stats.get("funnel", {}),

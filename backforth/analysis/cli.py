@@ -12,12 +12,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..errors import UserError
+
 RunDirArg = Annotated[Path, typer.Argument(help="A run directory made by `backforth run` or `backforth demo`.")]
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 def _writable_run(run_dir: Path, outputs: str) -> None:
@@ -45,14 +42,11 @@ def analyze_cmd(
     max_samples: Annotated[int, typer.Option("--max-samples", min=1, help="At most this many texts per set (the paper: 10K).")] = 2000,
 ) -> None:
     """The paper's analyses (MAUVE, classifier, diversity, lengths, tags) on a run: analysis.json and analysis.md."""
-    from ..config import make_model
+    from ..config import ConfigError, make_model
     from ..engines import EngineError
-    from .analyze import RunDirError, analyze
+    from .analyze import analyze
 
-    try:
-        _writable_run(run_dir, "analysis.json and analysis.md")
-    except RunDirError as err:
-        _fail(str(err))
+    _writable_run(run_dir, "analysis.json and analysis.md")
     tagger = None
     if not no_tags:
         fields = {"engine": tagger_engine, "model": tagger_model}
@@ -60,31 +54,26 @@ def analyze_cmd(
             fields["base_url"] = tagger_base_url
         try:
             tagger = make_model(**fields)
-        except ValueError as err:
-            _fail(f"tagger settings: {err}")
+        except ConfigError as err:  # which command's settings: the tagger's
+            raise UserError(f"tagger settings: {err}") from None
     try:
         result = analyze(run_dir, against or [], embedder=embedder, tagger_cfg=tagger, max_samples=max_samples,
                          tag_samples=tag_samples)
-    except RunDirError as err:
-        _fail(str(err))
     except EngineError as err:
-        _fail(f"tagger: {err}\nUse --no-tags to skip the complexity analysis.")
+        raise UserError(f"tagger: {err}\nUse --no-tags to skip the complexity analysis.") from None
     except ImportError as err:
-        _fail(f"analyze needs the analysis extra: pip install 'backforth[analysis]' ({err})")
+        raise UserError(f"analyze needs the analysis extra: pip install 'backforth[analysis]' ({err})") from None
     typer.echo((run_dir / "analysis.md").read_text(encoding="utf-8"))
     typer.echo(f"wrote {run_dir / 'analysis.json'} and {run_dir / 'analysis.md'} ({len(result['sets'])} sets)")
 
 
 def report_cmd(run_dir: RunDirArg) -> None:
     """One self-contained HTML page for a run (funnel, scores, lengths, analysis, example browser): report.html."""
-    from .analyze import RunDirError
     from .report import write_report
 
+    _writable_run(run_dir, "report.html")
     try:
-        _writable_run(run_dir, "report.html")
         path = write_report(run_dir)
-    except RunDirError as err:
-        _fail(str(err))
     except ImportError as err:
-        _fail(f"report needs matplotlib (the analysis extra): pip install 'backforth[analysis]' ({err})")
+        raise UserError(f"report needs matplotlib (the analysis extra): pip install 'backforth[analysis]' ({err})") from None
     typer.echo(f"wrote {path} (open it in a browser; it needs no network)")

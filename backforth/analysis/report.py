@@ -60,7 +60,9 @@ def _img(b64: str, alt: str) -> str:
 
 def overview_html(run_dir: Path, stats: dict) -> str:
     """The funnel, the score histogram, the length panels and the reject reasons."""
-    curate = stats.get("stages", {}).get("curate", {})
+    from ..pipeline.advice import scoring
+
+    curate = scoring(stats.get("stages", {}))
     reasons = [[s, r, n] for s, st in stats.get("stages", {}).items()
                for r, n in (st.get("rejected_by_reason") or {}).items()]
     figs = [_img(funnel_figure(stats.get("funnel", {})), "funnel: rows after each step"),

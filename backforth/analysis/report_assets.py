@@ -54,7 +54,7 @@ SCRIPT = r"""
 
   function haystack(ex) {
     return [ex.id, ex.url, ex.document, ex.instruction, ex.instruction_raw, ex.score_reason, ex.response,
-            ex.response_raw, ex.distilled, ex.stage, ex.reason, ex.grounding].filter(Boolean).join("\n").toLowerCase();
+            ex.response_raw, ex.distilled, ex.stage, ex.reason, ex.unsupported].filter(Boolean).join("\n").toLowerCase();
   }
   data.forEach(function (ex) { ex._hay = haystack(ex); });
 
@@ -129,7 +129,7 @@ SCRIPT = r"""
                         : document.createTextNode(seg[1]));
       });
       wrap.appendChild(box);
-      if (ex.grounding) wrap.appendChild(el("div", "raw", "grounding check: " + ex.grounding));
+      if (ex.unsupported) wrap.appendChild(el("div", "raw", "grounding check: " + ex.unsupported));
       return wrap;
     }
     if (ex.response_raw) {

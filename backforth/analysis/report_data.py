@@ -98,11 +98,11 @@ def _example(row: dict, exported: set[str]) -> dict:
         "response": response, "response_raw": _cut(raw_response.strip()) if isinstance(raw_response, str) else None,
         "diff": diff, "kept_share": _kept_share(diff) if diff else None,
         "distilled": _cut(row.get("distilled")), "distill_reason": row.get("distill_reason"),
-        "grounding": _grounding(row),
+        "unsupported": _unsupported(row),
     }
 
 
-def _grounding(row: dict) -> str | None:
+def _unsupported(row: dict) -> str | None:
     """One line on what the grounding check found unsupported in the rewrite, when it ran."""
     if row.get("unsupported_share") is None:
         return None
@@ -202,15 +202,21 @@ def length_figure(sets: dict[str, Sequence[int]]) -> str:
     return _png(fig)
 
 
+LENGTH_PANELS = {"documents": "documents", "instructions": "instructions", "rewrites": "rewritten",
+                 "distilled": "distilled"}  # panel -> the kind of text (`Stage.texts`)
+
+
 def length_sets(run_dir: Path) -> dict[str, list[int]]:
-    """Words per text for each kind, from the stage that made it (documents: after prepare)."""
-    def words(stage: str, key: str) -> list[int]:
+    """Words per text for each kind, from the stage that made it (documents: once cleaned)."""
+    from ..pipeline.registry import text_source
+
+    def words(kind: str) -> list[int]:
+        stage, key = text_source(kind)
         rows = stage_rows(run_dir, stage, (key,)).values()
         return [len(r[key].split()) for r in rows
                 if r["_status"] == "done" and isinstance(r[key], str) and r[key].strip()]
 
-    return {"documents": words("prepare", "text"), "instructions": words("backtranslate", "instruction"),
-            "rewrites": words("rewrite", "response"), "distilled": words("distill", "distilled")}
+    return {panel: words(kind) for panel, kind in LENGTH_PANELS.items()}
 
 
 def curate_threshold(run_dir: Path) -> float | None:

@@ -1,8 +1,10 @@
 """A run dir read as sets of texts for the analyses: documents, rewritten, distilled, instructions.
 
 Three sets of responses answer the same backtranslated instructions: the web `documents` (the text of
-the rows that reached rewrite), their `rewritten` versions and the `distilled` answers written without
-the document; `instructions` holds every backtranslated instruction, before curation. They are read
+the rows that reached the stage that rewrites), their `rewritten` versions and the `distilled` answers
+written without the document; `instructions` holds every backtranslated instruction, before curation.
+Which stage and column hold each kind of text is what the stages declare (`Stage.texts`, read through
+`registry.text_source`). They are read
 from the stage shards (`pipeline.store`), streamed so a big run is never held whole; a run whose
 shards are gone falls back to its exports (`sft.jsonl`, `distilled.parquet`). `--against` sets come
 from another run's `sft.jsonl` or any jsonl dataset of instruction/response pairs or chat messages.
@@ -111,45 +113,55 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
-def _pairs(rows: Iterable[dict], response_key: str) -> tuple[list[str], list[str]]:
+def _pairs(rows: Iterable[dict], response_key: str, instruction_key: str = "instruction") -> tuple[list[str], list[str]]:
     """(instructions, responses) of rows that have both as non-empty strings."""
-    kept = [(r["instruction"], r[response_key]) for r in rows
-            if _text(r.get("instruction")) and _text(r.get(response_key))]
+    kept = [(r[instruction_key], r[response_key]) for r in rows
+            if _text(r.get(instruction_key)) and _text(r.get(response_key))]
     return [i for i, _ in kept], [t for _, t in kept]
 
 
 def run_sets(run_dir: Path) -> dict[str, TextSet]:
     """The run's documents, rewritten, distilled and instruction sets (see the module docstring)."""
-    rewrite = stage_rows(run_dir, "rewrite", ("instruction", "text", "response"))
-    distill = stage_rows(run_dir, "distill", ("instruction", "distilled"))
+    from ..pipeline.registry import text_source
+
+    doc = text_source("documents")[1]
+    ins_stage, ins = text_source("instructions")
+    rw_stage, rw = text_source("rewritten")
+    dis_stage, dis = text_source("distilled")
+    rewrite = stage_rows(run_dir, rw_stage, (ins, doc, rw))
+    distill = stage_rows(run_dir, dis_stage, (ins, dis))
     sets = {name: TextSet(name, "") for name in RUN_SETS}
     if rewrite:
-        sets["documents"] = TextSet("documents", "text of the rows that reached rewrite", *_pairs(rewrite.values(), "text"))
+        sets["documents"] = TextSet("documents", f"{doc} of the rows that reached {rw_stage}",
+                                    *_pairs(rewrite.values(), doc, ins))
         done = [r for r in rewrite.values() if r.get("_status") == "done"]
-        sets["rewritten"] = TextSet("rewritten", "response of every rewritten row (later checks such as grounding "
-                                    "may reject some)", *_pairs(done, "response"))
+        sets["rewritten"] = TextSet("rewritten", f"{rw} of every rewritten row (later checks such as grounding "
+                                    "may reject some)", *_pairs(done, rw, ins))
     elif (run_dir / "sft.jsonl").is_file():
         sft = {r["id"]: r for r in iter_jsonl(run_dir / "sft.jsonl")}
         texts = _latest_texts(run_dir, set(sft))
-        docs = [dict(r, text=texts.get(i)) for i, r in sft.items()]
-        sets["documents"] = TextSet("documents", "text of the exported rows", *_pairs(docs, "text"))
+        docs = [dict(r, **{doc: texts.get(i)}) for i, r in sft.items()]
+        sets["documents"] = TextSet("documents", f"{doc} of the exported rows", *_pairs(docs, doc))
     if distill:
         sets["distilled"] = TextSet("distilled", "distilled answers to the same instructions",
-                                    *_pairs(distill.values(), "distilled"))
+                                    *_pairs(distill.values(), dis, ins))
     elif (run_dir / "distilled.parquet").is_file():
         sets["distilled"] = TextSet("distilled", "distilled.parquet",
                                     *_pairs(iter_jsonl(run_dir / "distilled.parquet"), "response"))
-    bt = stage_rows(run_dir, "backtranslate", ("instruction",)).values()
+    bt = stage_rows(run_dir, ins_stage, (ins,)).values()
     sets["instructions"] = TextSet("instructions", "every backtranslated instruction (before curation)",
-                                   [r["instruction"] for r in bt if r["_status"] == "done" and _text(r["instruction"])])
+                                   [r[ins] for r in bt if r["_status"] == "done" and _text(r[ins])])
     return sets
 
 
 def _latest_texts(run_dir: Path, ids: set[str]) -> dict[str, str]:
     """The cleaned document text of `ids`, from the furthest stage each reached."""
+    from ..pipeline.registry import text_source
+
+    doc = text_source("documents")[1]
     texts: dict[str, str] = {}
     for stage in stage_order(run_dir):
-        texts.update({i: r["text"] for i, r in stage_rows(run_dir, stage, ("text",), ids).items() if r["text"]})
+        texts.update({i: r[doc] for i, r in stage_rows(run_dir, stage, (doc,), ids).items() if r[doc]})
     return texts
 
 

@@ -1,9 +1,9 @@
 """`backforth eval ...`: answer an eval set, judge the answers pairwise, read win rates, compare runs.
 
 A thin typer sub-app: each command parses, builds a `ModelConfig`, calls one function of
-`backforth.evaluate`. A user's mistake ends with a message and exit code 2 (no traceback); a model
-server that is down ends with exit code 3, like `backforth run`: finished rows are saved and the
-same command resumes.
+`backforth.evaluate`. Errors go through the CLI's one error path (`console.guarded`): a user's mistake
+ends with a message and exit code 2 (no traceback); a model server that is down ends with exit code
+3, like `backforth run`: finished rows are saved and the same command resumes (`console.resumable`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..console import resumable
+from ..errors import UserError
+
 eval_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                        help="AlpacaEval-style evaluation: answer an eval set, judge pairwise, win rates.")
 
@@ -27,32 +30,6 @@ BaseUrlOpt = Annotated[str, typer.Option("--base-url", help="OpenAI-compatible s
 ApiKeyOpt = Annotated[Optional[str], typer.Option("--api-key-env", help="Environment variable holding the API key.")]
 ChunkOpt = Annotated[int, typer.Option("--chunk-size", min=1, help="Rows per engine call; results are saved after each.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _user_errors(out: Path | None = None) -> Iterator[None]:
-    """Turn the errors a user can cause into a message and an exit code."""
-    from pydantic import ValidationError
-
-    from ..config import ConfigError
-    from ..engines import EngineError, EngineUnavailable
-
-    resume = f"\nFinished rows are saved in {out}; run the same command again to resume." if out else ""
-    try:
-        yield
-    except EngineUnavailable as err:
-        _fail(f"{err}{resume}", 3)
-    except ValidationError as err:
-        _fail("; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in err.errors()))
-    except (ConfigError, EngineError, ValueError, FileNotFoundError, IsADirectoryError) as err:
-        _fail(str(err))
-    except KeyboardInterrupt:
-        _fail(f"\nStopped.{resume}", 130)
 
 
 def _model_cfg(engine: str, model: str, adapter: str | None, base_url: str, api_key_env: str | None):
@@ -103,7 +80,7 @@ def generate(
     from .data import load_eval_set
     from .generate import generate_answers
 
-    with _user_errors(out):
+    with resumable(out):
         cfg = _model_cfg(engine, model, adapter, base_url, api_key_env)
         rows = load_eval_set(eval_set, limit=limit)
         with _bar([r["id"] for r in rows], out, "generate", progress) as tick:
@@ -133,7 +110,7 @@ def judge_cmd(
     from .data import load_outputs
     from .judge import judge
 
-    with _user_errors(out):
+    with resumable(out):
         cfg = _model_cfg(engine, model, adapter, base_url, api_key_env)
         with _bar([r["id"] for r in load_outputs(answers)], out, "judge", progress) as tick:
             stats = judge(answers, references, cfg, out, method=method, both_orders=both_orders, cache_path=cache,
@@ -170,19 +147,18 @@ def winrate(file: Annotated[Path, typer.Argument(help="A judgements file (Alpaca
     """Print the win-rate summary of a judgements file as JSON (raw, ± SE, length-controlled)."""
     from .compare import summarize_judgements
 
-    with _user_errors():
-        summary = summarize_judgements(file)
+    summary = summarize_judgements(file)
     typer.echo(_json(summary))
 
 
 def _parse_run(spec: str) -> tuple[str, str, str | None]:
     """`NAME=FILE` or `NAME=FILE@SIZE` -> (name, file, size)."""
     if "=" not in spec:
-        raise ValueError(f"run '{spec}': write NAME=FILE or NAME=FILE@SIZE, e.g. 'Dolma + rewriting=runs/a/judgements.jsonl@12.8K'")
+        raise UserError(f"run '{spec}': write NAME=FILE or NAME=FILE@SIZE, e.g. 'Dolma + rewriting=runs/a/judgements.jsonl@12.8K'")
     name, rest = spec.split("=", 1)
     path, _, size = rest.rpartition("@") if "@" in rest else (rest, "", "")
     if not name.strip() or not path:
-        raise ValueError(f"run '{spec}': both NAME and FILE are needed")
+        raise UserError(f"run '{spec}': both NAME and FILE are needed")
     return name.strip(), path, size or None
 
 
@@ -196,6 +172,5 @@ def compare(
     from .compare import compare as compare_runs
     from .compare import to_markdown
 
-    with _user_errors():
-        table = compare_runs([_parse_run(s) for s in runs], markdown_path=markdown, csv_path=csv)
+    table = compare_runs([_parse_run(s) for s in runs], markdown_path=markdown, csv_path=csv)
     typer.echo(to_markdown(table), nl=False)

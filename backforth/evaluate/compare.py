@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .data import EvalDataError, read_records
-from .winrate import judgements_summary, win_rate
+from .winrate import PreferenceError, judgements_summary, win_rate
 
 Run = tuple[str, str | Path, str | int | None]  # (dataset name, judgements file, training-set size)
 COLUMNS = ["dataset", "size", "win_rate", "standard_error", "lc_win_rate", "avg_length", "n", "n_unjudged"]
@@ -41,7 +41,7 @@ def summarize_judgements(path: str | Path) -> dict:
         if _has_verdict(row["preference"]):
             try:
                 win_rate([row["preference"]])
-            except ValueError as err:
+            except PreferenceError as err:
                 raise EvalDataError(f"{where}: {str(err).removeprefix('row 0: ')}") from None
             judged.append(row)
     if not judged:

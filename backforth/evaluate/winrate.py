@@ -48,6 +48,10 @@ _MAX_NEWTON, _MAX_CD_SWEEPS, _TOL = 200, 100, 1e-10
 # ----------------------------------------------------------------------------------------------- raw
 
 
+class PreferenceError(ValueError):
+    """A preference value AlpacaEval would not read (not a number, NaN, a boolean, out of range)."""
+
+
 def _model_shares(preferences: Sequence[float]) -> np.ndarray:
     """Per-row model share in [0, 1]; rejects anything AlpacaEval would not read as a preference.
 
@@ -57,17 +61,17 @@ def _model_shares(preferences: Sequence[float]) -> np.ndarray:
     shares = np.empty(len(preferences), dtype=float)
     for i, raw in enumerate(preferences):
         if isinstance(raw, (bool, np.bool_)):  # float(True) == 1.0 would silently mean "baseline wins"
-            raise ValueError(f"row {i}: preference {raw!r} is a boolean, not a number")
+            raise PreferenceError(f"row {i}: preference {raw!r} is a boolean, not a number")
         try:
             value = float(raw)
         except (TypeError, ValueError):
-            raise ValueError(f"row {i}: preference {raw!r} is not a number") from None
+            raise PreferenceError(f"row {i}: preference {raw!r} is not a number") from None
         if math.isnan(value):
-            raise ValueError(f"row {i}: preference is NaN (failed judgement?)")
+            raise PreferenceError(f"row {i}: preference is NaN (failed judgement?)")
         if value == 0.0:
             value = 1.5  # legacy AlpacaEval encoding of a draw
         if not 1.0 <= value <= 2.0:
-            raise ValueError(f"row {i}: preference {value!r} is outside {{0}} ∪ [1, 2]")
+            raise PreferenceError(f"row {i}: preference {value!r} is outside {{0}} ∪ [1, 2]")
         shares[i] = value - 1.0
     return shares
 

@@ -13,8 +13,9 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .. import __version__
+from ..version import __version__
 from ..config import ModelConfig, RunConfig
+from .advice import low_yield
 from .stage import Stage
 
 DATA_FILES = {"default": "sft.parquet", "distilled": "distilled.parquet"}  # config name -> file in the run dir
@@ -58,20 +59,12 @@ def configs_header(outputs: dict) -> list[str]:
 
 
 def advice(stats: dict, cfg: RunConfig) -> list[str]:
-    """What to try when little was kept (under 10% of the documents)."""
-    n_in = stats["funnel"].get("documents_in") or 0
-    if n_in and stats["outputs"]["sft"] / n_in >= 0.1:
+    """What to try when little was kept (under 10% of the documents): the run's own advice, as markdown."""
+    lines = low_yield(stats, cfg)
+    if not lines:
         return []
-    reasons = sorted(((n, f"{s}: {r}") for s, st in stats["stages"].items() for r, n in st["rejected_by_reason"].items()),
-                     reverse=True)[:4]
-    lines = [f"Only {stats['outputs']['sft']} of {n_in} documents were exported. The main reasons: "
-             + ", ".join(f"{what} ({n})" for n, what in reasons) + "." if reasons else ""]
-    if "filter" in cfg.variant:
-        lines.append("If most were `low_score`, lower `curate.threshold` (the paper keeps 5), compare with "
-                     "`curate.threshold_on: expected`, keep a share with `curate.keep_share: 0.3`, use a stronger "
-                     "scorer (`models.scorer.model`), or try `variant: rewrite`, which skips the filter. "
-                     "`docs/rejects.md` explains every reason and what moves it.")
-    return lines
+    head, *rest = lines
+    return [head[0].upper() + head[1:], ""] + [f"- {line.strip()}" for line in rest]
 
 
 def write_card(cfg: RunConfig, out: Path, stats: dict, fingerprints: dict, stages: Sequence[Stage],

@@ -39,7 +39,8 @@ STAGES: tuple[type[Stage], ...] = (
     Distill,            # the baseline: the same instructions answered without the document
 )
 NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
-__all__ = ["STAGES", "NAMES", "BuildContext", "enabled", "names", "by_name", "provenance_columns"]
+__all__ = ["STAGES", "NAMES", "BuildContext", "enabled", "names", "by_name", "text_source", "keep_rule_stages",
+           "provenance_columns"]
 
 
 def enabled(cfg: RunConfig) -> list[type[Stage]]:
@@ -57,6 +58,20 @@ def by_name(name: str) -> type[Stage]:
         if s.name == name:
             return s
     raise KeyError(name)
+
+
+def text_source(kind: str) -> tuple[str, str]:
+    """(stage, column) of the first stage that produces texts of `kind` (`Stage.texts`): where the
+    analyses read documents, instructions, rewritten and distilled texts."""
+    for s in STAGES:
+        if kind in s.texts:
+            return s.name, s.texts[kind]
+    raise KeyError(kind)
+
+
+def keep_rule_stages() -> tuple[str, ...]:
+    """The stages that apply the run's keep rule (`Stage.applies_keep_rule`)."""
+    return tuple(s.name for s in STAGES if s.applies_keep_rule)
 
 
 def provenance_columns(extra: Sequence[Stage | type[Stage]] = ()) -> tuple[str, ...]:

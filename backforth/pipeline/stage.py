@@ -46,11 +46,33 @@ class BuildContext:
 
 
 class Stage:
+    """One step of the method; subclass it for a step of your own.
+
+    A stage has a `name` (its results are kept under `stages/<name>/`), and `apply(row, results)`
+    that adds columns to the row and returns None to keep it or a reject reason (a short snake_case
+    string). A stage that asks a model sets `role` (a model role of the run: `backward`, `scorer`,
+    `rewriter`, `distiller`, `judge`) and returns its requests from `requests(row)`; `apply` then gets
+    their results, in order. `settings()` returns what changes its output (a change makes the run
+    redo it, and the stages after it); heavy or live state belongs in `setup(engine)`, which runs
+    where the stage runs (a Ray worker too). `funnel` names the rows it keeps in the run's funnel,
+    `count(key)` adds to its own counters, which `summarize` puts into stats.json.
+
+        class LongEnough(backforth.Stage):
+            name, funnel = "long_enough", "long_enough"
+
+            def apply(self, row, results):
+                return None if len(row["response"].split()) >= 20 else "short_response"
+
+        backforth.run("demo", rows, out, after={"rewrite": LongEnough()})
+    """
+
     name: str = ""
     role: str | None = None  # the model role whose engine serves this stage's requests (None: no model)
     identity_role: str | None = None  # the configured model whose identity goes into the fingerprint (default: role)
     funnel: str | None = None  # the funnel's word for the rows this stage keeps ("instructions", "kept", ...)
     provenance: tuple[str, ...] = ()  # columns copied into each exported pair's `provenance`
+    texts: dict[str, str] = {}  # the texts it produces, kind -> column ("instructions" -> "instruction"), for analysis
+    applies_keep_rule: bool = False  # it applies the run's keep rule (curation): its rejects move with the curate.* knobs
     rejects: dict[str, str] = {}  # reason `apply` can return -> "what it means. Try: what moves it" (docs/rejects.md)
     survey_first: bool = False  # sees every row it accepts before processing any (`survey`)
     failed_stay_unfinished: bool = False  # a failed request leaves its row for the next run instead of rejecting it

@@ -12,6 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..console import resumable
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune the method's models (LoRA by default): backward, forward (M0), final SFT.")
 
@@ -23,42 +25,23 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a t
 StepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps.")]
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
 def _config(config: Path | None, set_: list[str] | None, max_steps: int | None):
-    from ..config import ConfigError
     from .sft import load_train_config
 
     overrides = list(set_ or []) + ([f"max_steps={max_steps}"] if max_steps else [])
-    try:
-        return load_train_config(config, overrides)
-    except ConfigError as err:
-        _fail(str(err))
+    return load_train_config(config, overrides)
 
 
 def _seed_rows(seed: Path) -> list[dict]:
-    from .seed import SeedError, load_seed
+    from .seed import load_seed
 
-    try:
-        return load_seed(seed)
-    except SeedError as err:
-        _fail(str(err))
-    return []
+    return load_seed(seed)
 
 
 def _train(train: Callable[[], object], out: Path) -> None:
-    """Run one training call; user errors print one red line, Ctrl-C says how to resume."""
-    from .sft import TrainError
-
-    try:
+    """Run one training call; its errors go to the CLI's one error path, and a stop says how to resume."""
+    with resumable(out / "checkpoints", "Checkpoints"):
         result = train()
-    except TrainError as err:
-        _fail(str(err))
-    except KeyboardInterrupt:
-        _fail(f"\nStopped. Checkpoints are in {out / 'checkpoints'}; run the same command again to resume.", 130)
     _summary(result)
 
 
@@ -114,13 +97,10 @@ def merge(adapter_dir: Annotated[Path, typer.Argument(help="A LoRA adapter folde
           out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder; default <adapter>-merged.")] = None,
           dtype: Annotated[str, typer.Option(help="Weights dtype: float32, bfloat16 or float16.")] = "float32") -> None:
     """Fold a LoRA adapter into its base: full weights + tokenizer, for vLLM or llama.cpp conversion."""
-    from .sft import TrainError, merge as merge_adapter
+    from .sft import merge as merge_adapter
 
     target = out or adapter_dir.with_name(adapter_dir.name + "-merged")
-    try:
-        typer.echo(f"wrote {merge_adapter(adapter_dir, target, dtype)}")
-    except TrainError as err:
-        _fail(str(err))
+    typer.echo(f"wrote {merge_adapter(adapter_dir, target, dtype)}")
 
 
 def seed_command(
@@ -133,12 +113,9 @@ def seed_command(
     accept_unranked_single: Annotated[bool, typer.Option(help="Accept an unranked reply when it is the root's only usable one.")] = False,
 ) -> None:
     """Build the seed: first-turn, rank-0, English (prompt, reply) pairs from Open Assistant (paper: 3,200)."""
-    from .seed import SeedError, build_seed
+    from .seed import build_seed
 
-    try:
-        stats = build_seed(source, out, n, split, lang, sample_seed, accept_unranked_single)
-    except SeedError as err:
-        _fail(str(err))
+    stats = build_seed(source, out, n, split, lang, sample_seed, accept_unranked_single)
     rejected = ", ".join(f"{k} {v}" for k, v in stats["rejected"].items()) or "none"
     typer.echo(f"{stats['messages']} messages, {stats['trees']} trees, {stats['candidates']} candidates; "
                f"rejected: {rejected}; not sampled {stats['not_sampled']}")

@@ -21,7 +21,6 @@ import typer
 from typer.testing import CliRunner
 
 from backforth.analysis.analyze import RunDirError, analyze, parse_tags, tag_texts
-from backforth.analysis.cli import analyze_cmd, report_cmd
 from backforth.engines.base import InProcessEngine, Request, Result
 from backforth.pipeline.store import RunStore
 
@@ -259,9 +258,9 @@ def test_against_adds_runs_and_datasets(tmp_path):
 
 
 def cli_app() -> typer.Typer:
-    app = typer.Typer()
-    app.command("analyze")(analyze_cmd)
-    app.command("report")(report_cmd)
+    """`analyze` and `report` as backforth/cli.py registers them, inside its one error path."""
+    from backforth.cli import app
+
     return app
 
 

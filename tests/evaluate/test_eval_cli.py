@@ -5,16 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import typer
 from stub_openai import StubOpenAIServer
 from typer.testing import CliRunner
 
-from backforth.evaluate.cli import eval_app
+from backforth.cli import app  # `eval` as the CLI registers it, inside its one error path
 from backforth.evaluate.data import BUNDLED_PATH
 
-# Registered the way backforth/cli.py does it.
-app = typer.Typer()
-app.add_typer(eval_app, name="eval")
 runner = CliRunner()
 
 

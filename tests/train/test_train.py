@@ -13,8 +13,6 @@ from typer.testing import CliRunner
 from backforth.config import SEED_TAG, WEB_TAG, ConfigError
 from backforth.prompts import TRAINED_TEMPLATE_FILE
 from backforth.prompts import load_template, template_from_text
-from backforth.train.cli import app as train_app
-from backforth.train.cli import seed_command
 from backforth.train.sft import (
     TrainConfig,
     TrainError,
@@ -176,11 +174,10 @@ def test_missing_base_model_is_a_clear_error(tmp_path):
 
 
 def _cli() -> typer.Typer:
-    """The lead registers the sub-apps this way in backforth/cli.py."""
-    root = typer.Typer()
-    root.add_typer(train_app, name="train")
-    root.command("seed")(seed_command)
-    return root
+    """`train` and `seed` as backforth/cli.py registers them, inside its one error path."""
+    from backforth.cli import app
+
+    return app
 
 
 def test_cli_reports_config_and_seed_errors(tmp_path):

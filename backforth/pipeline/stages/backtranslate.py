@@ -24,6 +24,7 @@ class Backtranslate(Stage):
     name = "backtranslate"
     role = "backward"
     funnel = "instructions"
+    texts = {"instructions": "instruction"}
     provenance = ("backtranslate_model", "backtranslate_prompt")
     rejects = {
         "engine_error": "The model's request failed for a reason a retry would not fix (the engine's message is in "

@@ -26,6 +26,7 @@ class Curate(Stage):
     name = "curate"
     role = "scorer"
     funnel = "kept"
+    applies_keep_rule = True
     provenance = ("curate_model", "curate_prompt")
     rejects = {
         "engine_error": "The model's request failed for a reason a retry would not fix (the engine's message is in "

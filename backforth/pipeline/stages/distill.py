@@ -16,6 +16,7 @@ from .parsing import degenerate_reason, is_refusal, strip_scaffolding
 class Distill(Stage):
     name = "distill"
     role = "distiller"
+    texts = {"distilled": "distilled"}
     provenance = ("distill_model", "distill_prompt")
     rejects: dict[str, str] = {}  # never rejects: a failed answer only leaves `distilled: null` and `distill_reason`
 

@@ -303,7 +303,7 @@ class Grounding(Stage):
 
     @classmethod
     def role_for(cls, cfg) -> str | None:
-        return "judge" if cfg.grounding.judge else None
+        return cls(cfg.grounding).role  # the judge's, when grounding.judge is on
 
     @classmethod
     def summarize(cls, counters: dict, summary: dict) -> None:

@@ -30,6 +30,7 @@ def normalize_text(text: str) -> str:
 class Prepare(Stage):
     name = "prepare"
     funnel = "prepared"
+    texts = {"documents": "text"}  # the cleaned document
     rejects = {
         "empty": "The document has no text left once whitespace and control characters are normalised. "
                  "Try: check that `input.text_field` names the column that holds the text.",

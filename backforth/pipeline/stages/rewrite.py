@@ -21,6 +21,7 @@ class Rewrite(Stage):
     name = "rewrite"
     role = "rewriter"
     funnel = "rewritten"
+    texts = {"rewritten": "response"}
     provenance = ("rewrite_model", "rewrite_prompt")
     rejects = {
         "engine_error": "The model's request failed for a reason a retry would not fix (the engine's message is in "

@@ -28,6 +28,7 @@ def score_value(row: dict) -> float | None:
 class TopShare(Stage):
     name = "top_share"
     funnel = "kept_top_share"
+    applies_keep_rule = True
     rejects = {
         "below_top_share": "The pair is not among the best `curate.keep_share` of the scored pairs (ranked by expected "
                            "score, or score; `score_rank` and `score_cutoff` say where it stood). Try: raise "
