@@ -152,6 +152,7 @@ class CurateConfig(Sampling):
     m1_base_model: str | None = Field(None, description="The model M1 is fine-tuned from (default: the scorer's model when it runs in-process, else `embedded`).")
     threshold_on: Literal["score", "expected"] = Field("score", description="With logprobs: compare the threshold to the most likely score or to the expected score.")
     keep_share: float | None = Field(None, gt=0, le=1, description="Instead of the threshold, keep this share of the scored pairs, the best first: by expected score with logprobs, by score with generate, ties in input order (e.g. 0.3: the top 30%). For small scorers, which rarely put their most likely score on 5 (stage `top_share`; rejects `below_top_share`). Null: the threshold decides (paper).")
+    filter: bool = Field(True, description="Reject the pairs the keep rule does not keep (the paper). Either way the stage that applies the rule records its decision on each scored pair (`keep`, and the rule in words in `keep_rule`). False: every scored pair goes on with that record: how `backforth experiment` derives filtered and unfiltered datasets from one run.")
 
 
 class RewriteConfig(Sampling):

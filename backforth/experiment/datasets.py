@@ -5,7 +5,8 @@ distillation once over every instruction any compared dataset needs, and each da
 those rows:
 
 * `filter` (Humpback): the pairs the run's keep rule keeps (`curate.threshold`, `threshold_on`,
-  `keep_share`), the cleaned document as the response;
+  `keep_share`: the decision the stage that applies it recorded, `keep`), the cleaned document as the
+  response;
 * `rewrite`: every pair with a grounded rewrite, scored or not (no filter);
 * `filter+rewrite`: the rewritten pairs the keep rule keeps;
 * `distill`: the instructions of `filter+rewrite`, answered by the distiller without the document.
@@ -24,13 +25,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import UserError
 from ..pipeline.stage import DONE
-from ..pipeline.stages.top_share import score_value
 from ..pipeline.store import RunStore
 from .config import ExperimentConfig, ExternalDataset
 
@@ -40,30 +39,26 @@ class DatasetError(UserError):
 
 
 SHARED = ("filter", "filter+rewrite", "distill")  # the kept pairs, with three kinds of response
-DERIVATION = 2  # in the datasets step's fingerprint: a change of the rules above redoes that step
+DERIVATION = 3  # in the datasets step's fingerprint: a change of the rules above redoes that step
 
 
-def keep_rule(rows: list[dict], curate) -> set[str]:
-    """Ids the run's keep rule keeps among the scored rows (the threshold, or the best share)."""
-    scored = [r for r in rows if r.get("score") is not None]
-    if curate.keep_share is not None:
-        ranked = sorted(scored, key=lambda r: (-score_value(r), r["_index"]))
-        return {r["id"] for r in ranked[:math.ceil(curate.keep_share * len(ranked))]}
-    on = "score_expected" if curate.method == "logprobs" and curate.threshold_on == "expected" else "score"
-    return {r["id"] for r in scored if (r.get(on) if r.get(on) is not None else r["score"]) >= curate.threshold}
+def kept(rows: list[dict]) -> set[str]:
+    """Ids the run's keep rule keeps: the decision its deciding stage recorded on each row (`keep`;
+    the last such stage's, as Humpback's second round decides over the first)."""
+    return {r["id"] for r in rows if r.get("keep")}
 
 
 def pipeline_datasets(run_dir: Path, chain: list[str], cfg: ExperimentConfig) -> dict[str, list[dict]]:
     """Every pipeline dataset the experiment compares, as (id, instruction, response) rows in input order."""
     rows = [r for r, _last in RunStore(run_dir).final(chain) if r.get("instruction")]
-    kept = keep_rule(rows, cfg.run.curate)
+    kept_ids = kept(rows)
     rewritten = [r for r in rows if r.get("_status") == DONE and r.get("response")]
     pair = lambda r, response: {"id": r["id"], "instruction": r["instruction"], "response": response}  # noqa: E731
     made = {
-        "filter": [pair(r, r["text"]) for r in rows if r["id"] in kept],
+        "filter": [pair(r, r["text"]) for r in rows if r["id"] in kept_ids],
         "rewrite": [pair(r, r["response"]) for r in rewritten],
-        "filter+rewrite": [pair(r, r["response"]) for r in rewritten if r["id"] in kept],
-        "distill": [pair(r, r["distilled"]) for r in rewritten if r["id"] in kept and r.get("distilled")],
+        "filter+rewrite": [pair(r, r["response"]) for r in rewritten if r["id"] in kept_ids],
+        "distill": [pair(r, r["distilled"]) for r in rewritten if r["id"] in kept_ids and r.get("distilled")],
     }
     return {name: made[name] for name in cfg.pipeline_datasets()}
 

@@ -4,8 +4,9 @@ Steps, each in its own folder of the experiment dir and skipped when done and un
 (`steps.run_steps`):
 
 1. `pipeline`: one pipeline run (`pipeline/`) serving every pipeline dataset (see `datasets`): the
-   keep rule is applied when the datasets are derived, so that `rewrite` (no filter) and
-   `filter+rewrite` share their rewrites, and every instruction is rewritten and distilled once;
+   stage that applies the keep rule records its decision on every scored pair (`keep`) without
+   rejecting (`curate.filter: false`), so that `rewrite` (no filter) and `filter+rewrite` share their
+   rewrites, and every instruction is rewritten and distilled once;
 2. `datasets`: each compared dataset at the common size (`datasets/<name>.jsonl`);
    then, before any fine-tune and also with `train: none` (`response_table`):
    `judge check`: the judge on labelled pairs of this task (`judge_check/judge_check.json`), and
@@ -42,14 +43,15 @@ log = logging.getLogger(__name__)
 
 
 def pipeline_config(cfg: ExperimentConfig):
-    """The one run behind every pipeline dataset: scored, never filtered (the keep rule is applied
-    when deriving), rewritten when any dataset needs a rewrite, distilled when `distill` is compared."""
+    """The one run behind every pipeline dataset: scored, with the keep rule's decision recorded on
+    each pair (`keep`) and, when `rewrite` is compared, nothing rejected by it; rewritten when any
+    dataset needs a rewrite, distilled when `distill` is compared."""
     wanted = set(cfg.pipeline_datasets())
     run = cfg.run.model_copy(deep=True)
     rewrite = bool(wanted & {"rewrite", "filter+rewrite", "distill"})
     run.variant = "filter+rewrite" if rewrite else "filter"
     if "rewrite" in wanted:  # rewrite without a filter: every scored pair goes on to the rewriter
-        run.curate = run.curate.model_copy(update={"threshold": 1, "keep_share": None, "threshold_on": "score"})
+        run.curate = run.curate.model_copy(update={"filter": False})
     run.distill = run.distill.model_copy(update={"enabled": "distill" in wanted})
     return run
 
@@ -96,7 +98,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, engine_factory: Ca
     state: dict = {}
 
     def do_pipeline() -> dict:
-        stats = run_pipeline(run_cfg, run_dir, engine_factory=engine_factory)
+        # force: this step's own fingerprint says when it changed; the run then redoes the stages whose
+        # settings changed, in place, instead of stopping on them
+        stats = run_pipeline(run_cfg, run_dir, engine_factory=engine_factory, force=True)
         state["chain"] = list(stats["stages"])
         return {"funnel": stats["funnel"], "requests": {s: v["in"] for s, v in stats["stages"].items()
                                                         if registry.by_name(s).role}}

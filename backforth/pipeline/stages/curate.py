@@ -76,13 +76,7 @@ class Curate(Stage):
 
     def keep_rule(self) -> str:
         """The rule that keeps a pair, in words, as configured."""
-        c, how = self.cfg, ""
-        if c.method == "logprobs":
-            on = "expected" if c.keep_share is not None or c.threshold_on == "expected" else "most likely"
-            how = f" (on the {on} score" + (", with contextual calibration" if c.calibrate else "") + ")"
-        if c.keep_share is not None:
-            return f"keep the best {c.keep_share:.0%} of the scored pairs{how}"
-        return f"keep score >= {c.threshold:g}{how}"
+        return keep_rule(self.cfg)
 
     def card_note(self, summary: dict) -> str | None:
         dist = summary.get("score_distribution", {})
@@ -101,6 +95,8 @@ class Curate(Stage):
         self.prior = {k: sum(t[k] for t in tables) / len(tables) for k in CHOICES}
     def settings(self) -> dict:
         fields = self.cfg.model_dump(exclude={"iterations", "seed", "m1_max_steps", "m1_base_model"})
+        if self.cfg.filter:  # the default, as before the field existed: run dirs keep their fingerprints
+            fields.pop("filter")
         if self.cfg.method == "logprobs":  # sampling does not change a forward pass
             for k in ("temperature", "top_p", "max_tokens"):
                 fields.pop(k)
@@ -147,9 +143,21 @@ class Curate(Stage):
             self.count("unparsed")
             return "unparsed_score"
         self.count(f"score:{score}")
-        if self.cfg.keep_share is not None:  # stage top_share keeps the best share instead
+        if self.cfg.keep_share is not None:  # stage top_share keeps the best share instead, and records it
             return None
-        return None if value >= self.cfg.threshold else "low_score"
+        row["keep"], row["keep_rule"] = value >= self.cfg.threshold, self.keep_rule()
+        return None if row["keep"] or not self.cfg.filter else "low_score"
+
+
+def keep_rule(c: CurateConfig) -> str:
+    """The rule that keeps a pair, in words, as configured (recorded on each decided row as `keep_rule`)."""
+    how = ""
+    if c.method == "logprobs":
+        on = "expected" if c.keep_share is not None or c.threshold_on == "expected" else "most likely"
+        how = f" (on the {on} score" + (", with contextual calibration" if c.calibrate else "") + ")"
+    if c.keep_share is not None:
+        return f"keep the best {c.keep_share:.0%} of the scored pairs{how}"
+    return f"keep score >= {c.threshold:g}{how}"
 
 
 def _rationale(text: str) -> str:

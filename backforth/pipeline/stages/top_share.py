@@ -5,7 +5,8 @@ pairs, yet its expected score still ranks them (benchmarks/curation.py measures 
 the top 30% by expected score then keeps the pairs it rates best. The stage sees every scored row
 before it decides (`survey`), ranks them by expected score (logprobs) or score (generate), ties
 broken by input order, and keeps the first `ceil(keep_share * n)`; the others are rejected as
-`below_top_share`. Each row records its `score_rank` (1 = best) and the share's `score_cutoff`.
+`below_top_share`. Each row records its `score_rank` (1 = best), the share's `score_cutoff`, and the
+decision (`keep`, with the rule in `keep_rule`; with `curate.filter: false` nothing is rejected).
 The ranking is computed again from the same scores on resume, so it never changes under a run.
 """
 
@@ -17,6 +18,7 @@ from collections.abc import Iterable
 from ...config import CurateConfig
 from ...hashset import CompactSet
 from ..stage import Stage
+from .curate import keep_rule
 
 
 def score_value(row: dict) -> float | None:
@@ -45,13 +47,13 @@ class TopShare(Stage):
         return cls(cfg.curate)
 
     def __init__(self, cfg: CurateConfig):
-        self.share = cfg.keep_share
+        self.share, self.filter, self.rule = cfg.keep_share, cfg.filter, keep_rule(cfg)
         self._kept = CompactSet()
         self._rank: dict[str, int] = {}
         self.cutoff: float | None = None
 
     def settings(self) -> dict:
-        return {"keep_share": self.share}
+        return {"keep_share": self.share} if self.filter else {"keep_share": self.share, "filter": False}
 
     def survey(self, rows: Iterable[dict]) -> None:
         ranked = sorted(((score_value(r), r.get("_index", 0), r["id"]) for r in rows if score_value(r) is not None),
@@ -65,7 +67,8 @@ class TopShare(Stage):
     def apply(self, row: dict, results: list) -> str | None:
         row["score_rank"] = self._rank.get(row["id"])
         row["score_cutoff"] = self.cutoff
-        return None if row["id"] in self._kept else "below_top_share"
+        row["keep"], row["keep_rule"] = row["id"] in self._kept, self.rule
+        return None if row["keep"] or not self.filter else "below_top_share"
 
     def release(self) -> None:
         self._kept, self._rank = CompactSet(), {}
