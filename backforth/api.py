@@ -266,7 +266,12 @@ def _quiet_datasets():
 
 def _parquet_dataset(path: Path):
     import datasets
+    import pyarrow.parquet as pq
 
+    if pq.read_metadata(path).num_rows == 0:  # the parquet reader of `datasets` cannot read an empty file
+        from datasets.table import InMemoryTable
+
+        return datasets.Dataset(InMemoryTable(pq.read_table(path)))
     with _quiet_datasets():
         return datasets.Dataset.from_parquet(str(path))
 
@@ -280,6 +285,9 @@ def _dataset(rows: Callable[[], Iterable[dict]], fingerprint: str):
         for k, v in r.items():
             kinds.setdefault(k, set()).add(_kind(v))
     types = {k: _column_type(v - {"null"}) for k, v in kinds.items()}
+    if not types:  # no rows: the columns every rejected row has
+        return datasets.Dataset.from_dict({"id": [], "stage": [], "reason": []},
+                                          features=datasets.Features({k: datasets.Value("string") for k in ("id", "stage", "reason")}))
     features = datasets.Features({k: datasets.Value(t if t != "json" else "string") for k, t in types.items()})
 
     def generate():

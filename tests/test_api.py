@@ -154,3 +154,21 @@ def test_the_cli_is_a_client_of_the_api():
     source = inspect.getsource(cli._run)
     assert "from .api import run" in source and "workflows" not in inspect.getsource(cli)
     assert "backforth" in sys.modules
+
+
+def test_a_jsonl_file_of_any_rows_reads_as_a_dataset(tmp_path):
+    from backforth.api import jsonl_dataset
+
+    path = tmp_path / "rejects.jsonl"
+    path.write_text("")
+    assert jsonl_dataset(path).column_names == ["id", "stage", "reason"]  # no rejects: the columns all have
+    path.write_text('{"id": "a", "raw": {"1": 0.5}, "n": 1, "x": 1.5}\n{"id": "b", "raw": "text", "n": null, "x": 2}\n')
+    rows = jsonl_dataset(path).to_list()
+    assert rows == [{"id": "a", "raw": '{"1": 0.5}', "n": 1, "x": 1.5}, {"id": "b", "raw": '"text"', "n": None, "x": 2.0}]
+
+
+def test_a_run_that_exports_nothing_has_an_empty_dataset(tmp_path):
+    result = backforth.run(None, rows=ROWS[:4], out=tmp_path / "run", engine_factory=lambda _m: fake(),
+                           overrides={**QUIET, "curate.threshold": 5, "prepare.min_words": 1000})
+    assert result.stats["outputs"]["sft"] == 0 and len(result.dataset) == 0
+    assert {"instruction", "response"} <= set(result.dataset.column_names) and len(result.rejects) == 4
