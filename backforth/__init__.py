@@ -27,10 +27,11 @@ __all__ = ["run", "Result", "load_config", "Stage", "try_stage", "__version__"]
 logging.getLogger("backforth").addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
-    from .api import Result, load_config, run, try_stage
+    from .api import load_config, run, try_stage
+    from .result import Result
     from .pipeline.stage import Stage
 
-_LAZY = {"run": "api", "Result": "api", "load_config": "api", "try_stage": "api", "Stage": "pipeline.stage"}
+_LAZY = {"run": "api", "Result": "result", "load_config": "api", "try_stage": "api", "Stage": "pipeline.stage"}
 
 
 def __getattr__(name: str) -> Any:

@@ -157,7 +157,7 @@ def test_the_cli_is_a_client_of_the_api():
 
 
 def test_a_jsonl_file_of_any_rows_reads_as_a_dataset(tmp_path):
-    from backforth.api import jsonl_dataset
+    from backforth.result import jsonl_dataset
 
     path = tmp_path / "rejects.jsonl"
     path.write_text("")
