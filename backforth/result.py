@@ -100,7 +100,8 @@ class Result:
         store = RunStore(self.path)
         on_disk = store.on_disk()
         if name not in on_disk:
-            raise UserError(f"stage {name}: no results in {self.path} (stages with results: {', '.join(sorted(on_disk)) or 'none'})")
+            have = ", ".join(sorted(on_disk)) or "none"
+            raise UserError(f"stage {name}: no results in {self.path} (stages with results: {have})")
         chain = _chain(self.path, name)
 
         def rows() -> Iterable[dict]:
@@ -172,8 +173,9 @@ def _dataset(rows: Callable[[], Iterable[dict]], fingerprint: str):
             kinds.setdefault(k, set()).add(_kind(v))
     types = {k: _column_type(v - {"null"}) for k, v in kinds.items()}
     if not types:  # no rows: the columns every rejected row has
-        return datasets.Dataset.from_dict({"id": [], "stage": [], "reason": []},
-                                          features=datasets.Features({k: datasets.Value("string") for k in ("id", "stage", "reason")}))
+        columns = ("id", "stage", "reason")
+        return datasets.Dataset.from_dict({k: [] for k in columns},
+                                          features=datasets.Features({k: datasets.Value("string") for k in columns}))
     features = datasets.Features({k: datasets.Value(t if t != "json" else "string") for k, t in types.items()})
 
     def generate():

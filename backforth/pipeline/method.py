@@ -125,7 +125,8 @@ def run_method(cfg: RunConfig, out: str | Path, *, force: bool = False, until: s
     return export_run(cfg, out, stages, runner.fingerprints, engines.model)
 
 
-def stage_fingerprints(cfg: RunConfig, stages: list[Stage], model_of: Callable[[str], ModelConfig] | None = None) -> dict[str, dict]:
+def stage_fingerprints(cfg: RunConfig, stages: list[Stage],
+                       model_of: Callable[[str], ModelConfig] | None = None) -> dict[str, dict]:
     """The fingerprints of a run with `cfg` (`fingerprints.stage_fingerprints` from the config's input
     and models)."""
     return fingerprints.stage_fingerprints(stages, model_of or engines_for(cfg).model, input_identity(cfg))

@@ -13,9 +13,9 @@ decides only where a stage's chunks run:
   indices the stage accepts and has not finished. Each actor (`StageWorker`) receives that one
   stage, the object the runner was given, pickled (so a user's own stage, defined outside the
   package, runs there too; heavy state belongs in its `setup`, which runs on the actor), builds the
-  stage's engine once from the role's model (any engine: transformers, vllm, openai), reads its batch's rows from the store
-  (`RunStore.joined_at`: the row groups that hold them; rows never travel through the object
-  store), runs them through the same unit of work as the local loop (`chunks.process_chunk`), writes
+  stage's engine once from the role's model (any engine: transformers, vllm, openai), reads its
+  batch's rows from the store (`RunStore.joined_at`: the row groups that hold them; rows never travel
+  through the object store), runs them through the same unit of work as the local loop (`chunks.process_chunk`), writes
   the batch's shard and returns only counts, which the driver turns into the progress bar.
 
 Resume is the local guarantee, per shard and row; a crash or Ctrl-C loses at most the batches in
