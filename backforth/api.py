@@ -113,7 +113,8 @@ def write_rows(rows: Any, folder: Path) -> Path:
 
 def run(config: str | os.PathLike | Mapping | RunConfig, rows: Any = None, out: str | os.PathLike | None = None, *,
         overrides: Overrides = None, force: bool = False, until: str | None = None,
-        after: Mapping[str, Stage | Sequence[Stage]] | None = None, engine_factory: Callable | None = None) -> Result:
+        after: Mapping[str, Stage | Sequence[Stage]] | None = None, models: Mapping[str, Any] | None = None,
+        engine_factory: Callable | None = None) -> Result:
     """Run the method and return its `Result`.
 
     `config`: a bundled name (`"demo"`), a YAML path, a dict or a `RunConfig`; `overrides` take the
@@ -124,6 +125,8 @@ def run(config: str | os.PathLike | Mapping | RunConfig, rows: Any = None, out: 
     whose settings changed; `until` stops after that stage. `after` places your own stages
     (`backforth.Stage` subclasses) after the named ones, e.g. `after={"curate": MyFilter()}`: they are
     fingerprinted, resumed, counted in the funnel and stats, and run on Ray like the method's.
+    `models` gives your stages' own model roles, `{"editor": {"engine": "openai", "model": ..., ...}}`
+    (a stage with `role = "editor"`); the method's roles are the config's `models`.
     `engine_factory(model_config) -> engine` replaces how engines are made (tests, your own engines).
     """
     from .engines import build_engine
@@ -133,7 +136,9 @@ def run(config: str | os.PathLike | Mapping | RunConfig, rows: Any = None, out: 
     out = Path(tempfile.mkdtemp(prefix="backforth-run-")) if out is None else Path(out)
     if rows is not None:
         cfg.input.path = str(rows) if isinstance(rows, (str, os.PathLike)) else str(write_rows(rows, out / "inputs"))
-    stats = run_workflow(cfg, out, force=force, until=until, engine_factory=engine_factory or build_engine, after=after)
+    extra = {role: m if not isinstance(m, Mapping) else make_model(**m) for role, m in (models or {}).items()}
+    stats = run_workflow(cfg, out, force=force, until=until, engine_factory=engine_factory or build_engine, after=after,
+                         models=extra)
     return Result(out, stats, stopped_after=until if stats is None else None)
 
 

@@ -28,10 +28,10 @@ log = logging.getLogger(__name__)
 
 def run(cfg: RunConfig, out: str | Path, *, force: bool = False, until: str | None = None,
         engine_factory: Callable = build_engine, after: Mapping[str, Stage | Sequence[Stage]] | None = None,
-        check: bool = True) -> dict | None:
+        models: Mapping[str, ModelConfig] | None = None, check: bool = True) -> dict | None:
     """The pipeline on `cfg`, training M1 between the two rounds when the config asks for it; a
-    user's own stages go `after` the named ones. Returns stats.json's content (None when stopped by
-    `until`).
+    user's own stages go `after` the named ones, with their own model roles in `models`. Returns
+    stats.json's content (None when stopped by `until`).
 
     First the checks that take seconds (`preflight`): the input, the run dir, and, with the real
     engines, the model servers and local model paths; a mistake there fails before any long work."""
@@ -43,14 +43,16 @@ def run(cfg: RunConfig, out: str | Path, *, force: bool = False, until: str | No
         preflight(cfg, out, until=until, servers=real, model_paths=real)
     names = registry.names(cfg)
     trained = next((c for c in registry.enabled(cfg) if c.trained_role), None)
+    extra = dict(models or {})
     if trained is None:
-        return run_method(cfg, out, force=force, until=until, engine_factory=engine_factory, after=after)
+        return run_method(cfg, out, force=force, until=until, engine_factory=engine_factory, after=after, models=extra)
     before = names[names.index(trained.name) - 1]
     if until is not None and until in names and names.index(until) <= names.index(before):
-        return run_method(cfg, out, force=force, until=until, engine_factory=engine_factory, after=after)
-    run_method(cfg, out, force=force, until=before, engine_factory=engine_factory, after=after)
+        return run_method(cfg, out, force=force, until=until, engine_factory=engine_factory, after=after, models=extra)
+    run_method(cfg, out, force=force, until=before, engine_factory=engine_factory, after=after, models=extra)
     m1 = train_m1(cfg, out, names[: names.index(before) + 1], trained.name)
-    return run_method(cfg, out, until=until, engine_factory=engine_factory, models={trained.role: m1}, after=after)
+    return run_method(cfg, out, until=until, engine_factory=engine_factory, models={**extra, trained.role: m1},
+                      after=after)
 
 
 def train_m1(cfg: RunConfig, out: Path, chain: list[str], stage: str) -> ModelConfig:

@@ -172,3 +172,19 @@ def test_a_run_that_exports_nothing_has_an_empty_dataset(tmp_path):
                            overrides={**QUIET, "curate.threshold": 5, "prepare.min_words": 1000})
     assert result.stats["outputs"]["sft"] == 0 and len(result.dataset) == 0
     assert {"instruction", "response"} <= set(result.dataset.column_names) and len(result.rejects) == 4
+
+
+def test_a_users_stage_with_a_model_role_of_its_own(tmp_path):
+    """`models` gives a role the config has not: the user's stage asks that model, and the card names it."""
+    editor = Headline()
+    editor.role = "editor"
+    seen = []
+
+    def factory(model_cfg):
+        seen.append(model_cfg.model)
+        return FakeEngine(headline_responder, context_length=CONTEXT, name=model_cfg.model)
+
+    result = backforth.run(None, rows=ROWS, out=tmp_path / "run", overrides=QUIET, engine_factory=factory,
+                           after={"curate": editor}, models={"editor": {"engine": "openai", "model": "my-editor"}})
+    assert "my-editor" in seen and dict(result.funnel)["headlined"] == 5
+    assert "| headline | editor | openai: my-editor |" in result.card.read_text()
