@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import rundir_lock
 from .config import ConfigError, ModelConfig, RunConfig, build_config, make_model
 from .config import load_config as _load_file
 from .errors import UserError
@@ -134,11 +136,12 @@ def run(config: str | os.PathLike | Mapping | RunConfig, rows: Any = None, out: 
 
     cfg = load_config(config, overrides)
     out = Path(tempfile.mkdtemp(prefix="backforth-run-")) if out is None else Path(out)
-    if rows is not None:
-        cfg.input.path = str(rows) if isinstance(rows, (str, os.PathLike)) else str(write_rows(rows, out / "inputs"))
     extra = {role: m if not isinstance(m, Mapping) else make_model(**m) for role, m in (models or {}).items()}
-    stats = run_workflow(cfg, out, force=force, until=until, engine_factory=engine_factory or build_engine, after=after,
-                         models=extra)
+    with rundir_lock.hold(out) if rows is not None else contextlib.nullcontext():  # before the rows are written
+        if rows is not None:
+            cfg.input.path = str(rows) if isinstance(rows, (str, os.PathLike)) else str(write_rows(rows, out / "inputs"))
+        stats = run_workflow(cfg, out, force=force, until=until, engine_factory=engine_factory or build_engine,
+                             after=after, models=extra)
     return Result(out, stats, stopped_after=until if stats is None else None)
 
 

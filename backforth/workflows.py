@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from . import rundir_lock
 from .config import ModelConfig, RunConfig, make_model
 from .engines import build_engine
 from .errors import UserError
@@ -34,13 +35,20 @@ def run(cfg: RunConfig, out: str | Path, *, force: bool = False, until: str | No
     stats.json's content (None when stopped by `until`).
 
     First the checks that take seconds (`preflight`): the input, the run dir, and, with the real
-    engines, the model servers and local model paths; a mistake there fails before any long work."""
+    engines, the model servers and local model paths; a mistake there fails before any long work.
+    Then the run dir's lock: a second run on the same dir is refused (`rundir_lock.RunDirBusy`)."""
     from .preflight import check as preflight
 
     out = Path(out)
     real = engine_factory is build_engine
     if check:
         preflight(cfg, out, until=until, servers=real, model_paths=real)
+    with rundir_lock.hold(out):  # one run per run dir, held to the end (rundir_lock.py)
+        return _run(cfg, out, force, until, engine_factory, after, models)
+
+
+def _run(cfg: RunConfig, out: Path, force: bool, until: str | None, engine_factory: Callable,
+         after: Mapping[str, Stage | Sequence[Stage]] | None, models: Mapping[str, ModelConfig] | None) -> dict | None:
     names = registry.names(cfg)
     trained = next((c for c in registry.enabled(cfg) if c.trained_role), None)
     extra = dict(models or {})

@@ -8,6 +8,10 @@ dropped connections) without a model server. Usage:
         ...
         assert stub.count["/v1/chat/completions"] == 3
 
+`go_away()` and `come_back()` are a server process that dies and is restarted: in between its port
+refuses connections (and `GET /models` with them), and the requests it was serving are dropped
+unanswered. A recorded request says whether it was `answered` (its full answer written).
+
 Faults ("429", "500", "400", "timeout", "drop", "bad_json", "empty_choices") come from, in order:
 `down()` (every request drops), `capacity` (a 429 for a request arriving while `capacity` others
 are being served: an overloaded server), `fault_for(body)` (targeted, per request), `fail_first`
@@ -76,13 +80,16 @@ class StubOpenAIServer:
         self._served = 0
         self._down = False
         self._stop = threading.Event()
+        self._gone = threading.Event()  # set by stop() and go_away(): wakes handlers waiting out a delay
+        self._port = 0
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> StubOpenAIServer:
-        self._httpd = _Server(("127.0.0.1", 0), _make_handler(self))
+        self._httpd = _Server(("127.0.0.1", self._port), _make_handler(self))
+        self._port = self._httpd.server_address[1]
         # A short poll keeps stop() (hence every test's teardown) fast.
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self._thread.start()
@@ -90,6 +97,7 @@ class StubOpenAIServer:
 
     def stop(self) -> None:
         self._stop.set()  # wakes handlers sleeping in a "timeout" fault
+        self._gone.set()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -103,8 +111,8 @@ class StubOpenAIServer:
 
     @property
     def base_url(self) -> str:
-        assert self._httpd is not None, "server not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        assert self._port, "server not started"
+        return f"http://127.0.0.1:{self._port}/v1"
 
     def down(self) -> None:
         """Simulate a dead server: every request from now on has its connection dropped."""
@@ -112,6 +120,23 @@ class StubOpenAIServer:
 
     def up(self) -> None:
         self._down = False
+
+    def go_away(self) -> None:
+        """The server process dies: the port refuses connections, requests being served are dropped."""
+        self._gone.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def come_back(self) -> None:
+        """The restarted server listens again, on the same port."""
+        self._gone.clear()
+        self.start()
+
+    @property
+    def away(self) -> bool:
+        return self._gone.is_set()
 
     # ---- observations -------------------------------------------------------------------------
 
@@ -143,7 +168,8 @@ class StubOpenAIServer:
     # ---- decisions (called from handler threads) ----------------------------------------------
 
     def _record(self, path: str, body: Any, headers: dict[str, str]) -> dict:
-        entry = {"path": path, "body": body, "headers": headers, "t_in": time.perf_counter(), "t_out": None}
+        entry = {"path": path, "body": body, "headers": headers, "t_in": time.perf_counter(), "t_out": None,
+                 "answered": False}
         with self._lock:
             self._requests.append(entry)
             self._count[path] += 1
@@ -232,8 +258,12 @@ class _StubHandler(BaseHTTPRequestHandler):
                 return
             delay = stub.delay_s(body) if callable(stub.delay_s) else stub.delay_s
             if delay:
-                stub._stop.wait(delay)
+                stub._gone.wait(delay)
+            if stub.away:  # the process died with the request: no answer, the connection just closes
+                self.close_connection = True
+                return
             self._json(200, _completion(stub, self.path, body))
+            entry["answered"] = True
         finally:
             stub._leave(entry)
 

@@ -21,7 +21,8 @@ def build_engine(cfg) -> Engine:
         return OpenAIEngine(model=cfg.model, base_url=cfg.base_url, api_key_env=cfg.api_key_env,
                             max_in_flight=cfg.max_in_flight, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
                             api=cfg.api, context_length=cfg.context_length,
-                            adaptive=cfg.adaptive_in_flight, order_by_prefix=cfg.prefix_opener)
+                            adaptive=cfg.adaptive_in_flight, order_by_prefix=cfg.prefix_opener,
+                            wait_for_server_s=cfg.wait_for_server_s)
     if cfg.engine == "vllm":
         from .vllm import VLLMEngine
 

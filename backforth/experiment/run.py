@@ -30,6 +30,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import rundir_lock
 from ..config import ModelConfig, make_model
 from ..engines import build_engine
 from ..evaluate.generate import run_dir_for
@@ -81,10 +82,16 @@ def _identity_of_file(path: str) -> dict:
 
 
 def run_experiment(cfg: ExperimentConfig, out: str | Path, *, engine_factory: Callable = build_engine) -> dict:
-    """Run (or resume) the experiment into `out`; returns the table and where each output is."""
+    """Run (or resume) the experiment into `out`; returns the table and where each output is. One
+    experiment at a time per dir (`rundir_lock`; the pipeline run inside holds its own dir's lock)."""
+    out = Path(out)
+    with rundir_lock.hold(out):
+        return _experiment(cfg, out, engine_factory)
+
+
+def _experiment(cfg: ExperimentConfig, out: Path, engine_factory: Callable) -> dict:
     from ..workflows import run as run_pipeline
 
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "experiment.yaml").write_text(dump(cfg))
     run_cfg = pipeline_config(cfg)

@@ -8,6 +8,7 @@ import math
 import socket
 import threading
 import time
+from collections import Counter
 
 import pytest
 from stub_openai import StubOpenAIServer
@@ -203,9 +204,55 @@ def test_dropping_server_raises_engine_unavailable_with_clear_message():
 
 def test_nothing_listening_raises_engine_unavailable():
     url = f"http://127.0.0.1:{free_port()}/v1"
-    eng = OpenAIEngine("m", base_url=url, max_retries=1, backoff_base_s=0.01, timeout_s=2.0)
+    eng = OpenAIEngine("m", base_url=url, max_retries=1, backoff_base_s=0.01, timeout_s=2.0, wait_for_server_s=0)
     with pytest.raises(EngineUnavailable, match="cannot reach the model server"):
         eng.generate([chat("a")])
+    assert eng.server.outages == []  # 0: no wait, as a server down for good
+
+
+def test_nothing_listening_is_waited_for_then_given_up(caplog: pytest.LogCaptureFixture):
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    eng = OpenAIEngine("m", base_url=url, max_retries=1, backoff_base_s=0.01, backoff_max_s=0.05, timeout_s=2.0,
+                       wait_for_server_s=0.3)
+    with caplog.at_level(logging.WARNING, logger="backforth.engines.openai"):
+        with pytest.raises(EngineUnavailable) as info:
+            eng.generate([chat(str(i)) for i in range(6)])
+    assert "cannot reach the model server" in str(info.value) and "waited 0.3 s for it to come back" in str(info.value)
+    assert [o["back"] for o in eng.server.outages] == [False]  # one wait for the whole call, not one per request
+    assert eng.stats["attempts"] == 6  # every request failed once, then waited: none spent its retries
+    assert "is not answering" in caplog.text and "giving up" in caplog.text
+
+
+def test_a_restarted_server_gets_again_only_the_requests_it_never_answered(caplog: pytest.LogCaptureFixture):
+    n = 24
+
+    def delay(body):  # the 6th request kills the server while it and others are being served
+        if len(stub.requests) == 6:
+            threading.Timer(0.02, restart).start()
+        return 0.1
+
+    def restart():
+        stub.go_away()
+        time.sleep(1.0)
+        stub.come_back()
+
+    with StubOpenAIServer(delay_s=delay) as stub:
+        eng = engine_for(stub, max_in_flight=4, max_retries=1, wait_for_server_s=30)
+        with caplog.at_level(logging.WARNING, logger="backforth.engines.openai"):
+            results = eng.generate([chat(f"q{i}", key=f"k{i}") for i in range(n)])
+        stub.settle()
+        posts = [r for r in stub.requests if r["path"] == CHAT]
+    assert [r.key for r in results] == [f"k{i}" for i in range(n)] and all(r.ok for r in results)
+    answered = Counter(r["body"]["messages"][0]["content"] for r in posts if r["answered"])
+    dropped = [r for r in posts if not r["answered"]]
+    assert answered == Counter(f"q{i}" for i in range(n))  # each answered exactly once
+    assert dropped  # the requests in flight when it died reached it, were dropped, and were sent again
+    for r in dropped:  # ... before any answer to them: nothing answered was asked for again
+        again = [p for p in posts if p["body"] == r["body"] and p["answered"]]
+        assert len(again) == 1 and again[0]["t_in"] > r["t_in"]
+    assert [o["back"] for o in eng.server.outages] == [True]
+    assert eng.stats["errors"] == 0
+    assert "is not answering" in caplog.text and "is back after" in caplog.text
 
 
 def test_dead_server_fails_fast_instead_of_retrying_every_request():

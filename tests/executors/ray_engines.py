@@ -8,13 +8,14 @@ served that many requests of `fail_stage` (a server that went away).
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
 from fake_engine import FakeEngine, stage_of
 from test_runner import CONTEXT, responder
 
-from backforth.engines.base import EngineUnavailable
+from backforth.engines.base import EngineUnavailable, InProcessEngine
 
 
 class RecordingEngine(FakeEngine):
@@ -45,3 +46,48 @@ def requests_logged(log: Path) -> Counter[tuple[str, str]]:
     if not log.exists():
         return Counter()
     return Counter(tuple(line.split("\t")) for line in log.read_text(encoding="utf-8").splitlines())
+
+
+class NodeLoggedEngine(InProcessEngine):
+    """The real engine of `model_cfg`, built on the first request (the driver only counts tokens for
+    `prepare`, with the tokenizer), logging one line per request it answered:
+    `stage<TAB>key<TAB>node id<TAB>time` (time.time() when the answer came)."""
+
+    def __init__(self, model_cfg, log: str):
+        from backforth.engines.tokenized import token_counter
+
+        self.cfg, self.log, self.name = model_cfg, log, model_cfg.model
+        self.counter = token_counter(model_cfg)
+        self.engine = None
+
+    @property
+    def context_length(self):
+        return self.counter.context_length
+
+    def count_tokens(self, text: str) -> int:
+        return self.counter.count_tokens(text)
+
+    def generate(self, requests):
+        import ray
+
+        from backforth.engines import build_engine
+
+        if self.engine is None:
+            self.engine = build_engine(self.cfg)
+        results = self.engine.generate(requests)
+        node, now = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "driver", time.time()
+        with open(self.log, "a", encoding="utf-8") as fh:
+            fh.write("".join(f"{stage_of(r)}\t{r.key}\t{node}\t{now:.3f}\n" for r in requests))
+        return results
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+
+
+class NodeLoggedFactory:
+    def __init__(self, log: Path):
+        self.log = str(log)
+
+    def __call__(self, model_cfg) -> NodeLoggedEngine:
+        return NodeLoggedEngine(model_cfg, self.log)

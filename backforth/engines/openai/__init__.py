@@ -4,6 +4,7 @@
 * `opener.py`: the prefix-family opener (`order_by_prefix=True`, off by default);
 * `limiter.py`: `AdaptiveLimit`, the AIMD limit on requests in flight;
 * `loop.py`: the private event-loop thread and the per-call circuit breaker;
+* `server_wait.py`: `ServerWait`, a server restart waited out (`wait_for_server_s`);
 * `wire.py`: request bodies and response parsing, as plain functions.
 """
 

@@ -11,7 +11,9 @@ off until a benchmark on a batching GPU server shows a gain.
 
 Transient trouble (429, 5xx, timeouts, dropped connections, garbage bodies, empty `choices`) is
 retried with exponential backoff; a definitive refusal (400 prompt too long, ...) becomes an error
-`Result` at once. Only a server that answers nothing at all raises `EngineUnavailable`, so the run
+`Result` at once. A server that answers nothing at all, not even `GET /models`, is waited for up to
+`wait_for_server_s` (a restart; `server_wait.py`), and the requests it never answered are sent again
+when it is back; only when that time is spent does the call raise `EngineUnavailable`, so the run
 can stop cleanly and be resumed.
 
 No tokenizer is available client-side, so `count_tokens` is an estimate (about 4 characters per
@@ -38,6 +40,7 @@ from . import wire
 from .limiter import AdaptiveLimit, _Slot
 from .loop import _CallState, _Loop, _Outcome
 from .opener import send_by_family
+from .server_wait import BACK, SPENT, ServerWait
 
 log = logging.getLogger(__package__)  # "backforth.engines.openai", as before the module became a package
 
@@ -59,7 +62,8 @@ class OpenAIEngine:
     def __init__(self, model: str, base_url: str = "http://127.0.0.1:8000/v1", api_key_env: str | None = None,
                  max_in_flight: int = 32, timeout_s: float = 120.0, max_retries: int = 6,
                  backoff_base_s: float = 1.0, backoff_max_s: float = 60.0, api: str = "chat",
-                 context_length: int | None = None, adaptive: bool = True, order_by_prefix: bool = False):
+                 context_length: int | None = None, adaptive: bool = True, order_by_prefix: bool = False,
+                 wait_for_server_s: float = 600.0):
         if api not in ("chat", "completions"):
             raise EngineError(f"engine openai: api must be 'chat' or 'completions', not '{api}'")
         if not base_url.startswith(("http://", "https://")):
@@ -87,6 +91,9 @@ class OpenAIEngine:
         self._client: httpx.AsyncClient | None = None
         self.limit = AdaptiveLimit(max_in_flight, adaptive)
         self._primed: dict[str, asyncio.Event] = {}  # prefix families opened (order_by_prefix)
+        # a server that stops answering altogether is waited for (a restart), up to wait_for_server_s
+        self.server = ServerWait(self.base_url, wait_for_server_s, backoff_base_s, backoff_max_s, timeout_s,
+                                 self._headers, self._redact)
 
     def __repr__(self) -> str:
         auth = "set" if self._key else "none"
@@ -191,12 +198,21 @@ class OpenAIEngine:
     async def _with_retries(self, client: httpx.AsyncClient, state: _CallState, req: Request, path: str,
                             body: dict, slot: _Slot) -> _Outcome:
         successes_at_start = state.successes
-        for attempt in range(self.max_retries + 1):
+        attempt = 0
+        while True:
             try:
                 result = await self._attempt(client, req, path, body)
             except _Retryable as err:
                 if err.overload:
                     self.limit.overload()
+                if err.connection and self.server.enabled and not state.dead:  # down for good, or restarting?
+                    verdict = await self.server.after_connection_error(str(err))
+                    if verdict == BACK:  # it restarted: this request never got an answer, so send it again
+                        continue
+                    if verdict == SPENT:
+                        state.dead = True
+                        waited = f"; waited {self.server.wait_s:g} s for it to come back (wait_for_server_s)"
+                        return self._failed(req, f"{err}{waited}", True)
                 if attempt == self.max_retries or (state.dead and err.connection):
                     if err.connection and state.successes == successes_at_start:
                         state.dead = True
@@ -211,6 +227,7 @@ class OpenAIEngine:
                     await slot.take()
                 else:  # other trouble (a dead server?) keeps its slot: fewer attempts at a server that is gone
                     await asyncio.sleep(delay)
+                attempt += 1
                 continue
             if result.ok:
                 state.successes += 1
@@ -218,7 +235,6 @@ class OpenAIEngine:
             else:
                 self._bump("errors")
             return _Outcome(result)
-        raise AssertionError("unreachable")  # the loop always returns
 
     def _failed(self, req: Request, message: str, unreachable: bool) -> _Outcome:
         self._bump("errors")
