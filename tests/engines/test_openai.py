@@ -213,14 +213,21 @@ def test_nothing_listening_raises_engine_unavailable():
 def test_nothing_listening_is_waited_for_then_given_up(caplog: pytest.LogCaptureFixture):
     url = f"http://127.0.0.1:{free_port()}/v1"
     eng = OpenAIEngine("m", base_url=url, max_retries=1, backoff_base_s=0.01, backoff_max_s=0.05, timeout_s=2.0,
-                       wait_for_server_s=0.3)
+                       wait_for_server_s=0.3, max_in_flight=2)
     with caplog.at_level(logging.WARNING, logger="backforth.engines.openai"):
-        with pytest.raises(EngineUnavailable) as info:
-            eng.generate([chat(str(i)) for i in range(6)])
-    assert "cannot reach the model server" in str(info.value) and "waited 0.3 s for it to come back" in str(info.value)
-    assert [o["back"] for o in eng.server.outages] == [False]  # one wait for the whole call, not one per request
-    assert eng.stats["attempts"] == 6  # every request failed once, then waited: none spent its retries
-    assert "is not answering" in caplog.text and "giving up" in caplog.text
+        calls = [eng.submit([chat(f"{c}-{i}") for i in range(3)]) for c in range(2)]  # two chunks in flight
+        errors = []
+        for call in calls:
+            with pytest.raises(EngineUnavailable) as info:
+                call.result()
+            errors.append(str(info.value))
+    assert all("cannot reach the model server" in e for e in errors)
+    # one wait for everything in flight, not one per request or per call (requests queued behind the
+    # in-flight limit fail after it with one probe each)
+    assert [o["back"] for o in eng.server.outages] == [False]
+    assert eng.stats["attempts"] <= 6  # a request failed once at most, then waited: none spent its retries
+    assert "waiting up to 0.3 s for it to come back" in caplog.text
+    assert "still not answering after 0.3 s" in caplog.text and "giving up" in caplog.text
 
 
 def test_a_restarted_server_gets_again_only_the_requests_it_never_answered(caplog: pytest.LogCaptureFixture):

@@ -50,8 +50,8 @@ def requests_logged(log: Path) -> Counter[tuple[str, str]]:
 
 class NodeLoggedEngine(InProcessEngine):
     """The real engine of `model_cfg`, built on the first request (the driver only counts tokens for
-    `prepare`, with the tokenizer), logging one line per request it answered:
-    `stage<TAB>key<TAB>node id<TAB>time` (time.time() when the answer came)."""
+    `prepare`, with the tokenizer), logging two lines per request: `asked` when it starts and
+    `answered` when its answer came, each `event<TAB>stage<TAB>key<TAB>node id<TAB>time.time()`."""
 
     def __init__(self, model_cfg, log: str):
         from backforth.engines.tokenized import token_counter
@@ -74,11 +74,16 @@ class NodeLoggedEngine(InProcessEngine):
 
         if self.engine is None:
             self.engine = build_engine(self.cfg)
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "driver"
+        self._note("asked", requests, node)
         results = self.engine.generate(requests)
-        node, now = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "driver", time.time()
-        with open(self.log, "a", encoding="utf-8") as fh:
-            fh.write("".join(f"{stage_of(r)}\t{r.key}\t{node}\t{now:.3f}\n" for r in requests))
+        self._note("answered", requests, node)
         return results
+
+    def _note(self, event: str, requests, node: str) -> None:
+        now = time.time()
+        with open(self.log, "a", encoding="utf-8") as fh:
+            fh.write("".join(f"{event}\t{stage_of(r)}\t{r.key}\t{node}\t{now:.3f}\n" for r in requests))
 
     def close(self) -> None:
         if self.engine is not None:

@@ -7,11 +7,12 @@ timeout) asks `after_connection_error()` what to do. The first such request star
 * the server answers at once: it is up, and the failure was this request's (a dropped connection);
   `UP`: the request goes on with its own retries (`max_retries`), as before;
 * it does not: the server is down (restarting, a node rebooting). The probe repeats with backoff
-  (`backoff_base_s`, doubling, at most 15 s or `backoff_max_s` apart) for up to
+  (`backoff_base_s`, doubling, at most 5 s or `backoff_max_s` apart) for up to
   `wait_for_server_s`, saying so in the log (`backforth.engines.openai`, warnings) when it starts,
   every 15 s or so, and when it ends. `BACK`: the server answered again, and the waiting requests
   are sent again, without counting against their retries. `SPENT`: the time is up, and they fail as
   unreachable, which stops the run as before (exit code 3, the finished rows saved, resumable).
+  Requests still failing after that (other calls' requests) get one probe each, not a new wait.
 
 What is sent again: only requests whose answer never arrived. A connection refused or timed out
 never reached the server. A connection closed (or reset) before any answer came means the server
@@ -36,12 +37,12 @@ log = logging.getLogger(__package__)
 
 UP, BACK, SPENT = "up", "back", "spent"
 LOG_EVERY_S = 15.0  # at most one "still waiting" line this often
-PROBE_MAX_S = 15.0  # probes at most this far apart: a GET is cheap, and a restart is seen soon after it ends
+PROBE_MAX_S = 5.0  # probes at most this far apart: a GET is cheap, and a restart is seen soon after it ends
 
 
 def duration(seconds: float) -> str:
     s = int(round(seconds))
-    return f"{s} s" if s < 120 else f"{s // 60} min {s % 60:02d} s"
+    return f"{round(seconds, 1):g} s" if s < 120 else f"{s // 60} min {s % 60:02d} s"
 
 
 class ServerWait:
@@ -52,6 +53,7 @@ class ServerWait:
         self.headers, self.redact = headers, redact
         self.outages: list[dict] = []  # {"seconds", "back"}: each wait, for stats and tests
         self._watch: asyncio.Task | None = None
+        self.gave_up = False  # the last wait was spent: no new one until the server answers a probe
 
     @property
     def enabled(self) -> bool:
@@ -68,7 +70,10 @@ class ServerWait:
         async with httpx.AsyncClient(timeout=min(self.timeout_s, 10.0), headers=self.headers()) as client:
             problem = await self._probe(client)
             if problem is None:
+                self.gave_up = False
                 return UP
+            if self.gave_up:  # the time was spent already (the requests of other calls, still failing)
+                return SPENT
             log.warning("model server %s is not answering (%s; GET /models: %s): waiting up to %s for it to "
                         "come back (wait_for_server_s)", self.base_url, self.redact(error), problem,
                         duration(self.wait_s))
@@ -79,6 +84,7 @@ class ServerWait:
                     log.warning("model server %s: still not answering after %s (GET /models: %s); giving up",
                                 self.base_url, duration(waited), problem)
                     self.outages.append({"seconds": round(waited, 3), "back": False})
+                    self.gave_up = True
                     return SPENT
                 await asyncio.sleep(min(delay, self.wait_s - waited))
                 delay = min(delay * 2, self.max_s, PROBE_MAX_S)
