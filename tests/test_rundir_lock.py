@@ -192,3 +192,19 @@ def test_report_and_analyze_read_a_run_dir_that_a_run_holds(tmp_path):
         analyze(out, embedder=WordsEmbedder(), tokenizer=None)
         write_report(out)
     assert (out / "analysis.md").is_file() and (out / "report.html").is_file()
+
+
+def test_an_experiment_dir_is_held_by_one_experiment(tmp_path):
+    from backforth.experiment import load_experiment, run_experiment
+
+    (tmp_path / "docs.jsonl").write_text(json.dumps({"id": "d0", "text": "A page about kettles. " * 20}) + "\n")
+    (tmp_path / "eval.jsonl").write_text(json.dumps({"id": "q0", "instruction": "Why boil water?"}) + "\n")
+    (tmp_path / "exp.yaml").write_text(json.dumps({
+        "run": {"input": {"path": str(tmp_path / "docs.jsonl")}}, "datasets": ["filter", "distill"],
+        "eval": {"eval_set": str(tmp_path / "eval.jsonl")}, "train": "none",
+        "judge": {"model": {"engine": "openai", "model": "judge"}, "method": "logprobs"}}))
+    out = tmp_path / "exp"
+    with hold(out, log=pytest.fail):  # an experiment going on in that dir
+        with pytest.raises(RunDirBusy, match=f"pid {os.getpid()}"):
+            run_experiment(load_experiment(tmp_path / "exp.yaml"), out, engine_factory=pytest.fail, log=pytest.fail)
+    assert not out.exists()  # nothing written: not even experiment.yaml
