@@ -4,12 +4,14 @@ analyze read a run dir without taking it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +32,30 @@ with hold(sys.argv[1]):
     print("held", flush=True)
     time.sleep(600)
 """
+
+
+@contextlib.contextmanager
+def held_by_another_thread(run_dir: Path):
+    """The run dir held by a run in another thread of this process (another open file: flock refuses)."""
+    taken, done = threading.Event(), threading.Event()
+
+    def holder():
+        with hold(run_dir):
+            taken.set()
+            done.wait(60)
+
+    thread = threading.Thread(target=holder, daemon=True)
+    thread.start()
+    assert taken.wait(10)
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(10)
+
+
+def notes(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "backforth.rundir_lock"]
 
 
 @pytest.fixture
@@ -58,7 +84,7 @@ def test_a_second_run_is_refused_at_once_naming_the_first(tmp_path, other_run):
     assert record["pid"] == first.pid and record["host"] == socket.gethostname() and record["started"] <= time.time()
     assert "-c" in record["command"]
     with pytest.raises(RunDirBusy) as info:
-        with hold(run_dir, log=pytest.fail):
+        with hold(run_dir):
             pass
     msg = str(info.value)
     assert f"pid {first.pid} on host {socket.gethostname()}" in msg and str(run_dir) in msg
@@ -84,17 +110,16 @@ def test_the_cli_refuses_a_second_run_with_exit_2(tmp_path, other_run):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [LOCK_NAME]  # nothing written
 
 
-def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_note(tmp_path, other_run):
+def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_note(tmp_path, other_run, caplog):
     run_dir = tmp_path / "run"
     first = other_run(run_dir)
     first.send_signal(signal.SIGKILL)  # kill -9: no cleanup, the record stays; the kernel drops the flock
     first.wait()
     assert json.loads((run_dir / LOCK_NAME).read_text())["pid"] == first.pid
-    notes = []
-    with hold(run_dir, log=notes.append) as mine:
+    with hold(run_dir) as mine:
         assert mine["pid"] == os.getpid()
         assert json.loads((run_dir / LOCK_NAME).read_text())["pid"] == os.getpid()
-    [note] = notes
+    [note] = notes(caplog)
     assert note.startswith(f"note: {run_dir}: taking over the lock of the run pid {first.pid} on host")
     assert "which is no longer running" in note
     assert not (run_dir / LOCK_NAME).exists()
@@ -113,35 +138,34 @@ def test_a_record_of_a_live_process_on_this_host_is_respected(tmp_path):
     # flock says free (no filesystem lock reached us), but the recorded process is alive: refuse
     record(tmp_path / "run", pid=os.getppid(), proc_start=rundir_lock._proc_start(os.getppid()))
     with pytest.raises(RunDirBusy, match=f"pid {os.getppid()}"):
-        with hold(tmp_path / "run", log=pytest.fail):
+        with hold(tmp_path / "run"):
             pass
 
 
-def test_a_reused_pid_does_not_hold_the_lock(tmp_path):
+def test_a_reused_pid_does_not_hold_the_lock(tmp_path, caplog):
     record(tmp_path / "run", pid=os.getppid(), proc_start="1")  # the pid now belongs to another process
-    notes = []
-    with hold(tmp_path / "run", log=notes.append):
+    with hold(tmp_path / "run"):
         pass
-    assert "is now another process" in notes[0]
+    assert "is now another process" in notes(caplog)[0]
 
 
-def test_another_hosts_lock_is_respected_until_it_goes_stale(tmp_path, monkeypatch):
+def test_another_hosts_lock_is_respected_until_it_goes_stale(tmp_path, caplog):
     path = record(tmp_path / "run", host="gpu-node-7", pid=4242)
     with pytest.raises(RunDirBusy) as info:
-        with hold(tmp_path / "run", log=pytest.fail):
+        with hold(tmp_path / "run"):
             pass
     assert "pid 4242 on host gpu-node-7" in str(info.value) and "BACKFORTH_LOCK_STALE_S" in str(info.value)
     old = time.time() - rundir_lock.STALE_AFTER_S - 60  # its heartbeat (the file's mtime) stopped long ago
     os.utime(path, (old, old))
-    notes = []
-    with hold(tmp_path / "run", log=notes.append):
+    with hold(tmp_path / "run"):
         pass
-    assert "pid 4242 on host gpu-node-7" in notes[0] and "has not been seen alive for 16m" in notes[0]
+    [note] = notes(caplog)
+    assert "pid 4242 on host gpu-node-7" in note and "has not been seen alive for 16m" in note
 
 
 def test_the_holder_refreshes_its_heartbeat(tmp_path, monkeypatch):
     monkeypatch.setattr(rundir_lock, "HEARTBEAT_S", 0.05)
-    with hold(tmp_path / "run", log=pytest.fail):
+    with hold(tmp_path / "run"):
         path = tmp_path / "run" / LOCK_NAME
         os.utime(path, (0, 0))
         deadline = time.time() + 10
@@ -152,11 +176,11 @@ def test_the_holder_refreshes_its_heartbeat(tmp_path, monkeypatch):
 
 def test_a_run_that_made_the_dir_and_wrote_nothing_leaves_nothing(tmp_path):
     with pytest.raises(ValueError):
-        with hold(tmp_path / "new", log=pytest.fail):
+        with hold(tmp_path / "new"):
             raise ValueError("stopped before writing")
     assert not (tmp_path / "new").exists()
     (tmp_path / "kept").mkdir()
-    with hold(tmp_path / "kept", log=pytest.fail):
+    with hold(tmp_path / "kept"):
         pass
     assert (tmp_path / "kept").is_dir() and not list((tmp_path / "kept").iterdir())
 
@@ -185,10 +209,10 @@ def test_report_and_analyze_read_a_run_dir_that_a_run_holds(tmp_path):
     from backforth.workflows import run
 
     cfg, out = config(write_docs(tmp_path / "docs.jsonl")), tmp_path / "run"
-    run(cfg, out, engine_factory=lambda m: fake(), log=lambda msg: None)
-    with hold(out, log=pytest.fail):  # a run going on in that dir (here: this process, through another open file)
+    run(cfg, out, engine_factory=lambda m: fake())
+    with held_by_another_thread(out):  # a run going on in that dir
         with pytest.raises(RunDirBusy):
-            run(cfg, out, engine_factory=lambda m: fake(), log=lambda msg: None)
+            run(cfg, out, engine_factory=lambda m: fake())
         analyze(out, embedder=WordsEmbedder(), tokenizer=None)
         write_report(out)
     assert (out / "analysis.md").is_file() and (out / "report.html").is_file()
@@ -204,7 +228,24 @@ def test_an_experiment_dir_is_held_by_one_experiment(tmp_path):
         "eval": {"eval_set": str(tmp_path / "eval.jsonl")}, "train": "none",
         "judge": {"model": {"engine": "openai", "model": "judge"}, "method": "logprobs"}}))
     out = tmp_path / "exp"
-    with hold(out, log=pytest.fail):  # an experiment going on in that dir
+    with held_by_another_thread(out):  # an experiment going on in that dir
         with pytest.raises(RunDirBusy, match=f"pid {os.getpid()}"):
-            run_experiment(load_experiment(tmp_path / "exp.yaml"), out, engine_factory=pytest.fail, log=pytest.fail)
+            run_experiment(load_experiment(tmp_path / "exp.yaml"), out, engine_factory=pytest.fail)
     assert not out.exists()  # nothing written: not even experiment.yaml
+
+
+def test_a_run_holds_its_dir_once_however_deep_the_calls(tmp_path):
+    # backforth.run takes the lock before writing the rows it was given; the workflow inside takes it again
+    sys.path.insert(0, str(Path(__file__).parent / "pipeline"))
+    from test_runner import DOCS, config, fake, write_docs
+
+    import backforth
+
+    write_docs(tmp_path / "docs.jsonl")
+    rows = [{"id": doc_id, "text": text} for doc_id, text in DOCS if text is not None]
+    result = backforth.run(config(tmp_path / "docs.jsonl"), rows=rows, out=tmp_path / "run", engine_factory=lambda m: fake())
+    assert len(result.dataset) > 0 and not (tmp_path / "run" / LOCK_NAME).exists()
+    with held_by_another_thread(tmp_path / "run2"):
+        with pytest.raises(RunDirBusy):
+            backforth.run(config(tmp_path / "docs.jsonl"), rows=rows, out=tmp_path / "run2", engine_factory=lambda m: fake())
+    assert not (tmp_path / "run2" / "inputs").exists()  # refused before it wrote the rows

@@ -91,7 +91,7 @@ def test_a_worker_node_lost_mid_stage(cluster, tmp_path):
     watcher = threading.Thread(target=lose_a_node, daemon=True)
     watcher.start()
     try:
-        stats = run(cfg, out, engine_factory=NodeLoggedFactory(log), log=lambda msg: None)
+        stats = run(cfg, out, engine_factory=NodeLoggedFactory(log))
     finally:
         events["done"] = time.time() - t0
         watcher.join(timeout=5)

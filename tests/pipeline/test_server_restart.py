@@ -77,7 +77,7 @@ def test_a_server_restart_mid_stage_is_waited_out(tmp_path):
             cfg = make_config(docs, stub, max_retries=2)
             engines = Engines()
             timeline.add("run starts")
-            stats = run(cfg, tmp_path / "run", engine_factory=engines, log=lambda msg: None)
+            stats = run(cfg, tmp_path / "run", engine_factory=engines)
             timeline.add("run finished")
             stub.settle()
             posts = [r for r in stub.requests if isinstance(r["body"], dict)]

@@ -12,7 +12,7 @@ timeout) asks `after_connection_error()` what to do. The first such request star
   every 15 s or so, and when it ends. `BACK`: the server answered again, and the waiting requests
   are sent again, without counting against their retries. `SPENT`: the time is up, and they fail as
   unreachable, which stops the run as before (exit code 3, the finished rows saved, resumable).
-  Requests still failing after that (other calls' requests) get one probe each, not a new wait.
+  Requests failing in the minute after that (other calls' requests) fail at once, without a new wait.
 
 What is sent again: only requests whose answer never arrived. A connection refused or timed out
 never reached the server. A connection closed (or reset) before any answer came means the server
@@ -37,6 +37,7 @@ log = logging.getLogger(__package__)
 
 UP, BACK, SPENT = "up", "back", "spent"
 LOG_EVERY_S = 15.0  # at most one "still waiting" line this often
+GAVE_UP_S = 60.0  # after a spent wait, connection errors fail at once for this long (no second wait)
 PROBE_MAX_S = 5.0  # probes at most this far apart: a GET is cheap, and a restart is seen soon after it ends
 
 
@@ -53,7 +54,7 @@ class ServerWait:
         self.headers, self.redact = headers, redact
         self.outages: list[dict] = []  # {"seconds", "back"}: each wait, for stats and tests
         self._watch: asyncio.Task | None = None
-        self.gave_up = False  # the last wait was spent: no new one until the server answers a probe
+        self.gave_up_at: float | None = None  # when the last wait was spent
 
     @property
     def enabled(self) -> bool:
@@ -61,6 +62,8 @@ class ServerWait:
 
     async def after_connection_error(self, error: str) -> str:
         """UP, BACK or SPENT (see the module's docstring) for a request that just failed with `error`."""
+        if self.gave_up_at is not None and time.monotonic() - self.gave_up_at < GAVE_UP_S:
+            return SPENT  # the time was just spent: the requests of other calls, still failing, fail too
         if self._watch is None or self._watch.done():
             self._watch = asyncio.ensure_future(self._wait(error))
         return await asyncio.shield(self._watch)
@@ -70,10 +73,7 @@ class ServerWait:
         async with httpx.AsyncClient(timeout=min(self.timeout_s, 10.0), headers=self.headers()) as client:
             problem = await self._probe(client)
             if problem is None:
-                self.gave_up = False
                 return UP
-            if self.gave_up:  # the time was spent already (the requests of other calls, still failing)
-                return SPENT
             log.warning("model server %s is not answering (%s; GET /models: %s): waiting up to %s for it to "
                         "come back (wait_for_server_s)", self.base_url, self.redact(error), problem,
                         duration(self.wait_s))
@@ -84,7 +84,7 @@ class ServerWait:
                     log.warning("model server %s: still not answering after %s (GET /models: %s); giving up",
                                 self.base_url, duration(waited), problem)
                     self.outages.append({"seconds": round(waited, 3), "back": False})
-                    self.gave_up = True
+                    self.gave_up_at = time.monotonic()
                     return SPENT
                 await asyncio.sleep(min(delay, self.wait_s - waited))
                 delay = min(delay * 2, self.max_s, PROBE_MAX_S)
