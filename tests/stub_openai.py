@@ -18,7 +18,8 @@ are being served: an overloaded server), `fault_for(body)` (targeted, per reques
 (the first N requests, deterministic) and `faults` (random rates from a seeded RNG).
 
 `delay_s` (seconds, or a function of the body) makes each answer take that long, like a model
-would; every recorded request carries its arrival and answer times (`t_in`, `t_out`,
+would; `metrics` (a function returning a Prometheus text page) serves GET /metrics, which is
+counted in `count` but not recorded in `requests` (the engine reads it on its own); every recorded request carries its arrival and answer times (`t_in`, `t_out`,
 `time.perf_counter()`), and `peak_active` is the most requests served at once.
 """
 
@@ -55,7 +56,8 @@ class StubOpenAIServer:
                  faults: dict[str, float] | None = None, seed: int = 0, fail_first: dict[str, int] | None = None,
                  fault_for: Callable[[dict], str | None] | None = None, retry_after: str | None = "0",
                  timeout_sleep_s: float = 2.0, model: str = "stub-model", echo_auth_in_errors: bool = False,
-                 delay_s: float | Callable[[dict], float] = 0.0, capacity: int | None = None):
+                 delay_s: float | Callable[[dict], float] = 0.0, capacity: int | None = None,
+                 metrics: Callable[[], str | None] | None = None):
         for name in list(faults or {}) + list(fail_first or {}):
             if name not in FAULTS:
                 raise ValueError(f"unknown fault '{name}' (known: {', '.join(FAULTS)})")
@@ -70,6 +72,7 @@ class StubOpenAIServer:
         self.echo_auth_in_errors = echo_auth_in_errors
         self.delay_s = delay_s
         self.capacity = capacity
+        self.metrics = metrics  # GET /metrics: a Prometheus page (None: 404, like a server without them)
         self.active = 0
         self.peak_active = 0
         self._rng = random.Random(seed)
@@ -230,6 +233,15 @@ class _StubHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         stub = self.server_stub
+        if self.path == "/metrics":  # the engine's queue probe: counted, not a model request
+            with stub._lock:
+                stub._count[self.path] += 1
+            page = stub.metrics() if stub.metrics else None
+            if page is None:
+                self._json(404, {"error": {"message": "no metrics"}})
+            else:
+                self._send(200, page.encode(), "text/plain; version=0.0.4")
+            return
         stub._record(self.path, None, dict(self.headers))
         if self.path.rstrip("/") == "/v1/models":
             self._json(200, {"object": "list", "data": [{"id": stub.model, "object": "model", "owned_by": "stub"}]})

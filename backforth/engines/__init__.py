@@ -14,7 +14,8 @@ def build_engine(cfg) -> Engine:
 
         return TransformersEngine(model=cfg.model, adapter=cfg.adapter, gguf_file=cfg.gguf_file, dtype=cfg.dtype,
                                   batch_size=cfg.batch_size, max_batch_tokens=cfg.max_batch_tokens,
-                                  device=cfg.device, seed=cfg.seed, context_length=cfg.context_length)
+                                  device=cfg.device, seed=cfg.seed, context_length=cfg.context_length,
+                                  prompt_lookup_tokens=cfg.prompt_lookup_tokens)
     if cfg.engine == "openai":
         from .openai import OpenAIEngine
 

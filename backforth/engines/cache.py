@@ -92,6 +92,10 @@ class CachedEngine:
         return getattr(self._engine, "max_in_flight", None) if self._engine is not None else None
 
     @property
+    def window(self):
+        return getattr(self._engine, "window", None) if self._engine is not None else None
+
+    @property
     def context_length(self):
         return self.engine.context_length
 

@@ -8,6 +8,14 @@ last position only (`logits_to_keep=1`: the full logits of a long batch are giga
 the next-token log-probabilities of each choice (" 5" and "5" both count as "5": their
 probabilities are summed).
 
+With `prompt_lookup_tokens` set, generation runs one request at a time with prompt-lookup decoding
+(transformers' `prompt_lookup_num_tokens`): each step proposes that many tokens copied from the
+prompt where its last tokens occur there, and one forward pass checks them all, keeping those the
+model would have chosen itself (a sampled token is drawn from the model's own distribution at each
+position, so sampling is unchanged; greedy output is the same token for token). It pays where the
+output copies the prompt, as a rewrite does; transformers runs it only at batch 1, so it must beat
+the batches it gives up (benchmarks/rewrite_speculative.py). Scoring is never affected.
+
 Attention is PyTorch's SDPA (a fused kernel on CPUs and GPUs alike) and the KV cache is kept in
 the model's dtype. Tensors are made on the model's device; the only copies back to the host are
 one per batch (the generated ids, or the choice logprobs).
@@ -33,7 +41,8 @@ __all__ = ["TransformersEngine", "pick_dtype", "DEFAULT_MAX_BATCH_TOKENS"]
 class TransformersEngine(Tokenized, InProcessEngine):
     def __init__(self, model: str = "embedded", adapter: str | None = None, gguf_file: str | None = None,
                  dtype: str = "auto", batch_size: int = 16, max_batch_tokens: int | None = None,
-                 device: str = "auto", seed: int = 0, context_length: int | None = None, **_: object):
+                 device: str = "auto", seed: int = 0, context_length: int | None = None,
+                 prompt_lookup_tokens: int | None = None, **_: object):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -46,6 +55,7 @@ class TransformersEngine(Tokenized, InProcessEngine):
         self.name = model if not adapter else f"{model}+{os.path.basename(os.path.normpath(adapter))}"
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS
+        self.prompt_lookup_tokens = prompt_lookup_tokens
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(adapter if adapter and has_tokenizer(adapter) else weights)
             self.model = _load(AutoModelForCausalLM, weights, self.dtype)
@@ -86,7 +96,9 @@ class TransformersEngine(Tokenized, InProcessEngine):
             scoring = sig[0] == "choices"
             extra = 0 if scoring else requests[idx[0]].max_tokens
             fn = self._score_batch if scoring else self._generate_batch
-            for batch in self.batches([len(encoded[i]) for i in idx], extra):
+            alone = not scoring and self.prompt_lookup_tokens  # transformers drafts only at batch 1
+            batches = [[j] for j in range(len(idx))] if alone else self.batches([len(encoded[i]) for i in idx], extra)
+            for batch in batches:
                 members = [idx[j] for j in batch]
                 for i, res in zip(members, fn([requests[i] for i in members], [encoded[i] for i in members])):
                     res.key = requests[i].key
@@ -117,6 +129,8 @@ class TransformersEngine(Tokenized, InProcessEngine):
             kwargs.update(temperature=r0.temperature, top_p=r0.top_p, top_k=0)
         if r0.stop:
             kwargs.update(stop_strings=r0.stop, tokenizer=self.tokenizer)
+        if self.prompt_lookup_tokens and len(reqs) == 1:
+            kwargs.update(prompt_lookup_num_tokens=self.prompt_lookup_tokens)
         with torch.inference_mode():
             out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
         new = out[:, ids.shape[1]:].tolist()  # one copy to the host per batch

@@ -1,17 +1,20 @@
-"""Keeping a server busy: the adaptive in-flight limit, prefix-family ordering, chunks in flight."""
+"""Keeping a server busy: the in-flight limit over HTTP (its decisions: test_openai_limiter.py), the
+server's queue from /metrics, deadlines that move with the queue, prefix-family ordering, chunks in flight."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import re
 import sys
+import threading
+import time
 from pathlib import Path
 
+import pytest
 from stub_openai import StubOpenAIServer
 
 from backforth.engines.base import Request
-from backforth.engines.openai import AdaptiveLimit, OpenAIEngine
+from backforth.engines.openai import OpenAIEngine
 from backforth.pipeline.method import run_method
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "pipeline"))
@@ -32,44 +35,6 @@ def engine_for(stub: StubOpenAIServer, **kw) -> OpenAIEngine:
     return OpenAIEngine("stub-model", base_url=stub.base_url, **kw)
 
 
-def test_adaptive_limit_halves_once_per_window_then_grows_back():
-    async def scenario() -> None:
-        lim = AdaptiveLimit(32)
-        for _ in range(8):  # eight requests in flight all hear "429" from the same overload
-            await lim.acquire()
-        for _ in range(8):
-            lim.overload()
-        assert lim.limit == 16 and lim.cuts == 1  # one cut, not eight
-        for _ in range(8):
-            await lim.release(ok=False)
-        for _ in range(16):  # a full window later, a new complaint cuts again
-            await lim.acquire()
-            await lim.release(ok=False)
-        lim.overload()
-        assert lim.limit == 8 and lim.cuts == 2
-        for _ in range(600):  # successes: +1/limit each (about 480 from 8 to 32), capped at the ceiling
-            await lim.acquire()
-            await lim.release(ok=True)
-        assert lim.limit == 32
-        for _ in range(40):
-            lim._completed += 100
-            lim.overload()
-        assert lim.limit == 1.0  # never below one request
-
-    asyncio.run(scenario())
-
-
-def test_fixed_limit_never_moves():
-    async def scenario() -> None:
-        lim = AdaptiveLimit(4, adaptive=False)
-        lim.overload()
-        await lim.acquire()
-        await lim.release(ok=True)
-        assert lim.limit == 4 and lim.cuts == 0
-
-    asyncio.run(scenario())
-
-
 def test_overloaded_server_gets_fewer_rejected_attempts_with_the_adaptive_limit():
     rejected = {}
     for adaptive in (True, False):
@@ -86,6 +51,92 @@ def test_overloaded_server_gets_fewer_rejected_attempts_with_the_adaptive_limit(
             assert load["cuts"] == 0 and load["limit"] == 32
     assert rejected[True] > 0  # the server did push back
     assert rejected[True] < rejected[False] / 2, rejected
+
+
+def queueing(slots: int, service_s: float):
+    """A stub delay that serves `slots` requests at once and queues the rest (no 429): vLLM when full."""
+    sem = threading.Semaphore(slots)
+
+    def delay(body: dict) -> float:
+        with sem:
+            time.sleep(service_s)
+        return 0.0
+    return delay
+
+
+def test_a_request_waiting_in_the_servers_queue_is_never_timed_out_and_sent_again():
+    # 40 requests at a server that answers 2 at a time in 0.1 s: the last wait about 2 s, far past
+    # timeout_s, but each deadline moves with the answers' latency, so nothing is given up on
+    with StubOpenAIServer(delay_s=queueing(2, 0.1)) as stub:
+        eng = engine_for(stub, max_in_flight=40, adaptive=False, timeout_s=0.3)
+        results = eng.generate([chat(f"q{i}", key=str(i)) for i in range(40)])
+        bodies = [r["body"]["messages"][-1]["content"] for r in stub.requests]
+        eng.close()
+    assert all(r.ok for r in results)
+    assert len(bodies) == len(set(bodies)) == 40  # each request reached the server once
+    assert "timeout" not in eng.stats["by_status"] and eng.stats["retries"] == 0
+
+
+def test_a_request_the_server_never_answers_still_times_out():
+    # the deadline moves with the others' answers, but it is never infinite: a stuck request is
+    # given up after three times the slowest answer (and timeout_s), and its retry succeeds
+    stuck = {"n": 0}
+
+    def fault(body: dict) -> str | None:
+        if body["messages"][-1]["content"] == "stuck" and stuck["n"] == 0:
+            stuck["n"] += 1
+            return "timeout"
+        return None
+
+    with StubOpenAIServer(fault_for=fault, timeout_sleep_s=3.0, delay_s=0.05) as stub:
+        eng = engine_for(stub, timeout_s=0.5)
+        t0 = time.perf_counter()
+        results = eng.generate([chat("stuck")] + [chat(f"q{i}") for i in range(10)])
+        took = time.perf_counter() - t0
+        eng.close()
+    assert all(r.ok for r in results) and eng.stats["by_status"]["timeout"] == 1 and eng.stats["retries"] == 1
+    assert took < 2.5  # given up well before the stub's 3 s
+
+
+def prometheus(running: int, waiting: int) -> str:
+    return ("# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
+            "# TYPE vllm:num_requests_running gauge\n"
+            f'vllm:num_requests_running{{engine="0",model_name="stub-model"}} {running}.0\n'
+            f'vllm:num_requests_waiting{{engine="0",model_name="stub-model"}} {waiting}.0\n')
+
+
+def test_the_servers_own_queue_from_its_metrics_caps_the_limit():
+    with StubOpenAIServer(delay_s=0.3, metrics=lambda: prometheus(running=4, waiting=30)) as stub:
+        eng = engine_for(stub, max_in_flight=64)
+        eng.generate([chat(f"q{i}") for i in range(80)])  # long enough for two reads (one a second)
+        load = eng.load()
+        polled = stub.count["/metrics"]
+        eng.close()
+    assert polled >= 1 and load["server_queue"] == (4.0, 30.0)
+    assert load["limit"] == pytest.approx(4 * 1.1 + 1) and load["phase"] == "hold"
+    assert not any(r["path"] == "/metrics" for r in stub.requests)  # counted, not a model request
+
+
+def test_a_server_without_metrics_is_asked_once():
+    with StubOpenAIServer(delay_s=0.05) as stub:  # /metrics answers 404, like llama-server or a hosted API
+        eng = engine_for(stub)
+        for _ in range(3):
+            eng.generate([chat(f"q{i}") for i in range(20)])
+        polled = stub.count["/metrics"]
+        eng.close()
+    assert polled == 1 and eng.load()["server_queue"] is None
+
+
+def test_the_runner_offers_a_few_times_the_limit_found_not_the_ceiling():
+    from backforth.pipeline.executors.local import depth_for
+
+    with StubOpenAIServer() as stub:
+        eng = engine_for(stub)  # ceiling 1024, first limit 16
+        assert eng.max_in_flight == 1024 and eng.window == 16
+        assert depth_for(eng, 64) == 3  # 3 x 16 offered, at least 3 chunks; 48 chunks for the ceiling
+        eng.limit.limit = 200.0
+        assert depth_for(eng, 64) == 10
+        eng.close()
 
 
 def test_a_prefix_family_opens_with_one_request_then_the_rest_arrive_together():

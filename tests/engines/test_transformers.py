@@ -99,3 +99,32 @@ def test_device_setting_reaches_the_engine_and_fails_plainly_without_a_gpu():
     if not torch.cuda.is_available():
         with pytest.raises(EngineError, match="no CUDA GPU"):
             build_engine(cfg.models.scorer)
+
+
+def test_prompt_lookup_keeps_greedy_output_token_for_token(engine):
+    """Prompt-lookup decoding (batch 1) writes what plain decoding (batch 1) writes, greedy, while
+    really accepting drafted tokens: speculation changes the speed, not the output."""
+    from transformers.generation.candidate_generator import PromptLookupCandidateGenerator
+
+    texts = [_long_text(n)[-600:] for n in (120, 260, 400)]
+    reqs = [Request(messages=[{"role": "user", "content": "Copy this text word for word:\n\n" + t}],
+                    max_tokens=40, temperature=0.0, key=str(i)) for i, t in enumerate(texts)]
+    plain = [engine.generate([r])[0] for r in reqs]  # one at a time: the numerics of batch 1
+    drafted, original = [], PromptLookupCandidateGenerator.get_candidates
+
+    def counting(gen, input_ids, *a, **kw):
+        ids, logits = original(gen, input_ids, *a, **kw)
+        drafted.append(ids.shape[1] - input_ids.shape[1])
+        return ids, logits
+
+    engine.prompt_lookup_tokens = 10
+    PromptLookupCandidateGenerator.get_candidates = counting
+    try:
+        spec = engine.generate(reqs)
+    finally:
+        engine.prompt_lookup_tokens = None
+        PromptLookupCandidateGenerator.get_candidates = original
+    assert [r.text for r in spec] == [r.text for r in plain] and all(r.ok for r in spec)
+    assert [r.completion_tokens for r in spec] == [r.completion_tokens for r in plain]
+    steps, tokens = len(drafted), sum(r.completion_tokens for r in spec)
+    assert sum(drafted) > 0 and steps < tokens  # drafts were proposed and some accepted: fewer steps than tokens

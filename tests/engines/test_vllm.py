@@ -238,3 +238,78 @@ def test_vllm_engine_on_a_ray_actor_pool(tmp_path):
     assert all(r["backtranslate_prompt_tokens"] > 100 for r in rows)
     assert len(list((tmp_path / "stages" / "backtranslate").glob("part-*.parquet"))) == 2  # 2 rows a batch
     assert "engine: vllm" in (tmp_path / "config.yaml").read_text()
+
+
+NGRAM = {"method": "ngram", "num_speculative_tokens": 5, "prompt_lookup_min": 2, "prompt_lookup_max": 4}
+COPY_TEXTS = ["The kettle boils water by passing a current through a coiled element at its base. " * 3,
+              "Seasons are caused by the tilt of Earth's rotation axis, not by its distance from the Sun. " * 3]
+
+
+def _spec_counts(llm) -> tuple[float, float]:
+    found = {m.name: getattr(m, "value", None) for m in llm.get_metrics()}
+    return found["vllm:spec_decode_num_draft_tokens"], found["vllm:spec_decode_num_accepted_tokens"]
+
+
+def test_ngram_speculation_through_engine_kwargs_keeps_greedy_output(engine):
+    """`engine_kwargs: {speculative_config: {method: ngram, ...}}` reaches vLLM, drafts from the prompt,
+    and changes no greedy token (the rewriter's setting in docs/performance.md)."""
+    spec = build_engine(make_model(engine="vllm", model="embedded:smollm2-135m",
+                                   engine_kwargs=dict(FAST, max_model_len=CONTEXT, speculative_config=NGRAM)))
+    try:
+        reqs = [Request(messages=chat("Copy this text word for word:\n\n" + t), max_tokens=48, temperature=0.0)
+                for t in COPY_TEXTS]
+        plain, drafted = engine.generate(reqs), spec.generate(reqs)
+        proposed, accepted = _spec_counts(spec.llm)
+    finally:
+        spec.close()
+    assert [r.text for r in drafted] == [r.text for r in plain] and all(r.ok for r in drafted)
+    assert proposed > 0 and accepted > 0
+
+
+def test_a_vllm_server_started_with_speculative_config_serves_the_openai_engine():
+    """The served flag: `--speculative-config '{"method": "ngram", ...}'`; backforth's openai engine
+    needs nothing of its own, and the server's /metrics counts the drafts."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from backforth.engines.openai import OpenAIEngine
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    weights, _ = resolve_model_dir("embedded:smollm2-135m")
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", weights, "--served-model-name",
+           "smol", "--port", str(port), "--host", "127.0.0.1", "--max-model-len", str(CONTEXT), "--enforce-eager",
+           "--speculative-config", json.dumps(NGRAM)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1"))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            assert proc.poll() is None, "the vLLM server exited"
+            try:
+                if httpx.get(f"{base}/v1/models", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the vLLM server did not start"
+            time.sleep(2)
+        eng = OpenAIEngine("smol", base_url=f"{base}/v1")
+        results = eng.generate([Request(messages=chat("Copy this text word for word:\n\n" + t), max_tokens=48,
+                                        temperature=0.0) for t in COPY_TEXTS])
+        eng.close()
+        page = httpx.get(f"{base}/metrics", timeout=10).text
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    assert all(r.ok and r.text for r in results)
+    drafts = [float(line.rsplit(" ", 1)[1]) for line in page.splitlines()
+              if line.startswith("vllm:spec_decode_num_draft_tokens")]
+    assert drafts and sum(drafts) > 0
+    assert eng.load()["server_queue"] is not None  # the engine read the server's queue from the same /metrics

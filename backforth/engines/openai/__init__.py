@@ -2,7 +2,8 @@
 
 * `engine.py`: `OpenAIEngine` itself: submit/generate, retries, stats and key redaction;
 * `opener.py`: the prefix-family opener (`order_by_prefix=True`, off by default);
-* `limiter.py`: `AdaptiveLimit`, the AIMD limit on requests in flight;
+* `limiter.py`: `KneeLimit`, the limit on requests in flight that finds the server's knee;
+* `metrics.py`: the server's own queue, from its Prometheus /metrics (vLLM, SGLang);
 * `loop.py`: the private event-loop thread and the per-call circuit breaker;
 * `server_wait.py`: `ServerWait`, a server restart waited out (`wait_for_server_s`);
 * `wire.py`: request bodies and response parsing, as plain functions.
@@ -11,8 +12,8 @@
 from __future__ import annotations
 
 from .engine import OVERLOAD_STATUSES, OpenAIEngine
-from .limiter import AdaptiveLimit
+from .limiter import KneeLimit
 from .opener import PREFIX_HEAD_CHARS
 from .wire import TOP_LOGPROBS
 
-__all__ = ["OVERLOAD_STATUSES", "PREFIX_HEAD_CHARS", "TOP_LOGPROBS", "AdaptiveLimit", "OpenAIEngine"]
+__all__ = ["OVERLOAD_STATUSES", "PREFIX_HEAD_CHARS", "TOP_LOGPROBS", "KneeLimit", "OpenAIEngine"]

@@ -3,17 +3,23 @@
 `generate()` is synchronous for the runner; `submit()` returns a future, so the runner can keep
 the next chunk's requests running while it writes the last one (the server never idles at a
 chunk's tail). All calls share one event loop on a private thread (`loop.py`), one HTTP client and
-one in-flight limit (`limiter.py`). Results always come back in request order.
+one in-flight limit, which finds the server's knee by itself (`limiter.py`, with the server's own
+queue from its /metrics where it has them: `metrics.py`). Results always come back in request order.
 
 By default every request of a call is sent at once, in request order; `order_by_prefix=True` sends
 them by prefix family instead, each new family opened by one request alone (`opener.py`); it stays
 off until a benchmark on a batching GPU server shows a gain.
 
 Transient trouble (429, 5xx, timeouts, dropped connections, garbage bodies, empty `choices`) is
-retried with exponential backoff; a definitive refusal (400 prompt too long, ...) becomes an error
-`Result` at once. A server that answers nothing at all, not even `GET /models`, is waited for up to
-`wait_for_server_s` (a restart; `server_wait.py`), and the requests it never answered are sent again
-when it is back; only when that time is spent does the call raise `EngineUnavailable`, so the run
+retried with exponential backoff. A request is never sent again while the server may still be
+computing it: an attempt is given up only when it has waited both `timeout_s` and three times the
+slowest answer the server has given lately, a deadline that moves while it waits, so a request waiting
+its turn in a queue that grew keeps its place; and a given-up attempt's connection is closed before
+the retry, which vLLM (`with_cancellation` on its chat and completion routes) and SGLang take as an
+abort; a definitive refusal (400 prompt too long, ...) becomes an error `Result` at once. A server that
+answers nothing at all, not even `GET /models`, is waited for up to `wait_for_server_s` (a restart;
+`server_wait.py`), and the requests it never answered are sent again when it is back; only when that
+time is spent does the call raise `EngineUnavailable`, so the run
 can stop cleanly and be resumed.
 
 No tokenizer is available client-side, so `count_tokens` is an estimate (about 4 characters per
@@ -31,20 +37,22 @@ import logging
 import os
 import random
 import threading
+import time
 from typing import Any
 
 import httpx
 
 from ..base import EngineError, EngineUnavailable, Request, Result
-from . import wire
-from .limiter import AdaptiveLimit, _Slot
-from .loop import _CallState, _Loop, _Outcome
+from . import metrics, wire
+from .limiter import KneeLimit, _Slot
+from .loop import _CallState, _Clients, _Loop, _Outcome
 from .opener import send_by_family
 from .server_wait import BACK, SPENT, ServerWait
 
 log = logging.getLogger(__package__)  # "backforth.engines.openai", as before the module became a package
 
 OVERLOAD_STATUSES = {408, 429, 503, 504}
+MAX_IN_FLIGHT = 1024  # only a ceiling: the limit finds the server's knee below it
 
 
 class _Retryable(Exception):
@@ -60,7 +68,7 @@ class _Retryable(Exception):
 
 class OpenAIEngine:
     def __init__(self, model: str, base_url: str = "http://127.0.0.1:8000/v1", api_key_env: str | None = None,
-                 max_in_flight: int = 32, timeout_s: float = 120.0, max_retries: int = 6,
+                 max_in_flight: int = MAX_IN_FLIGHT, timeout_s: float = 120.0, max_retries: int = 6,
                  backoff_base_s: float = 1.0, backoff_max_s: float = 60.0, api: str = "chat",
                  context_length: int | None = None, adaptive: bool = True, order_by_prefix: bool = False,
                  wait_for_server_s: float = 600.0):
@@ -88,8 +96,10 @@ class OpenAIEngine:
         self.stats: dict[str, Any] = {"requests": 0, "attempts": 0, "retries": 0, "errors": 0, "by_status": {}}
         self._loop: _Loop | None = None
         self._loop_lock = threading.Lock()
-        self._client: httpx.AsyncClient | None = None
-        self.limit = AdaptiveLimit(max_in_flight, adaptive)
+        self._client: _Clients | None = None
+        self.limit = KneeLimit(max_in_flight, adaptive)
+        self._poller: asyncio.Task | None = None  # reads the server's queue from its /metrics (metrics.py)
+        _allow_open_files(max_in_flight + 64)
         self._primed: dict[str, asyncio.Event] = {}  # prefix families opened (order_by_prefix)
         # a server that stops answering altogether is waited for (a restart), up to wait_for_server_s
         self.server = ServerWait(self.base_url, wait_for_server_s, backoff_base_s, backoff_max_s, timeout_s,
@@ -117,6 +127,7 @@ class OpenAIEngine:
 
     async def _close_client(self) -> None:
         client, self._client = self._client, None
+        self._poller = None  # cancelled with the loop's other tasks
         if client is not None:
             await client.aclose()
         self._primed.clear()
@@ -127,9 +138,16 @@ class OpenAIEngine:
         requests in flight, and utilization (share of the time from first request to last answer
         with at least one request at the server)."""
         u, m = self.limit.utilization(), self.limit.mean_in_flight()
-        return {"limit": round(self.limit.limit, 2), "peak_in_flight": self.limit.peak, "cuts": self.limit.cuts,
-                "mean_in_flight": None if m is None else round(m, 2),
-                "utilization": None if u is None else round(u, 4)}
+        return {"limit": round(self.limit.limit, 2), "phase": self.limit.phase, "peak_in_flight": self.limit.peak,
+                "cuts": self.limit.cuts, "mean_in_flight": None if m is None else round(m, 2),
+                "utilization": None if u is None else round(u, 4), "server_queue": self.limit.server,
+                "decisions": list(self.limit.decisions)}
+
+    @property
+    def window(self) -> int:
+        """Requests the engine takes at once now (the limit found so far, under `max_in_flight`):
+        the runner keeps a few times this many at the engine."""
+        return max(1, int(self.limit.limit))
 
     # ---- generation -------------------------------------------------------------------------
 
@@ -157,14 +175,22 @@ class OpenAIEngine:
                 "the same command."))
         return [o.result for o in outcomes]
 
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self) -> _Clients:
         if self._client is None:
-            limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=self.max_in_flight)
-            self._client = httpx.AsyncClient(timeout=self.timeout_s, limits=limits, headers=self._headers())
+            limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=_Clients.SHARD)
+            # no read timeout here: `_post` keeps a deadline that moves with the server's latency
+            timeout = httpx.Timeout(self.timeout_s, read=None, pool=None)
+            self._client = _Clients(lambda **tls: httpx.AsyncClient(timeout=timeout, limits=limits,
+                                                                    headers=self._headers(), **tls),
+                                    lambda: self.window)
         return self._client
 
     async def _generate_all(self, requests: list[Request]) -> list[_Outcome]:
         client, state = self._http(), _CallState()
+        if self.adaptive and self._poller is None:
+            self._poller = asyncio.ensure_future(metrics.poll(
+                client.pick(), metrics.metrics_url(self.base_url), lambda: self.limit.in_flight > 0,
+                lambda running, waiting: self.limit.server_load(running, waiting)))
         outcomes: list[_Outcome | None] = [None] * len(requests)
 
         async def run(i: int) -> None:
@@ -179,7 +205,7 @@ class OpenAIEngine:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key}"} if self._key else {}
 
-    async def _one(self, client: httpx.AsyncClient, state: _CallState, req: Request) -> _Outcome:
+    async def _one(self, client: _Clients, state: _CallState, req: Request) -> _Outcome:
         slot = _Slot(self.limit)
         await slot.take()
         outcome: _Outcome | None = None
@@ -195,7 +221,7 @@ class OpenAIEngine:
         finally:
             await slot.give(ok=outcome is not None and outcome.result.ok)
 
-    async def _with_retries(self, client: httpx.AsyncClient, state: _CallState, req: Request, path: str,
+    async def _with_retries(self, client: _Clients, state: _CallState, req: Request, path: str,
                             body: dict, slot: _Slot) -> _Outcome:
         successes_at_start = state.successes
         attempt = 0
@@ -247,11 +273,11 @@ class OpenAIEngine:
         cap = min(self.backoff_base_s * 2 ** attempt, self.backoff_max_s)
         return cap * random.uniform(0.5, 1.0)  # jitter: concurrent retries must not stampede together
 
-    async def _attempt(self, client: httpx.AsyncClient, req: Request, path: str, body: dict) -> Result:
+    async def _attempt(self, client: _Clients, req: Request, path: str, body: dict) -> Result:
         """One HTTP round trip: a Result (ok, or a definitive error), or `_Retryable`."""
         self._bump("attempts")
         try:
-            resp = await client.post(self.base_url + path, json=body)
+            resp = await self._post(client, self.base_url + path, body)
         except httpx.TimeoutException as err:
             connect = isinstance(err, httpx.ConnectTimeout)
             self._bump_status("connect" if connect else "timeout")
@@ -270,6 +296,22 @@ class OpenAIEngine:
             return self._parse(req, resp)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:  # JSON, but not the shape we know
             raise _Retryable(f"malformed response ({type(err).__name__}: {err})") from None
+
+    async def _post(self, client: _Clients, url: str, body: dict) -> httpx.Response:
+        """POST `body`; give up (httpx.ReadTimeout) once it has waited `limit.attempt_timeout`, a
+        deadline read again while it waits, so it moves on as the server's answers get slower."""
+        start = time.perf_counter()
+        task = asyncio.ensure_future(client.pick().post(url, json=body))
+        try:
+            while True:
+                left = start + self.limit.attempt_timeout(self.timeout_s) - time.perf_counter()
+                if left <= 0:
+                    raise httpx.ReadTimeout(f"no answer in {time.perf_counter() - start:.1f}s")
+                done, _ = await asyncio.wait({task}, timeout=left)
+                if done:
+                    return task.result()
+        finally:
+            task.cancel()  # closes its connection: the server drops a request whose client went away
 
     def _parse(self, req: Request, resp: httpx.Response) -> Result:
         try:
@@ -303,6 +345,19 @@ class OpenAIEngine:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
+
+
+def _allow_open_files(needed: int) -> None:
+    """One socket a request in flight: raise the soft limit on open files (often 1,024) towards the
+    hard one, as servers do, so that a high ceiling never fails with "too many open files"."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed if hard == resource.RLIM_INFINITY else min(needed, hard), hard))
+    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed: the OS default stands
+        pass
 
 
 def _read_key(api_key_env: str | None) -> str | None:

@@ -1,7 +1,8 @@
-"""Where an engine's requests run: one private event loop on a daemon thread, and per-call state.
+"""Where an engine's requests run: one private event loop on a daemon thread, its HTTP connections,
+and per-call state.
 
 `generate()` is synchronous for the runner but async inside. Every call of one engine shares the
-same loop (and so one HTTP client and one in-flight limit), whichever thread it comes from and
+same loop (and so the same connections and one in-flight limit), whichever thread it comes from and
 even from inside a running event loop of the caller's own.
 """
 
@@ -9,8 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import httpx
 
 from ..base import Result
 
@@ -44,6 +49,39 @@ class _Loop:
             self.thread.join(timeout=10)
         if not self.loop.is_running():
             self.loop.close()
+
+
+class _Clients:
+    """The engine's HTTP connections, in pools of at most SHARD requests at a time each.
+
+    httpx's pool looks at every connection it holds on every request; with hundreds in flight that
+    work, not the server, decided the throughput (1.1 ms of CPU a request at 8 in flight, 3.8 ms at
+    256, one pool, against a stub that answers at once). So requests go round-robin over as many
+    small pools as the in-flight limit needs now (`width()`), made when first needed and sharing one
+    TLS context.
+    """
+
+    SHARD = 16
+
+    def __init__(self, make: Callable[..., httpx.AsyncClient], width: Callable[[], int]):
+        self._make, self._width = make, width
+        self._tls: object | None = None
+        self.pools: list[httpx.AsyncClient] = []
+        self._turn = itertools.count()
+
+    def pick(self) -> httpx.AsyncClient:
+        """A pool for the next request."""
+        wanted = max(1, -(-self._width() // self.SHARD))
+        while len(self.pools) < wanted:
+            if self._tls is None:
+                self._tls = httpx.create_ssl_context()  # 30 ms each: made once, shared
+            self.pools.append(self._make(verify=self._tls))
+        return self.pools[next(self._turn) % wanted]
+
+    async def aclose(self) -> None:
+        pools, self.pools = self.pools, []
+        for pool in pools:
+            await pool.aclose()
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 Every engine has the same interface (`submit` returns a future of a chunk's results), so there is
 one loop: chunks are submitted in order, `depth` of them at a time, and written in order as each
-completes. An engine that works asynchronously (a server, `max_in_flight` requests at once) gets
-enough chunks to offer twice its window, so the next chunk's requests already run while the
+completes. An engine that works asynchronously (a server, `window` requests at once: the limit it found) gets
+enough chunks to offer three times its window, so the next chunk's requests already run while the
 current chunk's last ones finish and the server never idles at a chunk's tail; an in-process engine
 gets one (its future is finished when `submit` returns). A crash loses at most the chunks in
 flight; Ctrl-C saves what they finished first.
@@ -30,8 +30,10 @@ def batched(it: Iterable[dict], n: int) -> Iterator[list[dict]]:
 
 
 def depth_for(engine, chunk_size: int, configured: int | None = None) -> int:
-    """Chunks to keep at an engine: enough to offer three times an async engine's window, at least 3; 1 in process."""
-    window = getattr(engine, "max_in_flight", None)
+    """Chunks to keep at an engine: enough to offer three times an async engine's window (the requests
+    it takes at once now: an adaptive limit's current value), at least 3; 1 in process. Read again
+    for every chunk, so the offer grows with the limit and stays small while the limit is small."""
+    window = getattr(engine, "window", None) or getattr(engine, "max_in_flight", None)
     if not window:
         return 1
     return configured or max(3, -(-3 * window // chunk_size))
@@ -49,7 +51,7 @@ def stopped(st: Stage, unfinished: int, saved: int) -> EngineUnavailable:
         f"{saved} saved). Check the server, then run the same command again to resume.")
 
 
-def run_chunks(st: Stage, todo: Iterable[dict], store: StageStore, engine, *, chunk_size: int, depth: int = 1,
+def run_chunks(st: Stage, todo: Iterable[dict], store: StageStore, engine, *, chunk_size: int, depth=1,
                first: bool = False, progress=None) -> list[dict]:
     """Process `todo` through `st` chunk by chunk and write each finished chunk as a shard.
     Returns the rows the stage chose to leave unfinished (`failed_stay_unfinished`), with their errors."""
@@ -84,7 +86,7 @@ def run_chunks(st: Stage, todo: Iterable[dict], store: StageStore, engine, *, ch
             pending = build_chunk(st, chunk, first)
             future = engine.submit(pending.requests) if pending.requests else _done([])
             queue.append((pending, future))
-            while len(queue) >= depth:
+            while len(queue) >= (depth() if callable(depth) else depth):
                 drain_one()
         while queue:
             drain_one()
@@ -110,7 +112,7 @@ class LocalExecutor:
         if engine is not None:
             job.stage.model_name = engine.name
         job.stage.setup(engine)
-        depth = depth_for(engine, job.chunk_size, job.chunks_in_flight) if engine is not None else 1
+        depth = (lambda: depth_for(engine, job.chunk_size, job.chunks_in_flight)) if engine is not None else 1
         with job.progress() as bar:
             return run_chunks(job.stage, job.todo(), job.store, engine, chunk_size=job.chunk_size, depth=depth,
                               first=job.first, progress=bar)
