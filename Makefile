@@ -79,6 +79,8 @@ test-vllm: $(VSTAMP)
 
 bench-vllm: $(VSTAMP)
 	$(VBIN)/python benchmarks/vllm_engines.py
+	$(VBIN)/python benchmarks/server_knee.py --vllm
+	$(VBIN)/python benchmarks/rewrite_speculative.py --engines vllm
 
 # The paper's comparison on the embedded default, in one resumable command (about half an hour on 2
 # cores): the demo's pipeline once, filter / rewrite / filter+rewrite / distill derived from it at equal

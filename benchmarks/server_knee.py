@@ -23,7 +23,12 @@ requests a second at its knee, a rate two cores serve without the Python on eith
 repeated to `--requests` (prefix caching off, so a repeat costs what the first did), with its
 /metrics (the adaptive engine reads its queue there), against fixed limits of 2, 8, 32 and 128.
 
+`--client-cost` measures the client instead: a stub that answers at once, a fixed 8, 64 or 256 in
+flight, the engine's CPU time a request with its connections in pools of 16 (as it runs) and in one
+pool (as it ran before).
+
     python benchmarks/server_knee.py [--capacities 8 64 256] [--rate 200] [--rounds 60] [--timeout-x 10]
+    python benchmarks/server_knee.py --client-cost
     .venv-vllm/bin/python benchmarks/server_knee.py --vllm [--requests 176] [--max-tokens 48]
 """
 
@@ -223,8 +228,42 @@ def run_real(base: str, requests, **engine_kw) -> dict:
             "server_queue": load["server_queue"], "decisions": load["decisions"][:6]}
 
 
+def client_cost() -> None:
+    """The engine's own CPU a request, with its connections in pools of 16 and in one pool."""
+    from backforth.engines.base import Request
+    from backforth.engines.openai import OpenAIEngine
+    from backforth.engines.openai.loop import _Clients
+
+    ctx = mp.get_context("spawn")
+    port, ready = free_port(), ctx.Event()
+    proc = ctx.Process(target=serve, args=(port, 10 ** 6, 0.0, ready, False), daemon=True)
+    proc.start()
+    ready.wait(30)
+    requests = [Request(messages=[{"role": "user", "content": f"r{i}"}], max_tokens=1) for i in range(3000)]
+    shard = _Clients.SHARD
+    try:
+        print("the engine's CPU a request (its event-loop thread and this process), a stub that answers at once")
+        for in_flight in (8, 64, 256):
+            line = []
+            for name, size in (("pools of 16", shard), ("one pool", 10 ** 6)):
+                _Clients.SHARD = size
+                eng = OpenAIEngine("stub", base_url=f"http://127.0.0.1:{port}/v1", max_in_flight=in_flight,
+                                   adaptive=False)
+                eng.generate(requests[:in_flight])  # connections opened
+                t0, c0 = time.perf_counter(), time.process_time()
+                eng.generate(requests)
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                eng.close()
+                line.append(f"{name}: {len(requests) / wall:6.0f} req/s, {cpu / len(requests) * 1e6:5.0f} us CPU a request")
+            print(f"  {in_flight:4d} in flight   " + "   ".join(line), flush=True)
+    finally:
+        _Clients.SHARD = shard
+        proc.terminate()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--client-cost", action="store_true", help="measure the engine's own CPU a request")
     ap.add_argument("--vllm", action="store_true", help="against vLLM's OpenAI server instead of the stubs")
     ap.add_argument("--requests", type=int, default=176, help="--vllm: requests per run")
     ap.add_argument("--max-tokens", type=int, default=48, help="--vllm: tokens per answer")
@@ -235,6 +274,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.vllm:
         real_server(args)
+        return
+    if args.client_cost:
+        client_cost()
         return
 
     from backforth.engines.base import Request

@@ -214,3 +214,14 @@ def test_overlapping_chunks_give_the_same_output(tmp_path):
             run_method(cfg, tmp_path / f"run{depth}")
         outs.append((tmp_path / f"run{depth}" / "sft.jsonl").read_text())
     assert outs[0] == outs[1] and outs[0].count("\n") == 12
+
+
+def test_metrics_url_and_page_parsing():
+    from backforth.engines.openai.metrics import metrics_url, parse_load
+
+    assert metrics_url("http://gpu-1:8000/v1") == "http://gpu-1:8000/metrics"
+    assert metrics_url("https://proxy.example/vllm/v1/") == "https://proxy.example/vllm/metrics"
+    two_engines = prometheus(3, 0) + 'vllm:num_requests_running{engine="1",model_name="m"} 5.0\n'
+    assert parse_load(two_engines) == (8.0, 0.0)  # series summed
+    assert parse_load("sglang:num_running_reqs 7\nsglang:num_queue_reqs 2\n") == (7.0, 2.0)
+    assert parse_load("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 1.5\n") is None
