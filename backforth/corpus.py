@@ -1,4 +1,4 @@
-"""Reading the documents of a run: jsonl, parquet, or a Hugging Face dataset, as a stream.
+"""Reading the documents of a run: jsonl, parquet, HTML pages, WARC files or a Hugging Face dataset, as a stream.
 
 Each document becomes a row `{"id", "text", "_index", ...passthrough}`. A line that cannot be a
 document (broken JSON, not UTF-8, no text field, an id seen before) becomes a row with `_reject` set
@@ -15,6 +15,7 @@ from pathlib import Path
 from .config import ConfigError, InputConfig
 from .hashset import CompactSet
 from .io import DATA_SUFFIXES, INVALID_UTF8, MALFORMED_JSON, NOT_AN_OBJECT, UnreadableFileError, data_files, iter_records
+from .web import HTML_SUFFIXES, WARC_SUFFIXES, WEB_REJECTS, html_records, warc_records
 
 # The reasons of the rows rejected as they are read (stage `input`), for docs/rejects.md: each reason
 # -> what it means, then "Try: ..." (the reject's `id` is the file and line, its `detail` the exact problem).
@@ -31,20 +32,37 @@ INPUT_REJECTS: dict[str, str] = {
                          "Try: point `input.text_field` at the text column, or fix the records.",
     "duplicate_id": "The record's `input.id_field` value came on an earlier record; the first one is kept. Try: make "
                     "the ids unique, or drop the id column so that ids are made from a hash of each text.",
+    **WEB_REJECTS,
 }
+# The files each input.format reads in a folder (`auto`: all of them, each by its name).
+SUFFIXES: dict[str, tuple[str, ...]] = {"jsonl": (".jsonl", ".jsonl.gz", ".json.gz", ".json"), "parquet": (".parquet",),
+                                        "html": HTML_SUFFIXES, "warc": WARC_SUFFIXES}
+SUFFIXES["auto"] = tuple(dict.fromkeys(DATA_SUFFIXES + HTML_SUFFIXES + WARC_SUFFIXES))
 
 
 def content_id(text: str) -> str:
     return "doc-" + hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()[:16]
 
 
-def _files(path: Path) -> list[Path]:
+def _format_of(path: Path, given: str) -> str:
+    if given != "auto":
+        return given
+    name = path.name.lower()
+    for fmt in ("warc", "html", "parquet"):
+        if name.endswith(SUFFIXES[fmt]):
+            return fmt
+    return "jsonl"
+
+
+def _files(path: Path, given: str) -> list[tuple[Path, str]]:
     if path.is_file():
-        return [path]
-    found = data_files(path)
+        return [(path, _format_of(path, given))]
+    found = data_files(path, SUFFIXES[given])
     if not found:
-        raise ConfigError(f"input.path {path}: a folder with no .jsonl/.jsonl.gz/.parquet files")
-    return found
+        kinds = "/".join(SUFFIXES[given])
+        raise ConfigError(f"input.path {path}: a folder with no {kinds} files" +
+                          ("" if given == "auto" else f" (input.format is {given})"))
+    return [(f, _format_of(f, given)) for f in found]
 
 
 def _file_records(path: Path, name: str) -> Iterator[tuple[str, dict | None, str | None]]:
@@ -74,17 +92,21 @@ def _hub_records(cfg: InputConfig) -> Iterator[tuple[str, dict | None, str | Non
 
 def _records(cfg: InputConfig) -> Iterator[tuple[str, dict | None, str | None]]:
     if not cfg.path:
-        raise ConfigError("input.path is empty: name a .jsonl or .parquet file, a folder, or a dataset")
+        raise ConfigError("input.path is empty: name a .jsonl or .parquet file, HTML pages or a WARC file, a folder, or a dataset")
     path = Path(cfg.path).expanduser()
-    if not path.exists():
-        if cfg.path.endswith(DATA_SUFFIXES) or cfg.path.startswith((".", "/", "~")):
+    if cfg.format == "hub" or not path.exists():
+        if cfg.format != "hub" and (cfg.path.endswith(SUFFIXES["auto"]) or cfg.path.startswith((".", "/", "~"))):
             raise ConfigError(f"input.path {cfg.path}: no such file")
         yield from _hub_records(cfg)
         return
-    for f in _files(path):
+    for f, fmt in _files(path, cfg.format):
         # Relative to the input folder: train/part-0.jsonl and test/part-0.jsonl must not share reject ids.
         name = f.name if f == path else f.relative_to(path).as_posix()
-        yield from _file_records(f, name)
+        if fmt in ("html", "warc"):
+            read = html_records if fmt == "html" else warc_records
+            yield from read(f, name, text_field=cfg.text_field, id_field=cfg.id_field)
+        else:
+            yield from _file_records(f, name)
 
 
 def read_documents(cfg: InputConfig) -> Iterator[dict]:
@@ -120,3 +142,13 @@ def read_documents(cfg: InputConfig) -> Iterator[dict]:
         if isinstance(given, str) and given.strip():
             row["instruction_given"] = given.strip()
         yield row
+
+
+def run_documents(cfg) -> Iterator[dict]:
+    """The documents of a run (`cfg`: a RunConfig): the input, long pages cut into sections when
+    `prepare.split` asks for it (backforth/split.py)."""
+    from .split import SplitSettings, split_rows
+
+    sp = cfg.prepare.split
+    rows = read_documents(cfg.input)
+    return split_rows(rows, SplitSettings(sp.min_chars, sp.max_chars)) if sp.enabled else rows

@@ -75,12 +75,11 @@ def check(cfg: RunConfig, out: str | Path, *, until: str | None = None, servers:
 
 def check_input(cfg: RunConfig, result: Preflight) -> None:
     """The input can be opened and its first record has the text field."""
-    from .corpus import _records
-    from .io import DATA_SUFFIXES
+    from .corpus import SUFFIXES, _records
 
     inp = cfg.input
-    if inp.path and not Path(inp.path).expanduser().exists() and not inp.path.endswith(DATA_SUFFIXES) \
-            and not inp.path.startswith((".", "/", "~")):
+    if inp.format == "hub" or inp.path and not Path(inp.path).expanduser().exists() \
+            and not inp.path.endswith(SUFFIXES["auto"]) and not inp.path.startswith((".", "/", "~")):
         ensure_hub(f"input.path '{inp.path}': not a local file or folder, so a Hugging Face dataset")
     records = _records(inp)
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from backforth import corpus, io
+from backforth import corpus, io, web
 from backforth.cli import app
 from backforth.corpus import INPUT_REJECTS
 from backforth.docs import rejects_markdown
@@ -106,7 +106,7 @@ def test_every_reason_a_stage_returns_is_documented(stage):
 def test_the_source_scan_finds_the_known_reasons():
     """The scan itself: reasons returned directly, through if/else, by an inherited apply and by parsers."""
     by_name = {s.name: reasons_in_source(s) for s in STAGES}
-    assert {"empty", "duplicate", "too_short", "too_long"} == by_name["prepare"]
+    assert {"empty", "duplicate", "too_short", "language", "too_long"} == by_name["prepare"]
     assert "low_score" in by_name["curate"] and by_name["curate_m1"] == by_name["curate"]
     assert by_name["top_share"] == {"below_top_share"}
     assert {"truncated_rewrite", "missing_delimiters", "echoed_prompt", "repetitive_response"} <= by_name["rewrite"]
@@ -118,7 +118,9 @@ def test_input_reasons_are_documented():
     in_source = {io.INVALID_UTF8, io.MALFORMED_JSON, io.NOT_AN_OBJECT}
     in_source |= set(re.findall(r'problem = f?"([a-z_]+)[ "]', corpus_src))
     in_source |= set(re.findall(r'_reject="([a-z_]+)"', corpus_src))
+    in_source |= set(re.findall(r'f"([a-z_]+) \(', inspect.getsource(web)))  # the web readers' problems
     assert {"missing_text_field", "text_not_a_string", "duplicate_id"} <= in_source
+    assert {"no_main_text", "not_html", "http_status", "broken_record"} <= in_source
     assert set(INPUT_REJECTS) == in_source
 
 

@@ -67,6 +67,17 @@ def advice(stats: dict, cfg: RunConfig) -> list[str]:
     return [head[0].upper() + head[1:], ""] + [f"- {line.strip()}" for line in rest]
 
 
+def languages_line(stats: dict) -> list[str]:
+    """The languages of the exported pairs (detected in prepare), most pairs first."""
+    from ..language import name
+
+    langs = stats.get("languages") or {}
+    if not langs:
+        return []
+    return ["", "Languages of the pairs (detected on each document; the instruction and the response are checked "
+            "to be in the document's language): " + ", ".join(f"{name(c)} (`{c}`): {n}" for c, n in langs.items()) + "."]
+
+
 def write_card(cfg: RunConfig, out: Path, stats: dict, fingerprints: dict, stages: Sequence[Stage],
                model_of: Callable[[str], ModelConfig] | None = None) -> None:
     model_of = model_of or (lambda role: getattr(cfg.models, role))
@@ -87,6 +98,8 @@ def write_card(cfg: RunConfig, out: Path, stats: dict, fingerprints: dict, stage
         "---",
         "task_categories: [text-generation]",
         "tags: [synthetic, instruction-tuning, backtranslation, backforth]",
+        *([f"language: [{', '.join(c for c in stats['languages'] if c != 'und')}]"]
+          if any(c != "und" for c in stats.get("languages") or {}) else []),
         *header,
         "---",
         "",
@@ -108,6 +121,7 @@ def write_card(cfg: RunConfig, out: Path, stats: dict, fingerprints: dict, stage
         f"`rejects.jsonl`: {stats['outputs']['rejects']} rejected rows, each with its `stage` and `reason`.",
         "",
         *advice(stats, cfg),
+        *languages_line(stats),
         "",
         "## Models, sampling and prompts",
         "",
@@ -124,8 +138,8 @@ def write_card(cfg: RunConfig, out: Path, stats: dict, fingerprints: dict, stage
         + (f" followed by the tag sentence \"{cfg.export.tag}\"" if cfg.export.tag else "")
         + "; an assistant turn: the response), `instruction`, `response`, `id` (the source document's id) and "
         "`score`; in `sft.parquet` also `instruction_source`, `score_method`, `score_expected`, `score_reason`, "
-        "`distilled` (the baseline answer), `unsupported_share`, `url`, `source` and `provenance` (models and "
-        "prompt versions).",
+        "`distilled` (the baseline answer), `unsupported_share`, `url`, `source`, `title`, `language`, `source_id` and "
+        "`section` (for a section of a long page) and `provenance` (models and prompt versions).",
         "",
         "_No pair was kept in this run: see `rejects.jsonl` for why._" if empty else _sample(out),
         "",

@@ -39,6 +39,10 @@ def sft_row(row: dict, cfg: RunConfig, provenance: Sequence[str]) -> dict:
         "unsupported_share": row.get("unsupported_share"),
         "url": row.get("url"),
         "source": row.get("source"),
+        "title": row.get("title"),
+        "language": row.get("language"),
+        "source_id": row.get("source_id"),
+        "section": row.get("section"),
     }
     out["provenance"] = {k: row.get(k) for k in provenance}
     return out
@@ -53,6 +57,7 @@ def _parquet_schema(provenance: Sequence[str]):
         ("instruction_source", s), ("response", s), ("variant", s), ("score", pa.int64()),
         ("score_expected", pa.float64()), ("score_method", s), ("score_round1", pa.int64()), ("score_reason", s),
         ("distilled", s), ("unsupported_share", pa.float64()), ("url", s), ("source", s),
+        ("title", s), ("language", s), ("source_id", s), ("section", pa.int64()),
         ("provenance", pa.struct([(k, s) for k in provenance])),
     ])
 
@@ -138,13 +143,15 @@ def export_run(cfg: RunConfig, out: Path, stages: Sequence[Stage], fps: dict,
     sft = _Parquet(out / "sft.parquet", _parquet_schema(provenance))
     distilled = _Parquet(out / DISTILLED, _distilled_schema()) if cfg.distill.enabled else None
     tag = f" {cfg.export.tag}" if cfg.export.tag else ""
-    n_rejects = 0
+    n_rejects, languages = 0, Counter()
     with open(out / "sft.jsonl", "w", encoding="utf-8") as fj, open(out / "rejects.jsonl", "w", encoding="utf-8") as fr:
         for r, last in run.final(names):
             if r["_status"] == DONE and last == names[-1]:
                 row = sft_row(r, cfg, provenance)
                 fj.write(json.dumps({k: row[k] for k in JSONL_COLUMNS}, ensure_ascii=False) + "\n")
-                row["url"], row["source"] = (None if row[k] is None else str(row[k]) for k in ("url", "source"))
+                row["url"], row["source"], row["title"] = (None if row[k] is None else str(row[k])
+                                                           for k in ("url", "source", "title"))
+                languages[row["language"] or "und"] += 1
                 sft.add(row)
                 if distilled is not None and r.get("distilled"):
                     distilled.add({"id": r["id"], "messages": [{"role": "user", "content": r["instruction"] + tag},
@@ -163,6 +170,7 @@ def export_run(cfg: RunConfig, out: Path, stages: Sequence[Stage], fps: dict,
         "funnel": funnel(stages, per_stage, n_sft),
         "stages": per_stage,
         "outputs": {"sft": n_sft, "distilled": n_distilled, "rejects": n_rejects},
+        "languages": dict(languages.most_common()),  # of the exported pairs
         "fingerprints": {n: fp["hash"] for n, fp in fps.items()},
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=2))

@@ -3,8 +3,8 @@
 `run_method(cfg, out)` is what `backforth run` and `backforth.run()` do once the checks have passed
 (`workflows.run` adds them, and Humpback's M1 between two rounds): build the registry's stages that
 the config enables (a user's own stages inserted `after` the named ones), read the input
-(`corpus.read_documents`), run them with the generic `Runner`, and write the outputs (`export`:
-sft, distilled, rejects, stats, the card).
+(`corpus.run_documents`: long pages cut into sections when `prepare.split` asks), run them with the
+generic `Runner`, and write the outputs (`export`: sft, distilled, rejects, stats, the card).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from ..config import ConfigError, ModelConfig, RunConfig
-from ..corpus import read_documents
+from ..corpus import run_documents
 from ..engines import build_engine
 from ..engines.tokenized import token_counter
 from ..errors import UserError
@@ -112,7 +112,7 @@ def run_method(cfg: RunConfig, out: str | Path, *, force: bool = False, until: s
             raise UserError(f"stage {st.name}: no model for role '{st.role}'; give it one of the run's roles "
                             f"({', '.join(engines.models)})")
     ex = executor or executor_for(cfg, engine_factory)
-    runner = Runner(stages, lambda: read_documents(cfg.input), out, engines=engines, settings=cfg.runner, executor=ex,
+    runner = Runner(stages, lambda: run_documents(cfg), out, engines=engines, settings=cfg.runner, executor=ex,
                     until=until, force=force, identity=input_identity(cfg),
                     record={"config.yaml": yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)})
     try:

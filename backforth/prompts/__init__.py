@@ -6,6 +6,11 @@ A final `[[assistant]]` turn is not a message but the forced start of the model'
 
 Documents are untrusted web text: the turns are split on the template's own markers before the
 variables are substituted, so a document that contains `[[user]]` stays data inside its section.
+
+`multilingual` is decided when a template is loaded, not per row: with it, the templates that write
+text (backtranslate, rewrite, distill) ask for the document's language, the row's `language` slot
+(its English name, "German"). Without it (`prepare.languages: [en]`, the paper's setting) they
+expand to exactly the English-only text they always had, hash included.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ TEMPLATE_DIR = Path(__file__).parent
 TRAINED_TEMPLATE_FILE = "backforth_backward.jinja"
 _MARKER = re.compile(r"^\[\[(system|user|assistant)\]\]\s*$", re.MULTILINE)
 _VERSION = re.compile(r"\{#-?\s*version:\s*(\S+)\s*-?#\}")
-_VARS = ("document", "instruction", "answer", "answer_a", "answer_b", "instruction_a", "instruction_b")
+_VARS = ("document", "instruction", "answer", "answer_a", "answer_b", "instruction_a", "instruction_b", "language")
 
 
 @dataclass(frozen=True)
@@ -71,20 +76,21 @@ def _split_turns(text: str) -> list[tuple[str, str]]:
     return [(parts[i], parts[i + 1].strip("\n")) for i in range(1, len(parts), 2)]
 
 
-def template_from_text(name: str, source: str, search_dir: Path = TEMPLATE_DIR) -> PromptTemplate:
+def template_from_text(name: str, source: str, search_dir: Path = TEMPLATE_DIR, *,
+                       multilingual: bool = False) -> PromptTemplate:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(search_dir)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=False, autoescape=False)
     m = _VERSION.search(source)
     version = m.group(1) if m else "unversioned"
-    expanded = env.from_string(source).render(**{k: "{{" + k + "}}" for k in _VARS})
+    expanded = env.from_string(source).render(multilingual=multilingual, **{k: "{{" + k + "}}" for k in _VARS})
     sha = hashlib.sha256(expanded.encode()).hexdigest()[:12]
-    turns = tuple(_split_turns(env.from_string(source).render(**_SENTINELS)))
+    turns = tuple(_split_turns(env.from_string(source).render(multilingual=multilingual, **_SENTINELS)))
     return PromptTemplate(name, source, version, sha, turns)
 
 
 @lru_cache(maxsize=None)
-def load_template(name: str) -> PromptTemplate:
+def load_template(name: str, multilingual: bool = False) -> PromptTemplate:
     path = TEMPLATE_DIR / f"{name}.jinja"
     if not path.is_file():
         raise FileNotFoundError(f"no prompt template '{name}' in {TEMPLATE_DIR}")
-    return template_from_text(name, path.read_text(encoding="utf-8"))
+    return template_from_text(name, path.read_text(encoding="utf-8"), multilingual=multilingual)

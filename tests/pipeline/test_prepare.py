@@ -17,6 +17,7 @@ def words(n: int, stem: str = "w") -> str:
 
 
 def make(max_doc_tokens: int | None = None, **cfg) -> Prepare:
+    cfg.setdefault("languages", "any")  # made-up words have no language; the language tests say theirs
     return Prepare(PrepareConfig(**cfg), lambda text: len(text.split()), max_doc_tokens)
 
 
@@ -70,18 +71,18 @@ def test_too_long_for_the_backward_model():
     row = {"id": "b", "text": words(61)}
     assert st.apply(row, []) == "too_long" and row["n_tokens"] == 61
     # the configured limit wins over the one derived from the model's context
-    configured = Prepare(PrepareConfig(max_doc_tokens=100), lambda text: len(text.split()), 10)
+    configured = Prepare(PrepareConfig(max_doc_tokens=100, languages="any"), lambda text: len(text.split()), 10)
     assert configured.max_doc_tokens == 100
     assert configured.apply({"id": "c", "text": words(61)}, []) is None
     assert make(None).apply({"id": "d", "text": words(5000)}, []) is None  # no known context: no limit
 
 
 def test_the_limit_is_derived_from_the_backward_models_context():
-    cfg = build_config({"runner": {"progress": False}})
+    cfg = build_config({"runner": {"progress": False}, "prepare": {"languages": "any"}})
     fake = FakeEngine(lambda req: "", context_length=1000)
     stages = {st.name: st for st in build_stages(cfg, lambda m: fake)}
     prepare, bt = stages["prepare"], stages["backtranslate"]  # by name: other stages run between them
-    empty = bt.template.render(document="")
+    empty = bt.template.render(document="", language="English")
     overhead = sum(fake.count_tokens(m["content"]) + 8 for m in empty.messages)
     assert prepare.max_doc_tokens == 1000 - overhead - cfg.backtranslate.max_tokens - 16
     assert 0 < prepare.max_doc_tokens < 1000 - cfg.backtranslate.max_tokens
@@ -93,4 +94,5 @@ def test_the_limit_is_derived_from_the_backward_models_context():
 
 
 def test_settings_are_the_data_relevant_fields():
-    assert make(70, min_words=3, dedup=False).settings() == {"min_words": 3, "max_doc_tokens": 70, "dedup": False}
+    assert make(70, min_words=3, dedup=False).settings() == {"min_words": 3, "max_doc_tokens": 70, "dedup": False,
+                                                             "languages": "any", "split": None}

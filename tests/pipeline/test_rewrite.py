@@ -90,4 +90,5 @@ def test_engine_error():
 
 def test_settings():
     assert Rewrite(RewriteConfig(max_tokens=10)).settings() == {
-        "temperature": 1.0, "top_p": 0.9, "max_tokens": 10, "force_open_delimiter": True}
+        "temperature": 1.0, "top_p": 0.9, "max_tokens": 10, "force_open_delimiter": True,
+        "languages": {"multilingual": False, "mismatch_ratio": 5.0}}

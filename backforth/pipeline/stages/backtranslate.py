@@ -8,13 +8,15 @@ and costs no request: that is how an existing dataset is rescored or rewritten.
 Rejects: `empty_instruction`, `short_instruction`, `overlong_instruction` (too many words, or cut
 off by max_tokens), `echo_instruction` (mostly copied from the document), `refusal_instruction` (the model answered
 instead of asking: "I'm sorry, but ..."), `not_a_request` (a page title or a statement, not a
-question or an imperative; `require_request`), `engine_error`.
+question or an imperative; `require_request`, English documents only), `language_mismatch` (the
+instruction is in another language than its document), `engine_error`.
 """
 
 from __future__ import annotations
 
 from ...config import BacktranslateConfig
 from ...engines.base import Request, Result
+from ...language import Policy, count_words
 from ...prompts import PromptTemplate, load_template
 from ..stage import Stage
 from .parsing import clean_instruction, copied_share, is_refusal, looks_like_request
@@ -46,14 +48,20 @@ class Backtranslate(Stage):
                             "copied from the document: a sentence of the page, not a question about it. Try: raise "
                             "`backtranslate.echo_threshold`, or a stronger backward model.",
         "not_a_request": "The instruction does not read as a user's request (a question, an imperative, \"Please ...\"): "
-                         "a page title or a statement. The patterns are English. Try: `backtranslate.require_request: "
-                         "false` for non-English corpora; else a stronger backward model.",
+                         "a page title or a statement. The patterns are English, so only instructions of English "
+                         "documents are checked. Try: a stronger backward model, or `backtranslate.require_request: "
+                         "false`.",
+        "language_mismatch": "The instruction is in another language than its document (`instruction_language` names "
+                             "it): the detector finds it at least "
+                             "`prepare.mismatch_ratio` times as likely as the document's language, so the pair would mix languages. Try: a backward model that "
+                             "writes the document's language (with `prepare.languages` other than `[en]` the prompt asks "
+                             "for it).",
     }
 
     @classmethod
     def build(cls, cfg, ctx) -> Backtranslate:
         trained = trained_template(cfg.models.backward) if cfg.backtranslate.mode == "trained" else None
-        return cls(cfg.backtranslate, trained)
+        return cls(cfg.backtranslate, trained, Policy.of(cfg))
 
     @classmethod
     def funnel_steps(cls, summary: dict) -> list[tuple[str, int]]:
@@ -66,10 +74,11 @@ class Backtranslate(Stage):
     def summarize(cls, counters: dict, summary: dict) -> None:
         summary["instructions_from_input"] = counters.get("from_input", 0)
 
-    def __init__(self, cfg: BacktranslateConfig, template: PromptTemplate | None = None):
+    def __init__(self, cfg: BacktranslateConfig, template: PromptTemplate | None = None, languages: Policy | None = None):
         self.cfg = cfg
+        self.languages = languages or Policy()
         default = "backtranslate" if cfg.mode == "prompted" else "backtranslate_trained"
-        self.template = template or load_template(default)
+        self.template = template or load_template(default, self.languages.multilingual and cfg.mode == "prompted")
 
     def card_note(self, summary: dict) -> str | None:
         given = summary.get("instructions_from_input") or 0
@@ -79,12 +88,12 @@ class Backtranslate(Stage):
                 "those rows were rescored and rewritten, not backtranslated.")
 
     def settings(self) -> dict:
-        return self.cfg.model_dump()
+        return {**self.cfg.model_dump(), "languages": self.languages.settings()}
 
     def requests(self, row: dict) -> list[Request]:
         if row.get("instruction_given"):  # the input brought its instruction: nothing to write
             return []
-        r = self.template.render(document=row["text"])
+        r = self.template.render(document=row["text"], language=self.languages.prompt_language(row))
         return [Request(messages=r.messages, assistant_prefix=r.assistant_prefix, max_tokens=self.cfg.max_tokens, stop=list(self.cfg.stop),
                         temperature=self.cfg.temperature, top_p=self.cfg.top_p, key=row["id"])]
 
@@ -92,14 +101,14 @@ class Backtranslate(Stage):
         if not results:
             row["instruction"], row["instruction_source"] = row["instruction_given"], "input"
             self.count("from_input")
-            return None
+            return self.languages.check(row["instruction"], row, "instruction_language")
         row["instruction_source"] = "backtranslated"
         res = results[0]
         if not self.record_call(row, res, raw="instruction_raw"):
             return "engine_error"
         instruction = clean_instruction(res.text)
         row["instruction"] = instruction
-        n = len(instruction.split())
+        n = count_words(instruction)
         if n == 0:
             return "empty_instruction"
         if res.finish_reason == "length" or n > self.cfg.max_instruction_words:
@@ -112,8 +121,10 @@ class Backtranslate(Stage):
         row["instruction_copied_share"] = round(share, 3)
         if n >= 6 and share >= self.cfg.echo_threshold:
             return "echo_instruction"
-        if self.cfg.require_request and not looks_like_request(instruction):
-            return "not_a_request"  # a page title, a serving line, a statement
+        if self.languages.check(instruction, row, "instruction_language"):
+            return "language_mismatch"
+        if self.cfg.require_request and (row.get("language") or "en") == "en" and not looks_like_request(instruction):
+            return "not_a_request"  # a page title, a serving line, a statement (English patterns)
         return None
 
 

@@ -1,8 +1,10 @@
 """prepare: normalise whitespace and reject documents no model should see.
 
 Rejects, each with its reason: `empty`, `duplicate` (exact, after normalisation), `too_short`
-(fewer than `min_words`), `too_long` (the document and the backtranslation prompt would not fit the
-backward model's context; the paper drops documents close to Llama-2's context length).
+(fewer than `min_words`), `language` (not one of `prepare.languages`; every document gets its
+`language` and `language_confidence`), `too_long` (the document and the backtranslation prompt would
+not fit the backward model's context; the paper drops documents close to Llama-2's context length).
+Long pages were already cut into sections as they were read, when `prepare.split` asks for it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable
 
 from ...config import PrepareConfig
 from ...hashset import CompactSet
+from ...language import UNDETERMINED, count_words, detect
 from ..stage import Stage
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
@@ -38,10 +41,13 @@ class Prepare(Stage):
                      "Try: nothing, it is meant; `prepare.dedup: false` keeps exact duplicates.",
         "too_short": "The document has fewer words than `prepare.min_words` (default 40): short pages rarely answer anything. "
                      "Try: lower `prepare.min_words`.",
+        "language": "The document's detected language (its `language` column, with `language_confidence`) is not one "
+                    "of `prepare.languages` (default `[en]`, the paper's setting). Try: add the language to "
+                    "`prepare.languages`, or `prepare.languages: any`.",
         "too_long": "The document and the backtranslation prompt would not fit the backward model's context (or the "
                     "document has more tokens than `prepare.max_doc_tokens`). Try: a backward model with a longer "
-                    "context, `prepare.max_doc_tokens` (no more than the model can read), or split long documents "
-                    "before the run.",
+                    "context, `prepare.max_doc_tokens` (no more than the model can read), or cut long pages into "
+                    "sections with `prepare.split.enabled: true`.",
     }
 
     @classmethod
@@ -64,7 +70,8 @@ class Prepare(Stage):
         self._seen = CompactSet()  # 8 bytes per document, whatever its length
 
     def settings(self) -> dict:
-        return {"min_words": self.cfg.min_words, "max_doc_tokens": self.max_doc_tokens, "dedup": self.cfg.dedup}
+        return {"min_words": self.cfg.min_words, "max_doc_tokens": self.max_doc_tokens, "dedup": self.cfg.dedup,
+                "languages": self.cfg.languages, "split": self.cfg.split.model_dump() if self.cfg.split.enabled else None}
 
     def observe(self, row: dict) -> None:
         if row.get("text"):
@@ -73,7 +80,7 @@ class Prepare(Stage):
     def apply(self, row: dict, results: list) -> str | None:
         text = normalize_text(row.get("text") or "")
         row["text"] = text
-        row["n_words"] = len(text.split())
+        row["n_words"] = count_words(text)  # Chinese, Japanese, Thai: about two characters a word
         if not text:
             return "empty"
         if self.cfg.dedup:
@@ -81,6 +88,9 @@ class Prepare(Stage):
                 return "duplicate"
         if row["n_words"] < self.cfg.min_words:
             return "too_short"
+        row["language"], row["language_confidence"] = detect(text)
+        if self.cfg.languages != "any" and row["language"] not in (*self.cfg.languages, UNDETERMINED):
+            return "language"  # `und`: no words to tell a language by (code, numbers) is no reason to reject
         row["n_tokens"] = self.count_tokens(text)
         if self.max_doc_tokens is not None and row["n_tokens"] > self.max_doc_tokens:
             return "too_long"
@@ -92,6 +102,6 @@ def room_for_document(counter, template, instruction_tokens: int) -> int | None:
     context = counter.context_length
     if context is None:
         return None
-    empty = template.render(document="")
+    empty = template.render(document="", language="English")  # a language's name: a token or two, inside the slack
     overhead = sum(counter.count_tokens(m["content"]) + 8 for m in empty.messages)
     return max(0, context - overhead - instruction_tokens - 16)

@@ -5,13 +5,15 @@ flow, clarity and relevance, answer directly, add no facts), the answer between 
 The model's own scaffolding before the answer (`[Question]`, `Question:`/`Answer:` headers, the
 instruction repeated as a first line) is stripped. Rejects: `missing_delimiters`, `empty_response`,
 `truncated_rewrite` (finish_reason length), `refusal`, `echoed_prompt` (nothing left but the
-question or labels), `repetitive_response` (a phrase looping), `engine_error`.
+question or labels), `repetitive_response` (a phrase looping), `language_mismatch` (the answer is in
+another language than its document), `engine_error`.
 """
 
 from __future__ import annotations
 
 from ...config import RewriteConfig
 from ...engines.base import Request, Result
+from ...language import Policy
 from ...prompts import load_template
 from ..stage import Stage
 from .parsing import degenerate_reason, extract_response, strip_scaffolding
@@ -42,6 +44,11 @@ class Rewrite(Stage):
         "repetitive_response": "A phrase or line loops (a small model's degenerate output); the text is in "
                                "`response_rejected`. Try: a stronger rewriter, or other sampling "
                                "(`rewrite.temperature`, `rewrite.top_p`).",
+        "language_mismatch": "The answer is in another language than its document (`response_language` names it): "
+                             "the detector finds it at least "
+                             "`prepare.mismatch_ratio` times as likely as the document's language. The text is in `response_rejected`. Try: a rewriter that "
+                             "writes the document's language (with `prepare.languages` other than `[en]` the prompt "
+                             "asks for it).",
     }
 
     @classmethod
@@ -50,17 +57,19 @@ class Rewrite(Stage):
 
     @classmethod
     def build(cls, cfg, ctx) -> Rewrite:
-        return cls(cfg.rewrite)
+        return cls(cfg.rewrite, Policy.of(cfg))
 
-    def __init__(self, cfg: RewriteConfig):
+    def __init__(self, cfg: RewriteConfig, languages: Policy | None = None):
         self.cfg = cfg
-        self.template = load_template("rewrite")
+        self.languages = languages or Policy()
+        self.template = load_template("rewrite", self.languages.multilingual)
 
     def settings(self) -> dict:
-        return self.cfg.model_dump()
+        return {**self.cfg.model_dump(), "languages": self.languages.settings()}
 
     def requests(self, row: dict) -> list[Request]:
-        r = self.template.render(instruction=row["instruction"], document=row["text"])
+        r = self.template.render(instruction=row["instruction"], document=row["text"],
+                                 language=self.languages.prompt_language(row))
         forced = self.cfg.force_open_delimiter
         return [Request(messages=r.messages, assistant_prefix="[RES]" if forced else None,
                         stop=["[/RES]"] if forced else [], max_tokens=self.cfg.max_tokens,
@@ -77,4 +86,7 @@ class Rewrite(Stage):
         row["response"] = response if reason is None else None
         if reason is not None and response is not None:
             row["response_rejected"] = response
+        if reason is None and self.languages.check(response, row, "response_language"):
+            row["response"], row["response_rejected"] = None, response
+            return "language_mismatch"
         return reason
