@@ -180,6 +180,7 @@ class CurateConfig(Sampling):
 
 class RewriteConfig(Sampling):
     max_tokens: int = Field(768, ge=1, description="Maximum tokens of a rewrite.")
+    page_budget: float | None = Field(None, gt=0, description="Size each rewrite's budget to its document: up to this many tokens per document token (`n_tokens`), never fewer than `max_tokens`. Null: `max_tokens` for every document. benchmarks/long_pages.py compares it with `prepare.split` on long pages.")
     force_open_delimiter: bool = Field(True, description="Start the answer with `[RES]` and stop at `[/RES]`, so that even a small model keeps to the format; the end of the turn then also closes the answer.")
 
 

@@ -90,5 +90,13 @@ def test_engine_error():
 
 def test_settings():
     assert Rewrite(RewriteConfig(max_tokens=10)).settings() == {
-        "temperature": 1.0, "top_p": 0.9, "max_tokens": 10, "force_open_delimiter": True,
+        "temperature": 1.0, "top_p": 0.9, "max_tokens": 10, "page_budget": None, "force_open_delimiter": True,
         "languages": {"multilingual": False, "mismatch_ratio": 5.0}}
+
+
+def test_page_budget_sizes_the_rewrite_to_its_document():
+    st = Rewrite(RewriteConfig(max_tokens=100, page_budget=1.5))
+    row = {"id": "a", "instruction": "q?", "text": "d", "n_tokens": 400}
+    assert st.requests(row)[0].max_tokens == 600
+    assert st.requests({**row, "n_tokens": 20})[0].max_tokens == 100  # never under max_tokens
+    assert Rewrite(RewriteConfig(max_tokens=100)).requests(row)[0].max_tokens == 100

@@ -11,6 +11,8 @@ another language than its document), `engine_error`.
 
 from __future__ import annotations
 
+import math
+
 from ...config import RewriteConfig
 from ...engines.base import Request, Result
 from ...language import Policy
@@ -72,8 +74,14 @@ class Rewrite(Stage):
                                  language=self.languages.prompt_language(row))
         forced = self.cfg.force_open_delimiter
         return [Request(messages=r.messages, assistant_prefix="[RES]" if forced else None,
-                        stop=["[/RES]"] if forced else [], max_tokens=self.cfg.max_tokens,
+                        stop=["[/RES]"] if forced else [], max_tokens=self.budget(row),
                         temperature=self.cfg.temperature, top_p=self.cfg.top_p, key=row["id"])]
+
+    def budget(self, row: dict) -> int:
+        """`max_tokens`, or with `page_budget` as many tokens as the document has times that (at least `max_tokens`)."""
+        if self.cfg.page_budget is None or not row.get("n_tokens"):
+            return self.cfg.max_tokens
+        return max(self.cfg.max_tokens, math.ceil(self.cfg.page_budget * row["n_tokens"]))
 
     def apply(self, row: dict, results: list[Result]) -> str | None:
         res = results[0]
