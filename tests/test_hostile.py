@@ -60,7 +60,7 @@ def hostile_lines() -> list[tuple[bytes, str | None, tuple[str, str] | None]]:
     def js(obj) -> bytes:
         return json.dumps(obj).encode()  # ensure_ascii: NULs travel as \\u0000 escapes
 
-    huge = ("lorem " * (HUGE_MB * 1024 * 1024 // 6)).strip()
+    huge = ("house " * (HUGE_MB * 1024 * 1024 // 6)).strip()  # English, so too long (not `language`: "lorem" is Lojban)
     return [
         (js({"id": "good00", "text": doc_text(0)}), "good00", None),
         (b'{"id": "broken", "text": "an unterminated', None, ("input", "malformed_json")),
