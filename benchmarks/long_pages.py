@@ -113,7 +113,8 @@ def summary(name: str, out: Path, stats: dict) -> dict:
             "pairs_per_page": round(len(sft) / max(1, len(pages)), 2),
             "pairs_per_10k_tokens": round(len(sft) / total * 1e4, 2) if total else None,
             "seconds": {s: st["seconds"] for s, st in stats["stages"].items() if st["seconds"] >= 1},
-            "stage_s": round(sum(st["seconds"] for st in stats["stages"].values())), "rejected_by": dict(reasons)}
+            "stage_s": round(sum(st["seconds"] for st in stats["stages"].values())),
+            "rejected_by": {f"{s}:{r}": n for (s, r), n in reasons.items()}}
 
 
 def per_page(name: str, out: Path) -> list[str]:

@@ -168,3 +168,25 @@ def test_a_multilingual_run_exports_no_mixed_pair_and_the_card_lists_languages(t
     assert [(r["id"], r["language"]) for r in read_sft(tmp_path / "run")] == [("en", "en")]
     assert stats["languages"] == {"en": 1}
     assert "English (`en`): 1" in (tmp_path / "run" / "README.md").read_text()
+
+
+# ---- scripts written without spaces -------------------------------------------------------------------
+
+def test_words_and_counts_in_scripts_without_spaces():
+    from backforth.language import count_words
+    from backforth.pipeline.stages.parsing import is_repetitive, words
+
+    assert words("Don't パッケージ 中文") == ["don", "t", "パ", "ッ", "ケ", "ー", "ジ", "中", "文"]
+    assert count_words(TEXTS["en"]) == len(TEXTS["en"].split())  # English counts as it always did
+    assert 60 <= count_words(TEXTS["ja"]) <= 90  # about two characters a word, not one "word" per sentence
+    assert not is_repetitive("パッケージを更新します。パッケージの一覧を読み、パッケージを入れます。")
+    assert is_repetitive("パッケージを更新します。" * 6)
+
+
+def test_grounding_judges_japanese_by_character_pairs():
+    from backforth.pipeline.stages.grounding import check
+
+    faithful = TEXTS["ja"][:60]
+    invented = "東京の天気は晴れで、気温は二十度です。"
+    assert check(faithful, TEXTS["ja"])["unsupported_share"] == 0.0
+    assert check(invented, TEXTS["ja"])["unsupported_share"] > 0.9

@@ -13,7 +13,8 @@ document and of the instruction (restating the question is not inventing):
   `NASA`), grouped into names, must appear in the document (case-insensitive). Title-case headings
   are skipped. Without a tagger this misses names that open a sentence; the content words catch them.
 * content words: the rewrite's distinct words, stopwords removed, crudely stemmed
-  (`baking` ~ `baked` ~ `bake`), compared with the document's.
+  (`baking` ~ `baked` ~ `bake`), compared with the document's; in scripts written without spaces
+  (Chinese, Japanese, Thai...) the rewrite's distinct pairs of adjacent characters instead.
 
 Columns: `unsupported_numbers`, `unsupported_names`, `unsupported_words` (lists, as written in the
 rewrite), `unsupported_share` (share of the rewrite's distinct numbers and content words absent from
@@ -39,6 +40,7 @@ from typing import Any
 
 from ...config import GroundingConfig
 from ...engines.base import Request, Result
+from ...language import UNSPACED
 from ...prompts import PromptTemplate, load_template
 from ..stage import Stage
 from .parsing import words
@@ -188,6 +190,15 @@ def names(text: str) -> list[str]:
     return [n for n in found if any(w.rstrip(".").lower() not in _TITLES for w in n.split())]
 
 
+_UNSPACED_RUN = re.compile(f"[{UNSPACED}]{{2,}}")
+
+
+def unspaced_bigrams(text: str) -> set[str]:
+    """Adjacent character pairs in the runs of scripts written without spaces (Chinese, Japanese,
+    Thai...), where single characters say too little and there are no words to split on."""
+    return {run[i:i + 2] for run in _UNSPACED_RUN.findall(text) for i in range(len(run) - 1)}
+
+
 class Evidence:
     """What a document (and its instruction) support: number values, words, word stems."""
 
@@ -203,6 +214,7 @@ class Evidence:
             self.numbers |= number_word_values(tw)
         self.words = set(ws)
         self.stems = {stem(w) for w in self.words}
+        self.bigrams = {b for text in texts for b in unspaced_bigrams(text or "")}
 
     def supports_number(self, forms: set[str]) -> bool:
         return bool(forms & self.numbers)
@@ -236,6 +248,11 @@ def check(response: str, document: str, instruction: str = "") -> dict[str, Any]
         if not ev.supports_word(w):
             unsupported += 1
             bad_words.append(w)
+    for b in sorted(unspaced_bigrams(response)):  # Chinese, Japanese, Thai: character pairs stand for words
+        items += 1
+        if b not in ev.bigrams:
+            unsupported += 1
+            bad_words.append(b)
     bad_names = list(dict.fromkeys(n for n in names(response) if not ev.supports_name(n)))
     return {
         "unsupported_numbers": bad_numbers,

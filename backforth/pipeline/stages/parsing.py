@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import re
 
+from ...language import UNSPACED
+
 # "Sure," / "Okay!" are preambles only with their punctuation: "Great Lakes: ..." is an instruction.
 _PREAMBLE = re.compile(
     r"^\s*(?:(?:sure(?: thing)?|certainly|of course|okay|ok|absolutely|great)(?=\s*[,.!:])|here(?:'s| is| are)\b)[^\n:]*?"
@@ -43,7 +45,10 @@ def clean_instruction(raw: str) -> str:
     return re.sub(r"\s+", " ", text)
 
 
-_WORD = re.compile(r"\w+", re.UNICODE)
+# In scripts written without spaces (Chinese, Japanese, Thai...) each character is a word here, so that
+# n-grams (echo, near-duplicates, decontamination, loops) work on them as on spaced languages.
+_WORD = re.compile(f"[{UNSPACED}]|[^\\W{UNSPACED}]+", re.UNICODE)
+_UNSPACED_CHAR = re.compile(f"[{UNSPACED}]")
 
 
 def words(text: str) -> list[str]:
@@ -179,6 +184,8 @@ def is_repetitive(text: str, n: int = 4) -> bool:
     if any(c >= 3 for c in counts.values()):
         return True
     ws = words(text)
+    if sum(1 for w in ws if _UNSPACED_CHAR.fullmatch(w)) > len(ws) / 2:
+        n *= 2  # characters, not words: a Japanese term repeated is no loop
     grams = [tuple(ws[i:i + n]) for i in range(len(ws) - n + 1)]
     seen: dict[tuple, int] = {}
     for g in grams:
