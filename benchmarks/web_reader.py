@@ -5,7 +5,7 @@ per page) from every HTML page of Python's documentation (Debian's `python3-doc`
 `--copies` times under distinct URLs, then reads it with backforth's corpus reader (trafilatura's
 main text, the language check is prepare's and is not part of this) and prints pages per second,
 compressed MB per second and the peak resident memory while reading. A Common Crawl WARC file is
-about 1 GB compressed with some 30,000 to 40,000 HTML responses: divide to estimate its time.
+about 1 GB compressed: divide by the MB per second to estimate its time.
 
     python benchmarks/web_reader.py [--copies 2] [--out runs/web_reader]
 """
