@@ -12,7 +12,7 @@ from run_files import read_sft
 from backforth.config import PrepareConfig, build_config
 from backforth.engines.base import Result
 from backforth.language import Policy, detect, name, prose
-from backforth.pipeline import Runner
+from backforth.pipeline.method import run_method
 from backforth.pipeline.stages.backtranslate import Backtranslate
 from backforth.pipeline.stages.prepare import Prepare
 from backforth.prompts import load_template
@@ -160,8 +160,7 @@ def test_a_multilingual_run_exports_no_mixed_pair_and_the_card_lists_languages(t
     cfg = build_config({"input": {"path": str(path)}, "runner": {"progress": False}, "curate": {"method": "logprobs"},
                         "prepare": {"languages": ["en", "de", "fr"], "min_words": 10}, "grounding": {"enabled": False},
                         "dedup_instructions": {"enabled": False}, "distill": {"enabled": False}})
-    stats = Runner(cfg, tmp_path / "run", engine_factory=lambda _m: FakeEngine(multilingual_responder),
-                   log=lambda _s: None).run()
+    stats = run_method(cfg, tmp_path / "run", engine_factory=lambda _m: FakeEngine(multilingual_responder))
     rejects = {r["id"]: (r["stage"], r["reason"]) for r in map(json.loads, open(tmp_path / "run" / "rejects.jsonl"))}
     assert rejects == {"ru": ("prepare", "language"), "fr": ("backtranslate", "language_mismatch"),
                        "de": ("rewrite", "language_mismatch")}

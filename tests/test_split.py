@@ -10,7 +10,7 @@ from fake_engine import FakeEngine, section, stage_of
 from run_files import read_sft
 from backforth.config import build_config
 from backforth.engines.base import Result
-from backforth.pipeline import Runner
+from backforth.pipeline.method import run_method
 from backforth.split import SplitSettings, blocks, split_rows, split_text
 from backforth.web import extract
 
@@ -93,7 +93,7 @@ def test_a_run_with_split_exports_sections(tmp_path):
     cfg = build_config({"input": {"path": str(path)}, "prepare": {"split": {"enabled": True}, "min_words": 20},
                         "runner": {"progress": False}, "curate": {"method": "logprobs"}, "grounding": {"enabled": False},
                         "dedup_instructions": {"enabled": False}, "distill": {"enabled": False}})
-    stats = Runner(cfg, tmp_path / "run", engine_factory=lambda _m: FakeEngine(responder), log=lambda _s: None).run()
+    stats = run_method(cfg, tmp_path / "run", engine_factory=lambda _m: FakeEngine(responder))
     sft = read_sft(tmp_path / "run")
     assert len(sft) >= 3 and {r["source_id"] for r in sft} == {"sorting.html"}
     assert [r["section"] for r in sft] == sorted(r["section"] for r in sft)

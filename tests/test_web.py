@@ -15,7 +15,7 @@ from warcio.warcwriter import WARCWriter
 from run_files import read_sft
 from backforth.config import ConfigError, InputConfig, build_config
 from backforth.corpus import read_documents
-from backforth.pipeline import Runner
+from backforth.pipeline.method import run_method
 from backforth.web import extract, warc_records
 
 PAGES = Path(__file__).parent / "data" / "web" / "python-docs"
@@ -194,7 +194,7 @@ def test_a_run_on_a_warc_exports_pairs_with_url_title_and_language(tmp_path):
     build_warc(path)
     cfg = build_config({"input": {"path": str(path)}, "runner": {"progress": False}, "curate": {"method": "logprobs"},
                         "grounding": {"enabled": False}, "dedup_instructions": {"enabled": False}})
-    stats = Runner(cfg, tmp_path / "run", engine_factory=lambda _m: FakeEngine(responder), log=lambda _s: None).run()
+    stats = run_method(cfg, tmp_path / "run", engine_factory=lambda _m: FakeEngine(responder))
     sft = read_sft(tmp_path / "run")
     assert {r["url"] for r in sft} == {url_of(n) for n in page_names()}
     assert all(r["title"] and r["language"] == "en" for r in sft)
