@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import shutil
 from collections import Counter
@@ -77,7 +78,7 @@ def pick_pages(folder: Path, per_bin: int = 4, seed: int = 23) -> list[Path]:
     return sorted(folder.glob("*.html"))
 
 
-def run_option(name: str, out: Path, pages: Path, config: Path, log) -> dict:
+def run_option(name: str, out: Path, pages: Path, config: Path) -> dict:
     sets = [f"input.path={pages}", "distill.enabled=false", "runner.progress=false", "runner.chunk_size=4"]
     cfg = load_config(config, sets + OPTIONS[name])
     run_dir = out / name
@@ -85,13 +86,13 @@ def run_option(name: str, out: Path, pages: Path, config: Path, log) -> dict:
     if name == "budget" and not (run_dir / "stages").is_dir():
         whole = out / "whole"
         base = load_config(config, sets)
-        run_pipeline(base, whole, until="curate", log=log)  # the instructions and scores both share
+        run_pipeline(base, whole, until="curate")  # the instructions and scores both share
         run_dir.mkdir(parents=True)
         shutil.copytree(whole / "stages", run_dir / "stages",
                         ignore=lambda d, names: [n for n in names if n in ("rewrite", "grounding", "distill")])
         shutil.copy(whole / "fingerprints.json", run_dir / "fingerprints.json")
         force = True  # whole's fingerprints name its rewrite settings: redo rewrite (not yet run here)
-    return run_pipeline(cfg, run_dir, force=force, log=log)
+    return run_pipeline(cfg, run_dir, force=force)
 
 
 def summary(name: str, out: Path, stats: dict) -> dict:
@@ -154,11 +155,12 @@ def main() -> None:
     ap.add_argument("--options", default=",".join(OPTIONS))
     ap.add_argument("--config", type=Path, default=DEMO)
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="  %(message)s")  # the runs' own messages
     pages = pick_pages(args.out / "pages")
     print(f"{len(pages)} pages in {args.out / 'pages'}")
     results = []
     for name in args.options.split(","):
-        stats = run_option(name, args.out, args.out / "pages", args.config, log=lambda s: print(f"  [{name}] {s}"))
+        stats = run_option(name, args.out, args.out / "pages", args.config)
         results.append(summary(name, args.out, stats))
         (args.out / f"{name}.summary.json").write_text(json.dumps(results[-1], indent=2))
     everything = [json.loads((args.out / f"{n}.summary.json").read_text()) for n in OPTIONS
