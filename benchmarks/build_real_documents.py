@@ -4,7 +4,7 @@ Two steps, so that anyone can see and redo the extraction, and see that no label
 
     # 1. extract: raw texts only, no labels, into drafts (needs python3-doc, man-db, manpages,
     #    manpages-dev and the other Debian packages named in benchmarks/data/README.md, and
-    #    `pip install trafilatura`)
+    #    trafilatura: `pip install -e '.[web]'`)
     python benchmarks/build_real_documents.py extract --out-dir runs/real_documents
     # 2. build: join the drafts with the labels written by a person after reading each text
     #    (benchmarks/data/real_documents_labels.jsonl), the web-style junk pages written for the
@@ -606,7 +606,7 @@ CORPUS_LICENCE_FILES = ["click", "requests", "numpy", "attrs", "typing_extension
 CORPUS_CHANGELOG_SECTIONS = ["library", "security", "core-and-builtins", "documentation", "tests", "build",
                              "windows", "macos", "tools-demos", "c-api", "idle", "id2", "id3", "id12"]
 CORPUS_CHANGELOG_FILES = CHANGELOGS + [("/usr/share/doc/curl/changelog.gz", "curl", "curl", 0),
-                                       ("/usr/share/doc/xz-utils/NEWS.gz", "xz", "0BSD", 0)]
+                                       ("/usr/share/doc/xz-utils/NEWS.gz", "xz", "public-domain", 0)]
 
 
 def corpus_licences_and_changelogs(dists: dict) -> list[dict]:
