@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import socket
 import threading
 import time
@@ -227,7 +228,8 @@ def test_nothing_listening_is_waited_for_then_given_up(caplog: pytest.LogCapture
     assert [o["back"] for o in eng.server.outages] == [False]
     assert eng.stats["attempts"] <= 6  # a request failed once at most, then waited: none spent its retries
     assert "waiting up to 0.3 s for it to come back" in caplog.text
-    assert "still not answering after 0.3 s" in caplog.text and "giving up" in caplog.text
+    # the time waited is measured, so on a loaded machine it reads 0.4 or 0.7 s, not 0.3
+    assert re.search(r"still not answering after [0-9.]+ s .*giving up", caplog.text)
 
 
 def test_a_restarted_server_gets_again_only_the_requests_it_never_answered(caplog: pytest.LogCaptureFixture):
