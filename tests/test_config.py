@@ -26,16 +26,17 @@ def test_defaults_follow_the_paper():
     assert SEED_TAG == "Answer in the style of an AI Assistant."
     assert cfg.variant == "filter+rewrite"
     assert registry.names(cfg) == ["prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate",
-                               "curate", "rewrite", "grounding", "distill"]
+                               "curate", "best_response", "rewrite", "grounding", "distill"]
     assert registry.names(build_config({"variant": "filter", "distill": {"enabled": False}})) == [
-        "prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate", "curate"]  # no rewrite: no grounding
+        "prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate", "curate", "best_response"]  # no rewrite: no grounding
     assert registry.names(build_config({"variant": "rewrite"})) == [
         "prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate", "rewrite", "grounding", "distill"]
     # without the hygiene stages: the paper's pipeline
     hygiene_off = {name: {"enabled": False} for name in ("dedup_documents", "dedup_instructions", "decontaminate", "grounding")}
-    assert registry.names(build_config(hygiene_off)) == ["prepare", "backtranslate", "curate", "rewrite", "distill"]
+    assert registry.names(build_config(hygiene_off)) == ["prepare", "backtranslate", "curate", "best_response", "rewrite",
+                                                         "distill"]
     assert registry.names(build_config({**hygiene_off, "variant": "filter", "distill": {"enabled": False}})) == [
-        "prepare", "backtranslate", "curate"]
+        "prepare", "backtranslate", "curate", "best_response"]
     assert registry.names(build_config({**hygiene_off, "variant": "rewrite"})) == ["prepare", "backtranslate", "rewrite", "distill"]
 
 
@@ -152,13 +153,13 @@ def test_fingerprint_is_stable():
     assert hashes([]) == BASE and len(set(BASE.values())) == len(BASE)
 
 
-AFTER_BT = {"dedup_instructions", "decontaminate", "curate", "rewrite", "grounding", "distill"}
+AFTER_BT = {"dedup_instructions", "decontaminate", "curate", "best_response", "rewrite", "grounding", "distill"}
 
 
 @pytest.mark.parametrize("overrides, stages", [
-    (["curate.threshold=4"], {"curate", "rewrite", "grounding", "distill"}),
-    (["curate.method=logprobs"], {"curate", "rewrite", "grounding", "distill"}),
-    (["models.scorer.model=other"], {"curate", "rewrite", "grounding", "distill"}),
+    (["curate.threshold=4"], {"curate", "best_response", "rewrite", "grounding", "distill"}),
+    (["curate.method=logprobs"], {"curate", "best_response", "rewrite", "grounding", "distill"}),
+    (["models.scorer.model=other"], {"curate", "best_response", "rewrite", "grounding", "distill"}),
     (["rewrite.temperature=0.5"], {"rewrite", "grounding", "distill"}),
     (["distill.max_tokens=100"], {"distill"}),
     (["models.distiller.model=other"], {"distill"}),

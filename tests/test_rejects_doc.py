@@ -106,7 +106,7 @@ def test_every_reason_a_stage_returns_is_documented(stage):
 def test_the_source_scan_finds_the_known_reasons():
     """The scan itself: reasons returned directly, through if/else, by an inherited apply and by parsers."""
     by_name = {s.name: reasons_in_source(s) for s in STAGES}
-    assert {"empty", "duplicate", "too_short", "language", "too_long"} == by_name["prepare"]
+    assert {"empty", "duplicate", "too_short", "language", "too_long", "addressed_to_ai"} == by_name["prepare"]
     assert "low_score" in by_name["curate"] and by_name["curate_m1"] == by_name["curate"]
     assert by_name["top_share"] == {"below_top_share"}
     assert {"truncated_rewrite", "missing_delimiters", "echoed_prompt", "repetitive_response"} <= by_name["rewrite"]

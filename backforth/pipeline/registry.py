@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from .stage import BuildContext, Stage
 from .stages.backtranslate import Backtranslate
+from .stages.best_response import BestResponse
 from .stages.curate import Curate
 from .stages.curate_m1 import CurateM1
 from .stages.decontaminate import Decontaminate
@@ -34,6 +35,7 @@ STAGES: tuple[type[Stage], ...] = (
     Curate,             # the scorer rates each pair; keep score 5
     CurateM1,           # Humpback's second round, scored by M1
     TopShare,           # or keep a share of the best-scored pairs
+    BestResponse,       # input pairs sharing an instruction: the best-scored one
     Rewrite,            # the aligned model rewrites the document into the answer
     Grounding,          # rewrites that add what the document lacks
     Distill,            # the baseline: the same instructions answered without the document

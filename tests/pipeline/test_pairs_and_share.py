@@ -87,3 +87,64 @@ def test_keep_share_keeps_the_best_share_by_expected_score(tmp_path):
     run(cfg_for(write(tmp_path, set()), keep_share=0.3), out, engine)
     assert not engine.received
     assert [json.loads(line)["id"] for line in open(out / "sft.jsonl")] == ["d4", "d8", "d9"]
+
+
+def write_pairs(tmp_path) -> tuple:
+    """Six instructions, each answered twice: a good answer and a bad one, in either order. The fake
+    scorer gives the good answers 5 and the bad ones 2 (by the word in their text)."""
+    path, good = tmp_path / "pairs.jsonl", {}
+    with open(path, "w") as fh:
+        for q in range(6):
+            answers = [("good", doc(q) + " A careful, complete answer."), ("bad", doc(q + 50) + " Buy now.")]
+            if q % 2:
+                answers.reverse()
+            for k, (kind, text) in enumerate(answers):
+                rid = f"q{q}{kind}"
+                good[rid] = kind == "good"
+                fh.write(json.dumps({"id": rid, "instruction": f"How do I do task number {q} well?", "text": text}) + "\n")
+    return path, good
+
+
+def pair_responder(req: Request) -> Result | str:
+    if stage_of(req) == "curate":
+        score = 5 if "careful, complete answer" in req.messages[0]["content"] else 2
+        return Result(text="", finish_reason="stop",
+                      choice_logprobs={str(s): (0.0 if s == score else -6.0) for s in range(1, 6)})
+    return responder(req)
+
+
+def test_every_input_pair_is_scored_and_the_best_answer_per_instruction_kept(tmp_path):
+    """A dataset with two answers per instruction: near-dedup compares input pairs as instruction + response,
+    so none is dropped before scoring; `best_response` keeps the better-scored answer of each."""
+    path, good = write_pairs(tmp_path)
+    cfg = build_config({"input": {"path": str(path)}, "runner": {"progress": False, "chunk_size": 4},
+                        "curate": {"method": "logprobs", "threshold": 1},
+                        **{s: {"enabled": False} for s in ("dedup_documents", "decontaminate", "grounding")}})
+    stats = run(cfg, tmp_path / "run", FakeEngine(pair_responder))
+    assert stats["stages"]["dedup_instructions"]["rejected"] == 0
+    assert stats["stages"]["curate"]["in"] == 12  # every pair scored
+    sft = read_sft(tmp_path / "run")
+    assert sorted(r["id"] for r in sft) == sorted(i for i, g in good.items() if g)
+    rejects = [json.loads(line) for line in open(tmp_path / "run" / "rejects.jsonl")]
+    assert {r["reason"] for r in rejects} == {"not_best_response"}
+    assert all(r["best_response_id"] == r["id"].replace("bad", "good") for r in rejects)
+
+
+def test_every_passing_answer_is_kept_when_asked(tmp_path):
+    path, _good = write_pairs(tmp_path)
+    cfg = build_config({"input": {"path": str(path)}, "runner": {"progress": False},
+                        "curate": {"method": "logprobs", "threshold": 1, "responses_per_instruction": "all"},
+                        **{s: {"enabled": False} for s in ("dedup_documents", "decontaminate", "grounding")}})
+    run(cfg, tmp_path / "run", FakeEngine(pair_responder))
+    assert len(read_sft(tmp_path / "run")) == 12
+
+
+def test_a_repeated_input_pair_is_still_a_near_duplicate(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    rec = {"instruction": "How do I do task number 1 well?", "text": doc(1)}
+    path.write_text(json.dumps({"id": "a", **rec}) + "\n" + json.dumps({"id": "b", **rec, "text": doc(1) + " Thanks!"}) + "\n")
+    cfg = build_config({"input": {"path": str(path)}, "runner": {"progress": False}, "variant": "filter",
+                        "curate": {"method": "logprobs", "threshold": 1}, "distill": {"enabled": False},
+                        **{s: {"enabled": False} for s in ("dedup_documents", "decontaminate", "grounding")}})
+    stats = run(cfg, tmp_path / "run", FakeEngine(pair_responder))
+    assert stats["stages"]["dedup_instructions"]["rejected_by_reason"] == {"near_duplicate": 1}

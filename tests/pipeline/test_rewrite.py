@@ -100,3 +100,11 @@ def test_page_budget_sizes_the_rewrite_to_its_document():
     assert st.requests(row)[0].max_tokens == 600
     assert st.requests({**row, "n_tokens": 20})[0].max_tokens == 100  # never under max_tokens
     assert Rewrite(RewriteConfig(max_tokens=100)).requests(row)[0].max_tokens == 100
+
+
+def test_the_prompts_markers_never_reach_a_response():
+    """A real rewrite of a link farm (make demo, injected spam page): the 0.5B opened [RES] again for each line."""
+    out = "Useful links and resources [RES]Cheap flights [RES]Hotel deals [RES]Car hire [RES]Travel insurance</draft>"
+    r = row(text="Cheap flights. Hotel deals. Car hire. Travel insurance. " * 3, instruction="How to find travel deals?")
+    assert Rewrite(RewriteConfig()).apply(r, [res(out)]) is None
+    assert r["response"] == "Useful links and resources\nCheap flights\nHotel deals\nCar hire\nTravel insurance"

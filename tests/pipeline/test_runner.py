@@ -282,7 +282,7 @@ def test_a_run_with_every_row_rejected_still_exports(tmp_path):
 # ---- every default stage on ---------------------------------------------------------------------
 
 ALL_STAGES = ["prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate", "curate",
-              "rewrite", "grounding", "distill"]
+              "best_response", "rewrite", "grounding", "distill"]
 EVAL_ROWS = [json.loads(line) for line in BUNDLED_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
 EVAL_INDEX = 1  # the bundled eval question the fake backward model "writes" for h04
 HYGIENE_DOCS: list[tuple[str, str]] = [

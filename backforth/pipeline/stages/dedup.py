@@ -94,13 +94,17 @@ class NearDedup(Stage):
                     return key, sim
         return None
 
+    def key(self, row: dict) -> str:
+        """The text compared: the stage's field."""
+        return row.get(self.field) or ""
+
     def observe(self, row: dict) -> None:
-        hv = self.hashvalues(row.get(self.field) or "")
+        hv = self.hashvalues(self.key(row))
         if hv is not None:
             self._insert(row["id"], hv)
 
     def apply(self, row: dict, results: list) -> str | None:
-        hv = self.hashvalues(row.get(self.field) or "")
+        hv = self.hashvalues(self.key(row))
         if hv is None:
             return None
         band_hashes = self._index.band_hashes(hv)
@@ -161,19 +165,30 @@ class DedupDocuments(NearDedup):
 
 
 class DedupInstructions(NearDedup):
-    """Near-duplicate instructions, after backtranslate."""
+    """Near-duplicate instructions, after backtranslate. A pair that came with the input
+    (`instruction_source: input`) is compared as instruction and response together: a dataset that
+    holds several answers to one question keeps them all for curation to rank."""
 
     name = "dedup_instructions"
     funnel = "unique_instructions"
     rejects = {
         "near_duplicate": "The instruction's words overlap an earlier kept instruction's by at least "
                           "`dedup_instructions.threshold` (Jaccard, default 0.8): the backward model asked the same "
-                          "question again; `duplicate_of` names the kept one. Try: raise `dedup_instructions.threshold`, "
+                          "question again (a pair from the input is compared as instruction and response together, so "
+                          "only a repeated pair is dropped); `duplicate_of` names the kept one. Try: raise `dedup_instructions.threshold`, "
                           "a backward model that writes more varied instructions, or `dedup_instructions.enabled: false`.",
     }
 
     def __init__(self, cfg: NearDedupConfig):
         super().__init__(cfg, name="dedup_instructions", field="instruction")
+
+    def key(self, row: dict) -> str:
+        if row.get("instruction_source") == "input":
+            return f"{row.get('instruction') or ''}\n{row.get('text') or ''}"
+        return row.get("instruction") or ""
+
+    def settings(self) -> dict:
+        return {**super().settings(), "input_pairs": "instruction+response"}
 
     @classmethod
     def enabled(cls, cfg) -> bool:

@@ -12,7 +12,7 @@ from ...engines.base import Request, Result
 from ...language import Policy
 from ...prompts import load_template
 from ..stage import Stage
-from .parsing import degenerate_reason, is_refusal, strip_scaffolding
+from .parsing import degenerate_reason, is_refusal, strip_markers, strip_scaffolding
 
 
 class Distill(Stage):
@@ -50,7 +50,7 @@ class Distill(Stage):
     def apply(self, row: dict, results: list[Result]) -> str | None:
         res = results[0]
         self.record_call(row, res)
-        text = strip_scaffolding(res.text, row["instruction"]) if res.ok else ""
+        text = strip_markers(strip_scaffolding(res.text, row["instruction"])) if res.ok else ""
         reason = ("engine_error" if not res.ok else "truncated" if res.finish_reason == "length"
                   else "empty" if not text else "refusal" if is_refusal(text)
                   else degenerate_reason(text, row["instruction"]) or self.languages.check(text, row, "distilled_language"))

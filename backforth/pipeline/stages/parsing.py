@@ -27,8 +27,9 @@ _TAG_ECHO = re.compile(r"\s*answer (?:in the style of an ai assistant|with knowl
 
 
 def clean_instruction(raw: str) -> str:
-    """The instruction a model wrote, without preambles, labels, quotes, markdown or tag sentences."""
-    text = raw.strip()
+    """The instruction a model wrote, without preambles, labels, quotes, markdown, tag sentences or the
+    prompts' markers."""
+    text = _MARKER.sub(" ", raw).strip()
     for _ in range(3):  # "Sure! Here is the instruction:\nInstruction: ..." needs more than one pass
         before = text
         text = _PREAMBLE.sub("", text, count=1).strip()
@@ -168,6 +169,25 @@ def strip_scaffolding(answer: str, instruction: str) -> str:
         if text == before:
             break
     return text
+
+
+# The prompts' own markers: the rewrite's delimiters and the tags that wrap the draft, the question,
+# the page and the instruction. None belongs in an exported text: a model that writes `[RES]` again
+# inside its answer (a list of links came out "[RES]Cheap flights [RES]Hotel deals") or echoes a
+# tag leaves them there.
+_MARKER = re.compile(r"\[\s*/?\s*RES\s*\]|</?\s*(?:draft|question|page|instruction|answer|document|text)\s*>", re.IGNORECASE)
+
+
+def has_markers(text: str) -> bool:
+    return bool(_MARKER.search(text or ""))
+
+
+def strip_markers(text: str) -> str:
+    """The text without the prompts' markers; a marker inside a line becomes a line break."""
+    out = _MARKER.sub("\n", text)
+    out = re.sub(r"[ \t]+\n", "\n", out)
+    out = re.sub(r"\n[ \t]+", "\n", out)
+    return re.sub(r"\n{3,}", "\n\n", out).strip()
 
 
 _LIST_MARK = re.compile(r"^\s*(?:[-*+•]|\(?\d+[.):]|\(?[a-z][.)])\s+", re.IGNORECASE)

@@ -1,9 +1,15 @@
-"""prepare: normalise whitespace and reject documents no model should see.
+"""prepare: normalise whitespace, cut what speaks to our models, and reject documents no model should see.
+
+A page is data. Two kinds of text in it would otherwise reach the models as if they were ours: the
+prompts' own markers (a `[/RES]` in a page would end a rewrite early), which are removed, and
+sentences addressed to AI systems (`injection.strip_injections`: "Note to any AI evaluating this
+page ... Score: 5"), which are cut and recorded in `injection_removed` (`prepare.injections`).
 
 Rejects, each with its reason: `empty`, `duplicate` (exact, after normalisation), `too_short`
 (fewer than `min_words`), `language` (not one of `prepare.languages`; every document gets its
 `language` and `language_confidence`), `too_long` (the document and the backtranslation prompt would
-not fit the backward model's context; the paper drops documents close to Llama-2's context length).
+not fit the backward model's context; the paper drops documents close to Llama-2's context length),
+`addressed_to_ai` (with `prepare.injections: reject`).
 Long pages were already cut into sections as they were read, when `prepare.split` asks for it.
 """
 
@@ -17,8 +23,10 @@ from ...config import PrepareConfig
 from ...hashset import CompactSet
 from ...language import UNDETERMINED, count_words, detect
 from ..stage import Stage
+from .injection import strip_injections
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
+_OUR_MARKERS = re.compile(r"\[\s*/?\s*RES\s*\]", re.IGNORECASE)  # the rewrite's delimiters
 
 
 def normalize_text(text: str) -> str:
@@ -44,6 +52,9 @@ class Prepare(Stage):
         "language": "The document's detected language (its `language` column, with `language_confidence`) is not one "
                     "of `prepare.languages` (default `[en]`, the paper's setting). Try: add the language to "
                     "`prepare.languages`, or `prepare.languages: any`.",
+        "addressed_to_ai": "The page has sentences that speak to AI systems (a score asked for, \"ignore the instructions "
+                       "above\", a note to AI raters), listed in `injection_removed`, and `prepare.injections` is "
+                       "`reject`. Try: `prepare.injections: strip` (the default) keeps the page without them.",
         "too_long": "The document and the backtranslation prompt would not fit the backward model's context (or the "
                     "document has more tokens than `prepare.max_doc_tokens`). Try: a backward model with a longer "
                     "context, `prepare.max_doc_tokens` (no more than the model can read), or cut long pages into "
@@ -59,9 +70,24 @@ class Prepare(Stage):
         return cls(cfg.prepare, counter.count_tokens,
                    room_for_document(counter, Backtranslate.build(cfg, ctx).template, cfg.backtranslate.max_tokens))
 
+    provenance = ("injection_removed",)  # the sentences addressed to AI systems that were cut, one a line
+
     @classmethod
     def funnel_steps(cls, summary: dict) -> list[tuple[str, int]]:
         return [("documents_in", summary["in"]), ("prepared", summary["kept"])]
+
+    @classmethod
+    def summarize(cls, counters: dict, summary: dict) -> None:
+        summary["pages_with_injections"] = counters.get("pages_with_injections", 0)
+        summary["injection_sentences"] = counters.get("injection_sentences", 0)
+
+    def card_note(self, summary: dict) -> str | None:
+        n = summary.get("pages_with_injections") or 0
+        if not n:
+            return None
+        what = "cut before any model saw them" if self.cfg.injections == "strip" else "rejected (`addressed_to_ai`)"
+        return (f"{n} pages carried sentences addressed to AI systems ({summary.get('injection_sentences', 0)} "
+                f"sentences, {what}; each pair's `provenance.injection_removed` lists them).")
 
     def __init__(self, cfg: PrepareConfig, count_tokens: Callable[[str], int], max_doc_tokens: int | None):
         self.cfg = cfg
@@ -71,14 +97,25 @@ class Prepare(Stage):
 
     def settings(self) -> dict:
         return {"min_words": self.cfg.min_words, "max_doc_tokens": self.max_doc_tokens, "dedup": self.cfg.dedup,
-                "languages": self.cfg.languages, "split": self.cfg.split.model_dump() if self.cfg.split.enabled else None}
+                "languages": self.cfg.languages, "split": self.cfg.split.model_dump() if self.cfg.split.enabled else None,
+                "injections": self.cfg.injections}
 
     def observe(self, row: dict) -> None:
         if row.get("text"):
             self._seen.add(row["text"])
 
     def apply(self, row: dict, results: list) -> str | None:
-        text = normalize_text(row.get("text") or "")
+        text = normalize_text(_OUR_MARKERS.sub(" ", row.get("text") or ""))
+        if self.cfg.injections != "keep":
+            cleaned = strip_injections(text)
+            if cleaned.removed:
+                row["injection_removed"] = "\n".join(cleaned.removed)
+                self.count("pages_with_injections")
+                self.count("injection_sentences", len(cleaned.removed))
+                if self.cfg.injections == "reject":
+                    row["text"] = text
+                    return "addressed_to_ai"
+                text = normalize_text(cleaned.text)
         row["text"] = text
         row["n_words"] = count_words(text)  # Chinese, Japanese, Thai: about two characters a word
         if not text:

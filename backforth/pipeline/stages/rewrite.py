@@ -3,7 +3,8 @@
 The brief is the paper's grounded editing (stay close to the draft, copy where possible, improve
 flow, clarity and relevance, answer directly, add no facts), the answer between [RES] and [/RES].
 The model's own scaffolding before the answer (`[Question]`, `Question:`/`Answer:` headers, the
-instruction repeated as a first line) is stripped. Rejects: `missing_delimiters`, `empty_response`,
+instruction repeated as a first line) is stripped, and so are the prompt's markers left inside it
+(a second `[RES]`, `</draft>`): none reaches an exported row. Rejects: `missing_delimiters`, `empty_response`,
 `truncated_rewrite` (finish_reason length), `refusal`, `echoed_prompt` (nothing left but the
 question or labels), `repetitive_response` (a phrase looping), `language_mismatch` (the answer is in
 another language than its document), `engine_error`.
@@ -18,7 +19,7 @@ from ...engines.base import Request, Result
 from ...language import Policy
 from ...prompts import load_template
 from ..stage import Stage
-from .parsing import degenerate_reason, extract_response, strip_scaffolding
+from .parsing import degenerate_reason, extract_response, strip_markers, strip_scaffolding
 
 
 class Rewrite(Stage):
@@ -89,7 +90,7 @@ class Rewrite(Stage):
             return "engine_error"
         response, reason = extract_response(res.text, res.finish_reason, opened=self.cfg.force_open_delimiter)
         if response is not None:
-            response = strip_scaffolding(response, row["instruction"])
+            response = strip_markers(strip_scaffolding(response, row["instruction"]))
             reason = degenerate_reason(response, row["instruction"])
         row["response"] = response if reason is None else None
         if reason is not None and response is not None:
