@@ -1,0 +1,159 @@
+"""Does the filter keep the real web's good pages and reject its junk? The demo's models on labelled real pages.
+
+The pages are `benchmarks/data/real_documents.jsonl`: Python's documentation (pydoc topics and the
+HTML pages of Debian's python3-doc, navigation and all for a third of them), installed packages'
+descriptions, man pages, licence texts and changelogs, which no one here wrote, and web-style junk
+pages written for this benchmark; each labelled `good` or `junk` by reading it (would a good
+instruction-response pair come from it?). See benchmarks/data/README.md.
+
+The pages go through the product exactly as `backforth demo --input FILE` runs them (the demo's
+config and models, any `--set` overrides), into a run dir that resumes: a changed keep rule re-runs
+only curation and what follows. Printed: per page type, the pages, how many reached the scorer, the
+mean expected score of good and junk pages, and the shares exported; the AUC of the expected score
+(good over junk, among the scored pages); the same for the pages whose id hashes into the `dev`
+third (the ones a rule may be tuned on) and the `held-out` rest; seconds per document; then
+
+    real documents: AUC A, good exported G%, junk exported J%
+
+    python benchmarks/real_documents.py [--out runs/bench-real] [--set curate.rubric=humpback ...]
+                                        [--until curate] [--pages FILE] [--limit N]
+
+`--until curate` stops after curation (no rewriting): "exported" then reads "kept by the filter".
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+PAGES = Path(__file__).parent / "data" / "real_documents.jsonl"
+DATA_DIR = Path(__file__).parent.parent / "backforth" / "data"
+
+
+def auc(pos: list[float], neg: list[float]) -> float | None:
+    """P(a good page outscores a junk one), ties counting half."""
+    if not pos or not neg:
+        return None
+    return sum((p > q) + 0.5 * (p == q) for p in pos for q in neg) / (len(pos) * len(neg))
+
+
+def is_dev(page_id: str) -> bool:
+    """The dev third of the pages (a stable hash of the id): what a keep rule may be tuned on."""
+    return int(hashlib.sha1(page_id.encode()).hexdigest(), 16) % 3 == 0
+
+
+def run_pages(pages: Path, out: Path, sets: list[str], until: str | None, limit: int | None) -> float:
+    """The pages through the demo's configuration, as `backforth demo --input` runs them; seconds taken."""
+    from backforth import workflows
+    from backforth.config import load_config
+
+    cfg = load_config(DATA_DIR / "demo.yaml", sets)
+    cfg.input.path = str(pages)
+    cfg.input.limit = limit
+    t0 = time.perf_counter()
+    workflows.run(cfg, out, until=until)
+    return time.perf_counter() - t0
+
+
+def outcomes(out: Path) -> dict[str, dict]:
+    """Per page id: exported or not, its expected score (None when it never reached the scorer), and
+    the stage and reason that rejected it."""
+    from backforth.pipeline.store import RunStore
+
+    run = RunStore(out)
+    stages = [p.name for p in sorted(run.root.iterdir())] if run.root.is_dir() else []
+    order = json.loads((out / "fingerprints.json").read_text())
+    chain = [s for s in order if s in stages]
+    result = {}
+    for row, last in run.final(chain):
+        value = row.get("score_expected", row.get("score"))
+        result[row["id"]] = {"exported": row["_status"] == "done" and last == chain[-1], "score": value,
+                             "stage": None if row["_status"] == "done" else row.get("stage"),
+                             "reason": row.get("reason"), "instruction": row.get("instruction"),
+                             "response": row.get("response", row.get("text"))}
+    return result
+
+
+def report(pages: list[dict], res: dict[str, dict], label: str) -> tuple[float | None, float, float]:
+    good = [p for p in pages if p["label"] == "good"]
+    junk = [p for p in pages if p["label"] == "junk"]
+    scored = lambda ps: [res[p["id"]]["score"] for p in ps if res.get(p["id"], {}).get("score") is not None]  # noqa: E731
+    exported = lambda ps: sum(1 for p in ps if res.get(p["id"], {}).get("exported"))  # noqa: E731
+    a = auc(scored(good), scored(junk))
+    g = exported(good) / len(good) if good else 0.0
+    j = exported(junk) / len(junk) if junk else 0.0
+    a_text = "n/a" if a is None else f"{a:.3f}"
+    print(f"{label:10s} pages {len(pages):4d} (good {len(good)}, junk {len(junk)}), scored {len(scored(good))}+"
+          f"{len(scored(junk))}: AUC {a_text}, good exported {exported(good)}/{len(good)} ({g:.0%}), "
+          f"junk exported {exported(junk)}/{len(junk)} ({j:.0%})")
+    return a, g, j
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pages", type=Path, default=PAGES)
+    ap.add_argument("--out", type=Path, default=Path("runs/bench-real"))
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="a config override, as `backforth --set`")
+    ap.add_argument("--until", default=None, help="stop after this stage (e.g. curate: no rewriting)")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--no-run", action="store_true", help="only read an existing run dir")
+    ap.add_argument("--show", type=int, default=0, help="print this many exported pairs, verbatim")
+    args = ap.parse_args()
+
+    pages = [json.loads(line) for line in args.pages.open(encoding="utf-8") if line.strip()]
+    pages = pages[: args.limit] if args.limit else pages
+    seconds = None if args.no_run else run_pages(args.pages, args.out, args.sets, args.until, args.limit)
+    res = outcomes(args.out)
+    word = "kept" if args.until else "exported"
+
+    print(f"\n{args.pages} through the demo's configuration" + (f" with {' '.join(args.sets)}" if args.sets else "")
+          + (f", until {args.until}" if args.until else "") + f" ({args.out})")
+    by_type: dict[str, list[dict]] = defaultdict(list)
+    for p in pages:
+        by_type[p["type"]].append(p)
+    print(f"\n| type | pages | good | scored | mean expected score, good / junk | good {word} | junk {word} |")
+    print("|---|---|---|---|---|---|---|")
+    for t, ps in sorted(by_type.items()):
+        g = [p for p in ps if p["label"] == "good"]
+        j = [p for p in ps if p["label"] == "junk"]
+        sc = [p for p in ps if res.get(p["id"], {}).get("score") is not None]
+        mean = lambda xs: (f"{sum(res[p['id']]['score'] for p in xs) / len(xs):.2f}" if xs else "-")  # noqa: E731
+        ex = lambda xs: f"{sum(1 for p in xs if res.get(p['id'], {}).get('exported'))}/{len(xs)}" if xs else "-"  # noqa: E731
+        print(f"| {t} | {len(ps)} | {len(g)} | {len(sc)} | {mean([p for p in g if p in sc])} / "
+              f"{mean([p for p in j if p in sc])} | {ex(g)} | {ex(j)} |")
+    reasons = defaultdict(lambda: defaultdict(int))
+    for p in pages:
+        r = res.get(p["id"])
+        if r and not r["exported"]:
+            reasons[p["label"]][f"{r['stage']}:{r['reason']}" if r["stage"] else "unfinished"] += 1
+    for lab in ("good", "junk"):
+        print(f"not {word}, {lab}: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons[lab].items(), key=lambda kv: -kv[1])))
+    print()
+    report([p for p in pages if is_dev(p["id"])], res, "dev")
+    report([p for p in pages if not is_dev(p["id"])], res, "held-out")
+    a, g, j = report(pages, res, "all")
+    stats_path = args.out / "stats.json"
+    if stats_path.is_file():
+        stats = json.loads(stats_path.read_text())
+        per = {s: v["seconds"] for s, v in stats["stages"].items() if v.get("seconds")}
+        total = sum(per.values())
+        print(f"seconds per document: {total / len(pages):.2f} (model time in stages: "
+              + ", ".join(f"{s} {v / len(pages):.2f}" for s, v in per.items() if v >= 0.5) + ")"
+              + (f"; wall {seconds / len(pages):.2f} including model loading" if seconds else ""))
+    shown = 0
+    for p in pages:
+        r = res.get(p["id"])
+        if shown < args.show and r and r["exported"] and p["type"] != "web-junk":
+            print(json.dumps({"id": p["id"], "label": p["label"], "instruction": r["instruction"],
+                              "response": r["response"], "score_expected": r["score"]}, ensure_ascii=False))
+            shown += 1
+    a_text = "n/a" if a is None else f"{a:.2f}"
+    print(f"\nreal documents: AUC {a_text}, good {word} {g:.0%}, junk {word} {j:.0%}")
+
+
+if __name__ == "__main__":
+    main()
