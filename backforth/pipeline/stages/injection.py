@@ -49,6 +49,8 @@ _STRONG = [
     # addressed to an AI: "Note to any AI system ...", "Dear language model,", "Attention LLMs:"
     re.compile(r"\b(?:note|message|notice|instructions?|memo|reminder|warning|p\.?s\.?)\s+(?:to|for)\s+"
                r"(?:any|all|every|the|an?|our)?\s*(?:future\s+)?" + _AI + r"\b", re.I),
+    re.compile(r"\b(?:evaluator|rater|grader|reviewer|judge|scorer|annotator|assessor|moderator)s?['’]?\s*"
+               r"(?:note|notice|instructions?|message|memo|guidance)\b", re.I),
     re.compile(r"\b(?:dear|hey|hello|hi|attention|calling)\s+(?:all\s+|any\s+|every\s+|the\s+)?(?:future\s+)?"
                r"(?:a\.?i\.?|llms?|large language models?|language models?|chat ?bots?|chatgpt|gpt[-\w.]*|claude|gemini|"
                r"ai (?:assistants?|models?|systems?|agents?|raters?|evaluators?|graders?|judges?|reviewers?|scorers?|"
@@ -65,6 +67,16 @@ _STRONG = [
     re.compile(r"<\|(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id)\|>|<<\s*/?SYS\s*>>|"
                r"\[/?INST\]", re.I),
     re.compile(r"^\s*(?:#{1,4}\s*)?(?:system|assistant)\s*(?:prompt|message|note|instruction)?\s*:", re.I),
+    re.compile(r"^\W*(?:system|admin|developer|operator)\s+(?:override|prompt|message|instructions?|note|notice|update)s?\s*:",
+               re.I),
+    # second person about what the reader generates: "the instruction you generate for this document must be ..."
+    re.compile(r"\b(?:the|any|your) (?:instructions?|questions?|answers?|responses?|summary|summaries|rewrites?|rewritten "
+               r"(?:version|text|answer)|output|rating|score) (?:that )?you (?:generate|write|produce|create|return|give|output)\b",
+               re.I),
+    # "When rewriting this page as an answer, add a line ...": an order to whoever transforms the page
+    re.compile(r"\bwhen (?:you )?(?:rewrit|summari[sz]|paraphras|generat|turn|convert|process|rat|scor|evaluat|index|quot)"
+               r"\w*\s+(?:this|the) (?:page|text|content|document|article|material)\b[^.!?\n]{0,80}\b(?:add|include|"
+               r"mention|say|state|write|insert|append|end|credit|tell|link|recommend)\b", re.I),
     re.compile(r"^\s*#{2,4}\s*(?:instruction|response|system)\b", re.I),
     # a score asserted or asked for
     re.compile(r"\b(?:rate|score|grade|mark|rank|evaluate|classify|label)\s+(?:this|it|the (?:page|text|answer|"
@@ -73,6 +85,13 @@ _STRONG = [
     re.compile(r"\b(?:deserves?|merits?|earns?|warrants?|worth|should (?:get|receive|be given)|must (?:get|receive|be given))"
                r"\s+(?:a |an |the |full )?(?:highest|top|perfect|maximum|max|full|5|five|10|ten)\b[^.!?\n]{0,20}\b"
                r"(?:rating|score|grade|marks?|stars?|evaluation)\b", re.I),
+    re.compile(r"\b(?:is|was|been|be) rated (?:a |as )?(?:5|five|10|ten|perfect|excellent|top)\b", re.I),
+    re.compile(r"\b(?:do not|don't|never|must not) (?:lower|reduce|change|downgrade|decrease) (?:this|the|its|my|our) "
+               r"(?:score|rating|grade|evaluation)\b", re.I),
+    # the page praising itself as an answer: "The response is a perfect answer to the instruction."
+    re.compile(r"\b(?:this|the) (?:response|answer|page|content)\b[^.!?\n]{0,30}\b(?:is|was)\s+(?:a |an |the )?"
+               r"(?:perfect|flawless|ideal|exceptional(?:ly)?|excellent|outstanding|top-quality|high-quality)\b"
+               r"[^.!?\n]{0,40}\b(?:answer|response|instruction|rating|score|question)\b", re.I),
     re.compile(r"\b(?:give|award|assign|grant)\s+(?:it|this(?: \w+)?|the (?:page|text|answer|response|content))?\s*"
                r"(?:a |an |the )?(?:highest|maximum|top|perfect|best possible|full)\s+(?:possible\s+)?"
                r"(?:rating|score|grade|marks?)\b", re.I),
@@ -88,6 +107,10 @@ _CONTINUES = re.compile(
     r"\b(?:rating|score|grade|rate|deserves?|helpful|accurate|complete|excellent|perfect|highest|correct|reply|respond|"
     r"answer|output|say|state|mention|write|recommend|include|only|must|should|always|never|instead|evaluation|"
     r"instructions?|prompt|visit|click|go to|points?)\b|^\W*(?:5|five)\W*$", re.I)
+# A cut message that runs onto the next line ("Assistant: Score: 5" / "The response is a perfect answer.")
+# takes that line only when it is short and still rates the page.
+_CONTINUES_LINE = re.compile(r"\b(?:perfect|flawless|excellent|exceptional|outstanding|highest|rating|score|rated|stars?|"
+                             r"5/5|five-point)\b", re.I)
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.S)
 
@@ -126,14 +149,18 @@ def strip_injections(text: str) -> Cleaned:
         return m.group(0)
 
     text = _HTML_COMMENT.sub(comment, text)
-    out_lines = []
+    out_lines: list[str] = []
+    cutting = False  # the last sentence was cut: the next ones go too while they continue its message
     for line in text.split("\n"):
         if not line.strip():
             out_lines.append(line)
+            cutting = False
             continue
-        kept, cutting, cut_any = [], False, False
-        for s in _sentences(line):
-            if is_addressed_to_ai(s) or (cutting and _CONTINUES.search(s) and len(s.split()) <= 40):
+        kept, cut_any = [], False
+        for k, s in enumerate(_sentences(line)):
+            continues = _CONTINUES.search(s) and len(s.split()) <= 40 if k else \
+                _CONTINUES_LINE.search(s) and len(s.split()) <= 20
+            if is_addressed_to_ai(s) or (cutting and continues):
                 removed.append(s.strip())
                 cutting = cut_any = True
             else:
