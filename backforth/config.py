@@ -168,6 +168,8 @@ class BacktranslateConfig(Sampling):
 
 
 class CurateConfig(Sampling):
+    rubric: Literal["answer", "humpback"] = Field(
+        "answer", description="What the scorer rates. `answer` (default, ours): whether the page holds useful, lasting knowledge that answers the instruction, its style and the navigation around it set aside, since rewriting fixes those; spam, selling, news, chatter, navigation and pages that do not answer score low. `humpback`: Humpback's rubric, which the paper uses: how well the page already reads as an AI assistant's answer (a page that reads like a web page gets 3, only an assistant-like answer 5). docs/curation.md says why the default differs.")
     method: Literal["generate", "logprobs"] = Field("generate", description="`generate`: a rationale then `Score: N`, parsed; `logprobs`: one forward pass up to `Score:` and the probabilities of 1..5.")
     threshold: float = Field(5, ge=1, le=5, description="Keep rows whose score is at least this (paper: 5).")
     calibrate: bool = Field(False, description="With logprobs: divide the score probabilities by those the scorer gives to content-free inputs (contextual calibration, Zhao et al. 2021), which removes a small model's bias towards one label. Off by default (the paper has no such step).")

@@ -68,7 +68,7 @@ class Curate(Stage):
 
     def __init__(self, cfg: CurateConfig):
         self.cfg = cfg
-        self.template = load_template("curate_logprobs" if cfg.method == "logprobs" else "curate")
+        self.template = load_template(template_name(cfg.rubric, cfg.method))
         self.prior: dict[str, float] | None = None
 
     def sampling(self) -> str:
@@ -158,6 +158,12 @@ def keep_rule(c: CurateConfig) -> str:
     if c.keep_share is not None:
         return f"keep the best {c.keep_share:.0%} of the scored pairs{how}"
     return f"keep score >= {c.threshold:g}{how}"
+
+
+def template_name(rubric: str, method: str) -> str:
+    """The prompt of a rubric and method: `curate` is Humpback's rubric, `curate_answer` ours."""
+    base = "curate" if rubric == "humpback" else f"curate_{rubric}"
+    return f"{base}_logprobs" if method == "logprobs" else base
 
 
 def _rationale(text: str) -> str:
