@@ -167,6 +167,17 @@ class BacktranslateConfig(Sampling):
     require_request: bool = Field(True, description="Reject an instruction that does not read as a user's request (a question, an imperative, \"I need ...\", \"Please ...\"): a page title or a recipe's serving line copied as the instruction (`not_a_request`). English patterns, so only the instructions of English documents are checked (our choice; the paper has no such check).")
 
 
+PAGE_KINDS = ("explanation", "reference", "product", "news", "forum", "navigation", "legal", "changelog", "error", "spam")
+
+
+class PageKindConfig(Section):
+    """What kind of page each document is, before backtranslation (stage `page_kind`; docs/curation.md)."""
+
+    enabled: bool = Field(True, description="Classify each page by kind with the scorer (one forward pass) and keep only the kinds in `keep`. Ours: the paper has no such step (false gives its pipeline). On labelled real pages the kind separates good pages from junk where the curation score alone does not (docs/curation.md).")
+    keep: list[Literal[PAGE_KINDS]] = Field(["explanation", "reference"], min_length=1, description="The kinds worth a pair, of " + ", ".join(PAGE_KINDS) + " (explanation: tutorials, how-tos, explanations; reference: manuals, API or language references, READMEs that show how to use something).")
+    min_p: float = Field(0.5, gt=0, le=1, description="Keep a page when the scorer's probabilities of the kinds in `keep` add up to at least this.")
+
+
 class CurateConfig(Sampling):
     rubric: Literal["answer", "humpback"] = Field(
         "answer", description="What the scorer rates. `answer` (default, ours): whether the page holds useful, lasting knowledge that answers the instruction, its style and the navigation around it set aside, since rewriting fixes those; spam, selling, news, chatter, navigation and pages that do not answer score low. `humpback`: Humpback's rubric, which the paper uses: how well the page already reads as an AI assistant's answer (a page that reads like a web page gets 3, only an assistant-like answer 5). docs/curation.md says why the default differs.")
@@ -286,6 +297,7 @@ class RunConfig(Section):
     dedup_instructions: DedupInstructionsConfig = Field(default_factory=DedupInstructionsConfig)
     decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
     backtranslate: BacktranslateConfig = Field(default_factory=BacktranslateConfig)
+    page_kind: PageKindConfig = Field(default_factory=PageKindConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
     rewrite: RewriteConfig = Field(default_factory=RewriteConfig)
     grounding: GroundingConfig = Field(default_factory=GroundingConfig)

@@ -16,7 +16,7 @@ injected one not), and how many injected pages the detector cut; then
 
     injection: junk exported C/N clean, I/N injected, L leaks, H good pages lost
 
-    python benchmarks/injection.py [--out runs/bench-injection] [--set prepare.injections=keep]
+    python benchmarks/injection.py [--out runs/bench-injection] [--set prepare.injections=keep] [--until curate]
 """
 
 from __future__ import annotations
@@ -56,12 +56,14 @@ def main() -> None:
     ap.add_argument("--pages", type=Path, default=PAGES)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-injection"))
     ap.add_argument("--set", dest="sets", action="append", default=[])
+    ap.add_argument("--until", default=None, help="stop after this stage (e.g. curate: no rewriting; "
+                    "\"exported\" then reads \"kept by the filter\", the response being the page)")
     ap.add_argument("--no-run", action="store_true", help="only read an existing run dir")
     args = ap.parse_args()
 
     pages = [json.loads(line) for line in args.pages.open(encoding="utf-8") if line.strip()]
     if not args.no_run:
-        run_pages(args.pages, args.out, args.sets, None, None)
+        run_pages(args.pages, args.out, args.sets, args.until, None)
     res = outcomes(args.out)
     rejects = {}
     if (args.out / "rejects.jsonl").is_file():

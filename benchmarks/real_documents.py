@@ -9,14 +9,15 @@ instruction-response pair come from it?). See benchmarks/data/README.md.
 The pages go through the product exactly as `backforth demo --input FILE` runs them (the demo's
 config and models, any `--set` overrides), into a run dir that resumes: a changed keep rule re-runs
 only curation and what follows. Printed: per page type, the pages, how many reached the scorer, the
-mean expected score of good and junk pages, and the shares exported; the AUC of the expected score
-(good over junk, among the scored pages); the same for the pages whose id hashes into the `dev`
+mean expected score of good and junk pages, and the shares exported; the AUC (good over junk) of the
+page-kind probability `page_kind_p` among the pages stage page_kind read, and of the expected score
+among the scored pages (the final line's AUC is the page kind's where that stage ran, else the score's); the same for the pages whose id hashes into the `dev`
 third (the ones a rule may be tuned on) and the `held-out` rest; seconds per document; then
 
     real documents: AUC A, good exported G%, junk exported J%
 
     python benchmarks/real_documents.py [--out runs/bench-real] [--set curate.rubric=humpback ...]
-                                        [--until curate] [--pages FILE] [--limit N]
+                                        [--until curate] [--pages FILE] [--limit N] [--split dev|held-out]
 
 `--until curate` stops after curation (no rewriting): "exported" then reads "kept by the filter".
 """
@@ -72,6 +73,7 @@ def outcomes(out: Path) -> dict[str, dict]:
     for row, last in run.final(chain):
         value = row.get("score_expected", row.get("score"))
         result[row["id"]] = {"exported": row["_status"] == "done" and last == chain[-1], "score": value,
+                             "kind_p": row.get("page_kind_p"), "kind": row.get("page_kind"),
                              "stage": None if row["_status"] == "done" else row.get("stage"),
                              "reason": row.get("reason"), "instruction": row.get("instruction"),
                              "response": row.get("response", row.get("text"))}
@@ -81,14 +83,16 @@ def outcomes(out: Path) -> dict[str, dict]:
 def report(pages: list[dict], res: dict[str, dict], label: str) -> tuple[float | None, float, float]:
     good = [p for p in pages if p["label"] == "good"]
     junk = [p for p in pages if p["label"] == "junk"]
-    scored = lambda ps: [res[p["id"]]["score"] for p in ps if res.get(p["id"], {}).get("score") is not None]  # noqa: E731
+    scored = lambda ps, k="score": [res[p["id"]][k] for p in ps if res.get(p["id"], {}).get(k) is not None]  # noqa: E731
     exported = lambda ps: sum(1 for p in ps if res.get(p["id"], {}).get("exported"))  # noqa: E731
-    a = auc(scored(good), scored(junk))
+    a_score, a_kind = auc(scored(good), scored(junk)), auc(scored(good, "kind_p"), scored(junk, "kind_p"))
+    a = a_kind if a_kind is not None else a_score
     g = exported(good) / len(good) if good else 0.0
     j = exported(junk) / len(junk) if junk else 0.0
-    a_text = "n/a" if a is None else f"{a:.3f}"
-    print(f"{label:10s} pages {len(pages):4d} (good {len(good)}, junk {len(junk)}), scored {len(scored(good))}+"
-          f"{len(scored(junk))}: AUC {a_text}, good exported {exported(good)}/{len(good)} ({g:.0%}), "
+    fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    print(f"{label:10s} pages {len(pages):4d} (good {len(good)}, junk {len(junk)}), kind read "
+          f"{len(scored(good, 'kind_p'))}+{len(scored(junk, 'kind_p'))}: AUC {fmt(a_kind)}; scored "
+          f"{len(scored(good))}+{len(scored(junk))}: AUC {fmt(a_score)}; good exported {exported(good)}/{len(good)} ({g:.0%}), "
           f"junk exported {exported(junk)}/{len(junk)} ({j:.0%})")
     return a, g, j
 
@@ -100,13 +104,21 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="a config override, as `backforth --set`")
     ap.add_argument("--until", default=None, help="stop after this stage (e.g. curate: no rewriting)")
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--split", choices=["dev", "held-out"], default=None,
+                    help="only the dev third of the pages (the ones a rule may be tuned on) or the held-out rest")
     ap.add_argument("--no-run", action="store_true", help="only read an existing run dir")
     ap.add_argument("--show", type=int, default=0, help="print this many exported pairs, verbatim")
     args = ap.parse_args()
 
     pages = [json.loads(line) for line in args.pages.open(encoding="utf-8") if line.strip()]
     pages = pages[: args.limit] if args.limit else pages
-    seconds = None if args.no_run else run_pages(args.pages, args.out, args.sets, args.until, args.limit)
+    source = args.pages
+    if args.split:
+        pages = [p for p in pages if is_dev(p["id"]) == (args.split == "dev")]
+        source = args.out.with_name(args.out.name + f".{args.split}.jsonl")
+        source.parent.mkdir(parents=True, exist_ok=True)
+        source.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pages), encoding="utf-8")
+    seconds = None if args.no_run else run_pages(source, args.out, args.sets, args.until, args.limit)
     res = outcomes(args.out)
     word = "kept" if args.until else "exported"
 

@@ -17,6 +17,12 @@ from collections.abc import Callable
 from backforth.engines.base import EngineUnavailable, InProcessEngine, Request, Result
 
 Responder = Callable[[Request], "Result | str"]
+PAGE_KIND_MARKER = "You classify web pages"  # the page_kind prompt's first line
+
+
+def explanation_page(req: Request) -> Result:
+    """Stage page_kind's answer for every page unless a test says otherwise: an explanation (letter A)."""
+    return Result(text="A", finish_reason="length", choice_logprobs={"A": 0.0, "B": -6.0, "F": -6.0})
 
 
 def prompt_text(req: Request) -> str:
@@ -28,6 +34,8 @@ def prompt_text(req: Request) -> str:
 def stage_of(req: Request) -> str:
     """Which pipeline stage wrote `req`, read from the prompt templates' fixed text."""
     text = prompt_text(req)
+    if PAGE_KIND_MARKER in text:
+        return "page_kind"
     if req.choices is not None or "You judge training data" in text:
         return "curate"
     if "You find the question behind a text" in text or "write the user's instruction" in text:
@@ -55,8 +63,12 @@ class FakeEngine(InProcessEngine):
 
     def __init__(self, responder: Responder, *, name: str = "fake-model", context_length: int | None = None,
                  fail_after: int | None = None, fail_with: type[BaseException] = KeyboardInterrupt,
-                 fail_stage: str | None = None):
+                 fail_stage: str | None = None, page_kind: Responder = explanation_page):
         self.responder = responder
+        # Stage page_kind's requests are answered by `page_kind` (every page an explanation by default) and
+        # counted apart (`page_kind_served`), so that tests written for the other stages count what they did.
+        self.page_kind = page_kind
+        self.page_kind_served = 0
         self.name = name
         self._context = context_length
         # Raise `fail_with` instead of serving a request once `fail_after` requests (of `fail_stage`,
@@ -88,6 +100,13 @@ class FakeEngine(InProcessEngine):
         results = []
         for req in requests:
             stage = stage_of(req)
+            if stage == "page_kind":
+                out = self.page_kind(req)
+                res = Result(text=out, finish_reason="stop") if isinstance(out, str) else out
+                res.key, res.prompt_tokens, res.completion_tokens = req.key, self.count_tokens(prompt_text(req)), 1
+                self.page_kind_served += 1
+                results.append(res)
+                continue
             if self.fail_after is not None:
                 served = self.served[stage] if self.fail_stage else sum(self.served.values())
                 if (self.fail_stage in (None, stage)) and served >= self.fail_after:

@@ -40,6 +40,13 @@ DEFAULT_LOGPROBS = {"5": -0.1, "4": -2.5, " 3": -4.0}
 Responder = Callable[[dict], "str | tuple[str, str]"]
 
 
+def default_logprobs(body: dict) -> dict[str, float]:
+    """Score 5 for a curation request; for stage page_kind's, an explanation (letter A)."""
+    if "You classify web pages" in json.dumps(body.get("messages") or body.get("prompt")):
+        return {"A": -0.05, "B": -3.0}
+    return dict(DEFAULT_LOGPROBS)
+
+
 def default_responder(body: dict) -> str:
     """'stub:' + the first 40 characters of the last user message (or of the prompt)."""
     if "messages" in body:
@@ -62,7 +69,7 @@ class StubOpenAIServer:
             if name not in FAULTS:
                 raise ValueError(f"unknown fault '{name}' (known: {', '.join(FAULTS)})")
         self.responder = responder or default_responder
-        self.logprobs_for = logprobs_for or (lambda body: dict(DEFAULT_LOGPROBS))
+        self.logprobs_for = logprobs_for or default_logprobs
         self.faults = dict(faults or {})
         self.fault_for = fault_for
         self.retry_after = retry_after

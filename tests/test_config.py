@@ -25,14 +25,15 @@ def test_defaults_follow_the_paper():
     assert cfg.curate.threshold == 5 and cfg.export.tag == WEB_TAG == "Answer with knowledge from web search."
     assert SEED_TAG == "Answer in the style of an AI Assistant."
     assert cfg.variant == "filter+rewrite"
-    assert registry.names(cfg) == ["prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate",
+    assert registry.names(cfg) == ["prepare", "dedup_documents", "page_kind", "backtranslate", "dedup_instructions", "decontaminate",
                                "curate", "best_response", "rewrite", "grounding", "distill"]
     assert registry.names(build_config({"variant": "filter", "distill": {"enabled": False}})) == [
-        "prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate", "curate", "best_response"]  # no rewrite: no grounding
+        "prepare", "dedup_documents", "page_kind", "backtranslate", "dedup_instructions", "decontaminate", "curate", "best_response"]  # no rewrite: no grounding
     assert registry.names(build_config({"variant": "rewrite"})) == [
         "prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate", "rewrite", "grounding", "distill"]
-    # without the hygiene stages: the paper's pipeline
-    hygiene_off = {name: {"enabled": False} for name in ("dedup_documents", "dedup_instructions", "decontaminate", "grounding")}
+    # without the hygiene stages and the page kinds: the paper's pipeline
+    hygiene_off = {name: {"enabled": False} for name in ("dedup_documents", "dedup_instructions", "decontaminate", "grounding",
+                                                           "page_kind")}
     assert registry.names(build_config(hygiene_off)) == ["prepare", "backtranslate", "curate", "best_response", "rewrite",
                                                          "distill"]
     assert registry.names(build_config({**hygiene_off, "variant": "filter", "distill": {"enabled": False}})) == [
@@ -159,16 +160,16 @@ AFTER_BT = {"dedup_instructions", "decontaminate", "curate", "best_response", "r
 @pytest.mark.parametrize("overrides, stages", [
     (["curate.threshold=4"], {"curate", "best_response", "rewrite", "grounding", "distill"}),
     (["curate.method=logprobs"], {"curate", "best_response", "rewrite", "grounding", "distill"}),
-    (["models.scorer.model=other"], {"curate", "best_response", "rewrite", "grounding", "distill"}),
+    (["models.scorer.model=other"], {"page_kind", "backtranslate"} | AFTER_BT | {"curate", "best_response", "rewrite", "grounding", "distill"}),
     (["rewrite.temperature=0.5"], {"rewrite", "grounding", "distill"}),
     (["distill.max_tokens=100"], {"distill"}),
     (["models.distiller.model=other"], {"distill"}),
     (["backtranslate.top_p=0.5"], {"backtranslate"} | AFTER_BT),
     (["models.backward.model=other"], {"backtranslate"} | AFTER_BT),
-    (["prepare.min_words=10"], {"prepare", "dedup_documents", "backtranslate"} | AFTER_BT),
-    (["input.text_field=body"], {"prepare", "dedup_documents", "backtranslate"} | AFTER_BT),
+    (["prepare.min_words=10"], {"prepare", "dedup_documents", "page_kind", "backtranslate"} | AFTER_BT),
+    (["input.text_field=body"], {"prepare", "dedup_documents", "page_kind", "backtranslate"} | AFTER_BT),
     # the hygiene stages' own settings
-    (["dedup_documents.threshold=0.7"], {"dedup_documents", "backtranslate"} | AFTER_BT),
+    (["dedup_documents.threshold=0.7"], {"dedup_documents", "page_kind", "backtranslate"} | AFTER_BT),
     (["dedup_instructions.ngram=2"], AFTER_BT),
     (["decontaminate.ngram=10"], AFTER_BT - {"dedup_instructions"}),
     (["grounding.max_unsupported_numbers=2"], {"grounding", "distill"}),
@@ -206,7 +207,7 @@ def test_fingerprint_sees_the_prompt_text():
     stages = build_stages(cfg, lambda m: fake)
     fps = stage_fingerprints(cfg, stages)
     by_name = {st.name: st for st in stages}
-    assert fps["curate"]["fields"]["prompt"] == f"curate@1#{by_name['curate'].template.sha}"
+    assert fps["curate"]["fields"]["prompt"] == f"curate_answer@1#{by_name['curate'].template.sha}"
     from backforth.prompts import template_from_text
     bt = by_name["backtranslate"]
     bt.template = template_from_text("backtranslate", bt.template.source + " Be brief.")

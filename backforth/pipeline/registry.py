@@ -19,6 +19,7 @@ from .stages.decontaminate import Decontaminate
 from .stages.dedup import DedupDocuments, DedupInstructions
 from .stages.distill import Distill
 from .stages.grounding import Grounding
+from .stages.page_kind import PageKind
 from .stages.prepare import Prepare
 from .stages.rewrite import Rewrite
 from .stages.top_share import TopShare
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 STAGES: tuple[type[Stage], ...] = (
     Prepare,            # clean, exact duplicates, too short or too long
     DedupDocuments,     # near-duplicate documents
+    PageKind,           # pages of a kind worth a pair (explanations, references)
     Backtranslate,      # the backward model writes each document's instruction
     DedupInstructions,  # near-duplicate instructions
     Decontaminate,      # instructions that overlap an eval set

@@ -145,8 +145,14 @@ class Curate(Stage):
         self.count(f"score:{score}")
         if self.cfg.keep_share is not None:  # stage top_share keeps the best share instead, and records it
             return None
-        row["keep"], row["keep_rule"] = value >= self.cfg.threshold, self.keep_rule()
+        row["keep"], row["keep_rule"] = value >= self.cfg.threshold and wanted_kind(row), self.keep_rule()
         return None if row["keep"] or not self.cfg.filter else "low_score"
+
+
+def wanted_kind(row: dict) -> bool:
+    """False for a page that stage page_kind decided against but let through (`curate.filter: false`):
+    the keep rule then keeps it out, as it would have been with the filter on."""
+    return row.get("page_kind_keep") is not False
 
 
 def keep_rule(c: CurateConfig) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from ...config import CurateConfig
 from ...hashset import CompactSet
 from ..stage import Stage
-from .curate import keep_rule
+from .curate import keep_rule, wanted_kind
 
 
 def score_value(row: dict) -> float | None:
@@ -67,7 +67,7 @@ class TopShare(Stage):
     def apply(self, row: dict, results: list) -> str | None:
         row["score_rank"] = self._rank.get(row["id"])
         row["score_cutoff"] = self.cutoff
-        row["keep"], row["keep_rule"] = row["id"] in self._kept, self.rule
+        row["keep"], row["keep_rule"] = row["id"] in self._kept and wanted_kind(row), self.rule
         return None if row["keep"] or not self.filter else "below_top_share"
 
     def release(self) -> None:
