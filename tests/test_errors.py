@@ -55,7 +55,7 @@ def doc_text(i: int, words: int = 45) -> str:
 
 def _stage_and_doc(body: dict) -> tuple[str, int]:
     text = "\n".join(str(m.get("content", "")) for m in body["messages"])
-    for marker, stage in (("You find the question behind a text", "backtranslate"), ("You judge training data", "curate"),
+    for marker, stage in (("You classify web pages", "page_kind"), ("You find the question behind a text", "backtranslate"), ("You judge training data", "curate"),
                           ("Rewrite the draft", "rewrite")):
         if marker in text:
             return stage, int(re.search(r"Document (\d+) explains", text).group(1))
@@ -327,7 +327,7 @@ def test_resume_says_what_is_done_and_what_is_left(tmp_path, stub):
     assert "resuming" not in res.stdout  # a new run dir
     res = cli("run", config, "--out", out_dir)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "resuming: prepare 12/12 done, backtranslate 12/12 done, curate 0/12 done, 12 to go" in res.stdout
+    assert "resuming: prepare 12/12 done, page_kind 12/12 done, backtranslate 12/12 done, curate 0/12 done, 12 to go" in res.stdout
     assert res.stdout.index("resuming") < res.stdout.index("funnel")
     every_document_once(out_dir, 12)
 
@@ -370,9 +370,9 @@ def test_progress_in_a_log_is_plain_lines_with_rate_and_eta(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     err = res.stderr
     assert "\r" not in err  # no bar redrawn in place
-    assert "stage 2 of 5 (backtranslate): 12 rows to do" in err
+    assert "stage 3 of 7 (backtranslate): 12 rows to do" in err
     assert re.search(r"^backtranslate: \d+/12 rows \(\d+%\), [\d.]+ rows/s, ETA \S+$", err, re.MULTILINE), err
-    assert re.search(r"^run: stage \d of 5 \(\w+\), ETA for the run \S+ \(from [\d,]+ tokens in \S+ so far\)$", err,
+    assert re.search(r"^run: stage \d of 7 \(\w+\), ETA for the run \S+ \(from [\d,]+ tokens in \S+ so far\)$", err,
                      re.MULTILINE), err
     assert "distill: 12 rows in" in err
 

@@ -26,6 +26,8 @@ def doc_text(i: int) -> str:
 
 def stage_of(body: dict) -> str:
     text = "\n".join(str(m.get("content", "")) for m in body["messages"])
+    if "You classify web pages" in text:
+        return "page_kind"
     if "You find the question behind a text" in text:
         return "backtranslate"
     if "You judge training data" in text:
@@ -110,18 +112,20 @@ def test_pipeline_over_http_with_20_percent_faults(tmp_path):
 
     # faults happened and were retried; every logical request was made once
     [eng] = factory.engines  # four roles, one model config: one engine
-    assert eng.stats["requests"] == 4 * N_DOCS
+    assert eng.stats["requests"] == 5 * N_DOCS  # page_kind, backtranslate, curate, rewrite, distill
     assert eng.stats["retries"] > 0 and eng.stats["errors"] == 0
     assert eng.stats["by_status"].get("429", 0) + eng.stats["by_status"].get("500", 0) == eng.stats["retries"]
-    assert sum(per_stage.values()) == eng.stats["attempts"] > 4 * N_DOCS
-    assert all(per_stage[s] >= N_DOCS for s in ("backtranslate", "curate", "rewrite", "distill"))
+    assert sum(per_stage.values()) == eng.stats["attempts"] > 5 * N_DOCS
+    assert all(per_stage[s] >= N_DOCS for s in ("page_kind", "backtranslate", "curate", "rewrite", "distill"))
     assert stats["stages"]["backtranslate"]["prompt_tokens"] > 0
 
 
 def test_logprobs_scoring_over_http(tmp_path):
     docs = write_docs(tmp_path / "docs.jsonl")
     lp = {"5": -0.2, "4": -2.0, "1": -3.0}
-    with StubOpenAIServer(responder=responder, logprobs_for=lambda body: dict(lp)) as stub:
+    explanation = {"A": -0.05}  # stage page_kind's letters
+    with StubOpenAIServer(responder=responder,
+                          logprobs_for=lambda body: explanation if stage_of(body) == "page_kind" else dict(lp)) as stub:
         cfg = make_config(docs, stub, curate={"method": "logprobs"}, distill={"enabled": False})
         stats = run_method(cfg, tmp_path / "run", engine_factory=Factory())
         scoring = [r["body"] for r in stub.requests if stage_of(r["body"]) == "curate"]
