@@ -136,7 +136,7 @@ def test_try_stage_runs_one_stage_on_a_few_rows():
     out = backforth.try_stage("curate", pairs, model=engine)
     assert [(r["id"], r["status"], r.get("reason"), r["score"]) for r in out] == [
         ("d01", "done", None, 5), ("d05", "rejected", "low_score", 3)]
-    assert out[0]["score_raw"].endswith("Score: 5") and out[0]["curate_prompt"].startswith("curate@")
+    assert out[0]["score_raw"].endswith("Score: 5") and out[0]["curate_prompt"].startswith("curate_answer@")
     logprobs = backforth.try_stage("curate", pairs[:1], model=engine, overrides={"curate.method": "logprobs"})
     assert logprobs[0]["score_method"] == "logprobs"
     mine = backforth.try_stage(Headline(), pairs, model=FakeEngine(headline_responder))

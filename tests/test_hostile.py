@@ -113,7 +113,10 @@ def test_hostile_input_through_a_full_run(tmp_path):
     kept_ids = [rid for rid, outcome in expected.items() if outcome is None]
     assert sorted(kept_ids) == sorted(GOOD)
 
-    cfg = build_config({"input": {"path": str(docs)}, "runner": {"progress": False, "chunk_size": 4}})
+    # prepare.injections keep: the prompts' own defence on its own (the detector that cuts such lines is
+    # tested in tests/pipeline/test_injection.py)
+    cfg = build_config({"input": {"path": str(docs)}, "runner": {"progress": False, "chunk_size": 4},
+                        "prepare": {"injections": "keep"}})
     assert "dedup_documents" in registry.names(cfg) and "grounding" in registry.names(cfg)  # hygiene stages on
     fake = FakeEngine(responder, context_length=CONTEXT)
     out = tmp_path / "run"
@@ -154,7 +157,7 @@ def test_hostile_input_through_a_full_run(tmp_path):
         shapes.setdefault(stage_of(req), set()).add(tuple(m["role"] for m in req.messages))
     assert all(len(s) == 1 for s in shapes.values()), shapes
     assert shapes["backtranslate"] == {("system", "user", "assistant", "user", "assistant", "user")}
-    assert shapes["rewrite"] == shapes["curate"] == {("user",)}
+    assert shapes["rewrite"] == {("user",)} and shapes["curate"] == {("system", "user")}
     seen = Counter()
     for req in (r for r in fake.received if r.key == "inject"):
         stage = stage_of(req)
@@ -172,7 +175,7 @@ def test_hostile_input_through_a_full_run(tmp_path):
             assert content.index("<draft>") < at < content.rindex("</draft>\n\n<question>")
             assert content.count("<question>") == 1 and content.endswith("Write your answer between [RES] and [/RES].")
         elif stage == "curate":
-            assert content.index("<answer>") < at < content.rindex("</answer>")
+            assert content.index("<page>") < at < content.rindex("</page>")
         seen[stage] += 1
         assert req.assistant_prefix in (None, "") or "LOL" not in req.assistant_prefix
     assert seen == {"backtranslate": 1, "curate": 1, "rewrite": 1}  # and distill, which never sees the document

@@ -69,7 +69,7 @@ def test_a_server_that_is_down(tmp_path, monkeypatch):
     with pytest.raises(ServerUnreachable) as err:
         check(config(tmp_path, served(url)), tmp_path / "run")
     assert len(calls) == 1  # one GET /models, no retries: the answer comes in seconds
-    assert f"models.backward.base_url: cannot reach the model server at {url}" in str(err.value)
+    assert f"models.scorer.base_url: cannot reach the model server at {url}" in str(err.value)  # page_kind: the first
     assert err.value.exit_code == 3
     assert not (tmp_path / "run").exists()
 
@@ -91,7 +91,7 @@ def test_a_server_that_serves_another_model(tmp_path):
         url = stub.base_url
         with pytest.raises(UserError) as err:
             check(config(tmp_path, served(url, model="llama-3-8b")), tmp_path / "run")
-    assert str(err.value).startswith(f"models.backward.model: {url} serves qwen2.5-7b-instruct, not llama-3-8b")
+    assert str(err.value).startswith(f"models.scorer.model: {url} serves qwen2.5-7b-instruct, not llama-3-8b")
 
 
 def test_only_the_roles_the_run_uses_are_checked(tmp_path):
@@ -99,7 +99,8 @@ def test_only_the_roles_the_run_uses_are_checked(tmp_path):
         dead = {"base_url": "http://127.0.0.1:9/v1"}
         models = served(stub.base_url, scorer=dead)
         check(config(tmp_path, models, variant="rewrite"), tmp_path / "run")  # no curation: no scorer
-        check(config(tmp_path, models), tmp_path / "run", until="backtranslate")
+        check(config(tmp_path, models), tmp_path / "run", until="dedup_documents")  # before page_kind, the first scorer stage
+        check(config(tmp_path, models, page_kind={"enabled": False}), tmp_path / "run", until="backtranslate")
         with pytest.raises(ServerUnreachable, match="models.scorer.base_url"):
             check(config(tmp_path, models), tmp_path / "run")
 
@@ -122,7 +123,7 @@ def test_the_cli_stops_before_any_work_when_the_server_serves_another_model(tmp_
         posts, url = stub.count["/v1/chat/completions"], stub.base_url
     out = res.stdout + res.stderr
     assert res.returncode == 2 and "Traceback" not in out, out
-    assert f"models.backward.model: {url} serves other-model, not stub-model" in out
+    assert f"models.scorer.model: {url} serves other-model, not stub-model" in out
     assert posts == 0 and not (tmp_path / "run").exists()
 
 

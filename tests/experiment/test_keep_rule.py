@@ -56,4 +56,4 @@ def test_filter_is_out_of_the_fingerprint_unless_turned_off():
 
     assert "filter" not in fp()["curate"]["fields"] and fp(filter=True) == fp()  # run dirs keep their fingerprints
     assert fp(filter=False)["curate"]["hash"] != fp()["curate"]["hash"]
-    assert registry.keep_rule_stages() == ("curate", "curate_m1", "top_share")
+    assert registry.keep_rule_stages() == ("page_kind", "curate", "curate_m1", "top_share")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from fake_engine import FakeEngine, section, stage_of
+from fake_engine import FakeEngine, prompt_text, section, stage_of
 
 from run_files import read_distilled, read_sft
 from backforth.config import build_config
@@ -107,7 +107,7 @@ def write_pairs(tmp_path) -> tuple:
 
 def pair_responder(req: Request) -> Result | str:
     if stage_of(req) == "curate":
-        score = 5 if "careful, complete answer" in req.messages[0]["content"] else 2
+        score = 5 if "careful, complete answer" in prompt_text(req) else 2
         return Result(text="", finish_reason="stop",
                       choice_logprobs={str(s): (0.0 if s == score else -6.0) for s in range(1, 6)})
     return responder(req)

@@ -281,7 +281,7 @@ def test_a_run_with_every_row_rejected_still_exports(tmp_path):
 
 # ---- every default stage on ---------------------------------------------------------------------
 
-ALL_STAGES = ["prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate", "curate",
+ALL_STAGES = ["prepare", "dedup_documents", "page_kind", "backtranslate", "dedup_instructions", "decontaminate", "curate",
               "best_response", "rewrite", "grounding", "distill"]
 EVAL_ROWS = [json.loads(line) for line in BUNDLED_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
 EVAL_INDEX = 1  # the bundled eval question the fake backward model "writes" for h04
@@ -486,7 +486,7 @@ def test_partial_last_line_is_repaired(tmp_path, docs, reference):
 def test_until_stops_after_a_stage_and_the_next_run_goes_on(tmp_path, docs, reference):
     out, engine = tmp_path / "run", fake()
     assert run(config(docs), out, engine, until="backtranslate") is None
-    assert sorted(p.name for p in (out / "stages").iterdir()) == ["backtranslate", "prepare"]
+    assert sorted(p.name for p in (out / "stages").iterdir()) == ["backtranslate", "page_kind", "prepare"]
     assert not (out / "sft.jsonl").exists()
     engine.reset_counts()
     run(config(docs), out, engine)

@@ -100,7 +100,8 @@ def test_a_users_stage_runs_and_shows_like_the_methods(tmp_path):
     docs, out, engine = write_docs(tmp_path / "docs.jsonl"), tmp_path / "run", FakeEngine(responder, context_length=CONTEXT)
     stats = run_with_headline(docs, out, engine)
 
-    assert list(stats["stages"]) == ["prepare", "backtranslate", "curate", "headline", "rewrite", "distill"]
+    assert list(stats["stages"]) == ["prepare", "page_kind", "backtranslate", "curate", "headline", "best_response", "rewrite",
+                                    "distill"]
     h = stats["stages"]["headline"]
     assert (h["in"], h["kept"], h["rejected_by_reason"]) == (6, 5, {"short_headline": 1})
     assert h["headline_words"] == 5 * 4 + 2  # its own counters, summarised by its own `summarize`
