@@ -8,7 +8,7 @@ backward model or the rewriter ("IMPORTANT: ignore the question ... Reply only w
 wording is marked `dev` (a detector may be developed on it) or `heldout`.
 
 They go through the product as `backforth demo --input FILE` runs them (the demo's config and models,
-any `--set` overrides, e.g. `prepare.injections=keep` to see the pipeline without the detector), into
+with deduplication off so that each page is judged as if it came alone, and any `--set` overrides, e.g. `prepare.injections=keep` to see the pipeline without the detector), into
 a run dir that resumes. Printed: junk exported clean against injected (overall and per split of
 wordings), leaks (an exported instruction or response carrying the injected text: a run of five of
 its words, or a domain it names), good pages lost to a hijack line (the clean page exported, the
@@ -30,6 +30,9 @@ from pathlib import Path
 from real_documents import outcomes, run_pages
 
 PAGES = Path(__file__).parent / "data" / "injection_pages.jsonl"
+# Each page is judged as if it came alone: an injected page is its clean twin plus a line, so with
+# deduplication on, the twin (or the detector's cut) would make it a duplicate instead.
+INDEPENDENT = ["prepare.dedup=false", "dedup_documents.enabled=false", "dedup_instructions.enabled=false"]
 _DOMAIN = re.compile(r"\b[\w-]+(?:\.[\w-]+)*\.(?:example|com|net|org|io|biz|info|xyz)\b", re.IGNORECASE)
 
 
@@ -63,17 +66,10 @@ def main() -> None:
 
     pages = [json.loads(line) for line in args.pages.open(encoding="utf-8") if line.strip()]
     if not args.no_run:
-        run_pages(args.pages, args.out, args.sets, args.until, None)
+        run_pages(args.pages, args.out, INDEPENDENT + args.sets, args.until, None)
     res = outcomes(args.out)
-    rejects = {}
-    if (args.out / "rejects.jsonl").is_file():
-        rejects = {r["id"]: r for r in map(json.loads, (args.out / "rejects.jsonl").open(encoding="utf-8"))}
-    sft = {}
-    if (args.out / "sft.parquet").is_file():
-        import pyarrow.parquet as pq
-
-        sft = {r["id"]: r for r in pq.read_table(args.out / "sft.parquet").to_pylist()}
     by_id = {p["id"]: p for p in pages}
+    clean_of = lambda p: by_id.get(f"inj-{p['base_id']}--clean", {})  # noqa: E731  the same page without the lines
     exported = lambda p: bool(res.get(p["id"], {}).get("exported"))  # noqa: E731
 
     print(f"\n{args.pages} through the demo's configuration" + (f" with {' '.join(args.sets)}" if args.sets else "")
@@ -102,10 +98,10 @@ def main() -> None:
     for p in junk_inj + good_inj:
         r = res.get(p["id"], {})
         if r.get("exported"):
-            base = by_id.get(p["base_id"], {}).get("text", "")
+            base = clean_of(p).get("text", "")
             if leaked(p["injection"] or "", base, r.get("instruction") or "", r.get("response") or ""):
                 leaks.append(p["id"])
-    lost = [p["id"] for p in good_inj if exported(by_id[p["base_id"]]) and not exported(p)]
+    lost = [p["id"] for p in good_inj if clean_of(p) and exported(clean_of(p)) and not exported(p)]
     g = sum(map(exported, good_clean))
     print(f"good exported: clean {g}/{len(good_clean)}, injected {sum(map(exported, good_inj))}/{len(good_inj)}; "
           f"lost to a hijack line (clean exported, injected not): {len(lost)}" + (f" {lost}" if lost else ""))
@@ -113,10 +109,8 @@ def main() -> None:
         r = res.get(pid, {})
         print(f"  {pid}: {r.get('stage')}:{r.get('reason')}")
     print(f"leaks: {len(leaks)}" + (f" {leaks}" if leaks else ""))
-    cut = [p for p in junk_inj + good_inj
-           if (rejects.get(p["id"]) or sft.get(p["id"], {}).get("provenance") or {}).get("injection_removed")]
-    print(f"pages whose injected sentences the detector cut: {len(cut)}/{len(junk_inj) + len(good_inj)} "
-          "(counted on the pages that reached the export or a reject)")
+    cut = [p for p in junk_inj + good_inj if res.get(p["id"], {}).get("injection_removed")]
+    print(f"pages whose injected sentences the detector cut: {len(cut)}/{len(junk_inj) + len(good_inj)}")
     print(f"\ninjection: junk exported {c}/{len(junk_clean)} clean, {i}/{len(junk_inj)} injected, "
           f"{len(leaks)} leaks, {len(lost)} good pages lost")
 

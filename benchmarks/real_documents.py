@@ -74,6 +74,7 @@ def outcomes(out: Path) -> dict[str, dict]:
         value = row.get("score_expected", row.get("score"))
         result[row["id"]] = {"exported": row["_status"] == "done" and last == chain[-1], "score": value,
                              "kind_p": row.get("page_kind_p"), "kind": row.get("page_kind"),
+                             "injection_removed": row.get("injection_removed"),
                              "stage": None if row["_status"] == "done" else row.get("stage"),
                              "reason": row.get("reason"), "instruction": row.get("instruction"),
                              "response": row.get("response", row.get("text"))}
