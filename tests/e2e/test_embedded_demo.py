@@ -1,8 +1,8 @@
 """The demo's configuration end to end on real embedded models (PyPI wheels), on the CPU.
 
 Three documents through every stage with the models of backforth/data/demo.yaml (Qwen2.5-Coder 1.5B
-backtranslating and scoring, 0.5B rewriting and distilling). The threshold is lowered to 1 so that curate keeps every pair and rewrite and distill run
-for real on all three.
+backtranslating, reading page kinds and scoring, 0.5B rewriting and distilling). The page-kind and score
+thresholds are lowered so that every page and pair is kept and rewrite and distill run for real on all three.
 """
 
 import json
@@ -12,7 +12,7 @@ import pytest
 
 from backforth.analysis.analyze import stage_rows
 from backforth.cli import DATA_DIR
-from backforth.config import load_config
+from backforth.config import PAGE_KINDS, load_config
 from backforth.pipeline.method import run_method
 
 
@@ -20,7 +20,7 @@ from backforth.pipeline.method import run_method
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     cfg = load_config(DATA_DIR / "demo.yaml", [
-        "curate.threshold=1", "rewrite.max_tokens=96", "distill.max_tokens=48", "backtranslate.max_tokens=48",
+        "curate.threshold=1", "page_kind.min_p=0.001", "rewrite.max_tokens=96", "distill.max_tokens=48", "backtranslate.max_tokens=48",
         "runner.progress=false"])
     cfg.input.path = str(DATA_DIR / "demo_corpus.jsonl")
     cfg.input.limit = 3
@@ -37,12 +37,17 @@ def test_every_document_ends_in_sft_or_rejects(demo_run):
     assert stats["funnel"]["documents_in"] == 3
     assert stats["outputs"]["sft"] == len(sft)
     for r in rejects:
-        assert r["stage"] in {"prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate",
+        assert r["stage"] in {"prepare", "dedup_documents", "page_kind", "backtranslate", "dedup_instructions", "decontaminate",
                               "curate", "rewrite", "grounding"} and r["reason"]
 
 
 def test_real_model_wrote_every_column(demo_run):
     out, stats = demo_run
+    kinds = list(stage_rows(out, "page_kind").values())
+    assert len(kinds) == 3
+    for row in kinds:
+        assert row["page_kind_model"] == "embedded:qwen2.5-coder-1.5b" and row["page_kind"] in PAGE_KINDS
+        assert abs(sum(row["page_kind_probs"].values()) - 1) < 1e-3 and 0 <= row["page_kind_p"] <= 1
     curate = list(stage_rows(out, "curate").values())
     assert curate, "backtranslate kept no instruction from three real documents"
     for row in curate:
