@@ -17,6 +17,7 @@ from ..version import __version__
 from ..config import ModelConfig, RunConfig
 from .advice import low_yield
 from .stage import Stage
+from .tokens import card_section
 
 DATA_FILES = {"default": "sft.parquet", "distilled": "distilled.parquet"}  # config name -> file in the run dir
 
@@ -128,6 +129,7 @@ def write_card(cfg: RunConfig, out: Path, stats: dict, fingerprints: dict, stage
         _table([("stage", "role", "model", "sampling", "prompt (name@version#hash)"), *models]) if models else "",
         "",
         *[line for note in notes for line in (note, "")],
+        *card_section(stats),
         "## Rejected rows, by reason",
         "",
         _table([("stage", "reason", "rows"), *rejects]) if rejects else "_None._",

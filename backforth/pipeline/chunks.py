@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from ..engines.base import Engine, Result
 from .stage import DONE, REJECTED, Stage
 from .store import BOOKKEEPING
+from .tokens import count_results
 
 
 @dataclass
@@ -51,6 +52,7 @@ def build_chunk(st: Stage, chunk: list[dict], first: bool = False) -> Pending:
 
 def finish_chunk(st: Stage, pending: Pending, results: list[Result]) -> Finished:
     out = Finished([], [])
+    count_results(st.count, results)  # every call of the chunk, the rows left unfinished too: they were paid for
     for row, base, span in zip(pending.rows, pending.bases, pending.spans):
         mine = [] if span is None else results[span[0]:span[1]]
         if any(r.retryable for r in mine):

@@ -18,6 +18,7 @@ from . import registry
 from .card import write_card
 from .stage import DONE, REJECTED, Stage
 from .store import RunStore
+from .tokens import run_tokens, stage_tokens
 
 
 def sft_row(row: dict, cfg: RunConfig, provenance: Sequence[str]) -> dict:
@@ -81,7 +82,7 @@ def stage_summary(run: RunStore, st: type[Stage] | Stage) -> dict:
     counters, seconds, _n = store.totals()
     n = kept + sum(reasons.values())
     summary = {"in": n, "kept": kept, "rejected": sum(reasons.values()), "rejected_by_reason": dict(reasons.most_common()),
-               "prompt_tokens": counters.get("prompt_tokens", 0), "completion_tokens": counters.get("completion_tokens", 0),
+               **stage_tokens(counters),
                "seconds": round(seconds, 2), "rows_per_s": round(n / seconds, 3) if seconds else None}
     st.summarize(counters, summary)
     return summary
@@ -171,6 +172,7 @@ def export_run(cfg: RunConfig, out: Path, stages: Sequence[Stage], fps: dict,
         "stages": per_stage,
         "outputs": {"sft": n_sft, "distilled": n_distilled, "rejects": n_rejects},
         "languages": dict(languages.most_common()),  # of the exported pairs
+        "tokens": run_tokens(per_stage, n_sft),
         "fingerprints": {n: fp["hash"] for n, fp in fps.items()},
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=2))

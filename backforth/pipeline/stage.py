@@ -175,7 +175,8 @@ class Stage:
 
     def record_call(self, row: dict, result: Result, raw: str | None = None) -> bool:
         """Record a model call's provenance on the row (model, finish reason, tokens, prompt version,
-        error; the raw text under `raw` when given) and count its tokens. True when the call succeeded."""
+        error; the raw text under `raw` when given). True when the call succeeded. (The runner counts
+        every call's tokens for stats.json: `tokens.count_results`.)"""
         s = self.name
         if raw is not None:
             row[raw] = result.text
@@ -183,8 +184,6 @@ class Stage:
         row[f"{s}_finish_reason"] = result.finish_reason
         row[f"{s}_prompt_tokens"] = result.prompt_tokens
         row[f"{s}_completion_tokens"] = result.completion_tokens
-        self.count("prompt_tokens", result.prompt_tokens or 0)
-        self.count("completion_tokens", result.completion_tokens or 0)
         if self.template is not None:
             row[f"{s}_prompt"] = self.template.tag
         if result.error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .advice import low_yield, scoring
+from .tokens import summary_line
 
 
 def summary(stats: dict, out: Path, cfg=None) -> tuple[list[str], str | None]:
@@ -16,6 +17,8 @@ def summary(stats: dict, out: Path, cfg=None) -> tuple[list[str], str | None]:
     reasons = {f"{s}:{r}": n for s, st in stats["stages"].items() for r, n in st["rejected_by_reason"].items()}
     if reasons:
         lines.append("rejected: " + ", ".join(f"{k} {v}" for k, v in reasons.items()))
+    if tokens := summary_line(stats):
+        lines.append(tokens)
     lines.append(f"wrote {out / 'sft.jsonl'} ({stats['outputs']['sft']} pairs), {out / 'README.md'}, {out / 'stats.json'}")
     where = f" ({cfg.input.path})" if cfg is not None else ""
     if not stats["funnel"].get("documents_in", 0):

@@ -78,3 +78,16 @@ def test_exports_agree(demo_run):
         assert full["provenance"]["rewrite_prompt"].startswith("rewrite@")
     card = (out / "README.md").read_text()
     assert "load_dataset" in card and f"{stats['outputs']['sft']} pairs" in card
+
+
+def test_real_models_token_counts_reach_stats_and_card(demo_run):
+    out, stats = demo_run
+    for name in ("backtranslate", "curate", "rewrite"):
+        st = stats["stages"][name]
+        assert st["requests"] > 0 and st["prompt_tokens"] > 0, name  # the engine's tokenized lengths
+    assert stats["stages"]["backtranslate"]["completion_tokens"] > 0
+    tok = stats["tokens"]
+    assert tok["total_tokens"] == sum(st["prompt_tokens"] + st["completion_tokens"] for st in stats["stages"].values())
+    if stats["outputs"]["sft"]:
+        assert tok["per_exported_pair"] == round(tok["total_tokens"] / stats["outputs"]["sft"], 1) > 0
+        assert "tokens per exported pair" in (out / "README.md").read_text()

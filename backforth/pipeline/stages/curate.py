@@ -16,6 +16,7 @@ from ...config import CurateConfig
 from ...engines.base import EngineError, Request, Result
 from ...prompts import load_template
 from ..stage import Stage
+from ..tokens import count_results
 from .parsing import parse_score, score_from_logprobs
 
 CHOICES = ["1", "2", "3", "4", "5"]
@@ -88,7 +89,9 @@ class Curate(Stage):
         if self.cfg.method != "logprobs" or not self.cfg.calibrate:
             return
         reqs = [self._request(x, x) for x in CONTENT_FREE]
-        tables = [score_from_logprobs(r.choice_logprobs or {})[2] for r in engine.generate(reqs) if r.ok]
+        results = engine.generate(reqs)
+        count_results(self.count, results)  # paid for like the rows' calls
+        tables = [score_from_logprobs(r.choice_logprobs or {})[2] for r in results if r.ok]
         tables = [t for t in tables if t]
         if not tables:
             raise EngineError("curate.calibrate: the scorer returned no logprobs for the content-free inputs")
