@@ -245,6 +245,17 @@ class GroundingConfig(Section):
     judge_temperature: float = Field(0.0, ge=0, description="Sampling temperature of the judge (0: its most likely verdict).")
 
 
+class PrefilterConfig(Section):
+    """A classifier learned from the run's own scorer skips documents unlikely to be kept (docs/prefilter.md)."""
+
+    enabled: bool = Field(False, description="Before backtranslation, run a seeded sample of `sample` documents through curation, learn P(kept by the scorer) from their embeddings, and send on only the documents likely to be kept (plus an audited share of the rest). Off by default: it pays on corpora of about 10x `sample` documents and more (20,000 with the default sample); below that the sample is most of the corpus.")
+    sample: int = Field(2000, ge=20, description="Documents in the labelled sample (seeded, random). It needs kept and rejected pairs among them: with a keep rate of 10%, 2,000 gives about 200 kept.")
+    recall: float = Field(0.9, gt=0, le=1, description="The share of the scorer's kept documents the threshold must let through on held-out sample documents (out-of-fold).")
+    audit: float = Field(0.05, ge=0, le=1, description="The share of documents below the threshold that still go through, at random (seeded), so that the run estimates the recall it got, with a 95% interval.")
+    embedder: str | None = Field(None, description="sentence-transformers model for the document embeddings (a name or a local folder); null: the bundled all-MiniLM-L6-v2 (offline).")
+    seed: int = Field(0, description="Seed of the sample, the audit draw and the cross-validation folds.")
+
+
 class RayPoolConfig(Section):
     """The Ray actor pool serving one model role (each actor loads the role's model once)."""
 
@@ -296,6 +307,7 @@ class RunConfig(Section):
     dedup_documents: DedupDocumentsConfig = Field(default_factory=DedupDocumentsConfig)
     dedup_instructions: DedupInstructionsConfig = Field(default_factory=DedupInstructionsConfig)
     decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
+    prefilter: PrefilterConfig = Field(default_factory=PrefilterConfig)
     backtranslate: BacktranslateConfig = Field(default_factory=BacktranslateConfig)
     page_kind: PageKindConfig = Field(default_factory=PageKindConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)

@@ -50,6 +50,16 @@ def run(cfg: RunConfig, out: str | Path, *, force: bool = False, until: str | No
 def _run(cfg: RunConfig, out: Path, force: bool, until: str | None, engine_factory: Callable,
          after: Mapping[str, Stage | Sequence[Stage]] | None, models: Mapping[str, ModelConfig] | None) -> dict | None:
     names = registry.names(cfg)
+    sampled = next((c for c in registry.enabled(cfg) if c.learns_from_sample), None)
+    if sampled is not None:  # the pre-filter's sample first, then its classifier (learned_prefilter.py)
+        from .learned_prefilter import labelling_stage, learn_prefilter, start_sampling
+
+        keep = labelling_stage(cfg)
+        start_sampling(out, sampled.name)
+        if until not in names or names.index(until) > names.index(keep):
+            run_method(cfg, out, force=force, until=keep, engine_factory=engine_factory, after=after)
+            learn_prefilter(cfg, out, names[: names.index(keep) + 1], sampled.name)
+            force = False
     trained = next((c for c in registry.enabled(cfg) if c.trained_role), None)
     extra = dict(models or {})
     if trained is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..engines.base import Engine, Result
-from .stage import DONE, REJECTED, Stage
+from .stage import DONE, LATER, REJECTED, Stage
 from .store import BOOKKEEPING
 from .tokens import count_results
 
@@ -65,6 +65,8 @@ def finish_chunk(st: Stage, pending: Pending, results: list[Result]) -> Finished
             row.update(_status=REJECTED, stage="input", reason=row.pop("_reject"), detail=row.pop("_detail", None))
         else:
             reason = st.apply(row, mine)
+            if reason == LATER:
+                continue  # left for a later run, not rejected
             row["_status"] = DONE if reason is None else REJECTED
             if reason is not None:
                 row.update(stage=st.name, reason=reason)

@@ -166,6 +166,8 @@ def export_run(cfg: RunConfig, out: Path, stages: Sequence[Stage], fps: dict,
     n_sft = sft.close()
     n_distilled = distilled.close() if distilled is not None else 0
     per_stage = {st.name: stage_summary(run, st) for st in stages}
+    for st in stages:
+        per_stage[st.name].update(st.outcome(run, stages) or {})
     stats = {
         "variant": cfg.variant,
         "funnel": funnel(stages, per_stage, n_sft),

@@ -37,15 +37,16 @@ def engines_for(cfg: RunConfig, engine_factory: Callable = build_engine,
     return Engines({**dict(cfg.models), **dict(models or {})}, engine_factory)
 
 
-def build_stages(cfg: RunConfig, engine_factory: Callable = build_engine, engines: Engines | None = None) -> list[Stage]:
+def build_stages(cfg: RunConfig, engine_factory: Callable = build_engine, engines: Engines | None = None,
+                 run_dir: Path | None = None) -> list[Stage]:
     """The registry's stages of a run with `cfg`, in order. Stages are built cheaply, for their
     fingerprints: a stage that measures documents gets a role's tokenizer, never its weights (a
     caller's own engines count for themselves)."""
     engines = engines or engines_for(cfg, engine_factory)
     if engines.factory is build_engine:
-        ctx = BuildContext(lambda role: token_counter(engines.model(role)))
+        ctx = BuildContext(lambda role: token_counter(engines.model(role)), run_dir=run_dir)
     else:
-        ctx = BuildContext(engines.get)
+        ctx = BuildContext(engines.get, run_dir=run_dir)
     return [cls.build(cfg, ctx) for cls in registry.enabled(cfg)]
 
 
@@ -101,7 +102,7 @@ def run_method(cfg: RunConfig, out: str | Path, *, force: bool = False, until: s
     if until is not None and until not in names:
         raise UserError(f"--until {until}: not a stage of this run ({', '.join(names)})")
     engines = engines_for(cfg, engine_factory, models)
-    stages = insert_stages(build_stages(cfg, engines=engines), after)
+    stages = insert_stages(build_stages(cfg, engines=engines, run_dir=out), after)
     upto = stages if until is None else stages[: [st.name for st in stages].index(until) + 1]
     for st in upto:
         if st.role and not engines.known(st.role):

@@ -20,6 +20,7 @@ from .stages.dedup import DedupDocuments, DedupInstructions
 from .stages.distill import Distill
 from .stages.grounding import Grounding
 from .stages.page_kind import PageKind
+from .stages.prefilter import Prefilter
 from .stages.prepare import Prepare
 from .stages.rewrite import Rewrite
 from .stages.top_share import TopShare
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 STAGES: tuple[type[Stage], ...] = (
     Prepare,            # clean, exact duplicates, too short or too long
     DedupDocuments,     # near-duplicate documents
+    Prefilter,          # documents a classifier learned from the scorer's decisions finds unlikely to be kept
     PageKind,           # pages of a kind worth a pair (explanations, references)
     Backtranslate,      # the backward model writes each document's instruction
     DedupInstructions,  # near-duplicate instructions

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ..config import RunConfig
 
 DONE, REJECTED = "done", "rejected"
+LATER = "_later"  # what `apply` returns to leave a row unfinished for a later run (`prefilter` before its classifier)
 
 
 @dataclass
@@ -37,6 +38,7 @@ class BuildContext:
     tokenizer and context length, never the weights), made once per role."""
 
     token_counter: Callable[[str], object]
+    run_dir: Any = None  # the run dir, for a stage that keeps a file there (the pre-filter's classifier)
     _counters: dict = field(default_factory=dict)
 
     def tokens(self, role: str):
@@ -77,6 +79,7 @@ class Stage:
     survey_first: bool = False  # sees every row it accepts before processing any (`survey`)
     failed_stay_unfinished: bool = False  # a failed request leaves its row for the next run instead of rejecting it
     trained_role: bool = False  # the model of `role` is trained from the run's own earlier results (Humpback's M1)
+    learns_from_sample: bool = False  # waits for a model learned from a sample run through the keep rule (`prefilter`)
     template: PromptTemplate | None = None
     model_name: str = ""  # set by the runner from the engine serving `role`
 
@@ -112,6 +115,11 @@ class Stage:
         if c is not None and hasattr(c, "temperature"):
             return f"T={c.temperature}, top_p={c.top_p}, max_tokens={c.max_tokens}"
         return ""
+
+    def outcome(self, run, stages) -> dict[str, Any] | None:
+        """Figures that need the later stages' results (`run`: the run's store, `stages`: the run's
+        stages), added to this stage's stats.json entry at export; None for none."""
+        return None
 
     def card_note(self, summary: dict[str, Any]) -> str | None:
         """A sentence for the dataset card about what this stage did, or None."""
