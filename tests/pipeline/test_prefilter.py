@@ -190,3 +190,50 @@ def test_threshold_wilson_and_recall_estimate():
     assert est["recall"] == round(90 / (90 + 10), 4)
     assert est["recall_ci95"][0] < est["recall"] < est["recall_ci95"][1]
     assert recall_estimate(5, 0, 0, 3)["recall"] is None
+
+
+def load_benchmark():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "prefilter.py"
+    spec = importlib.util.spec_from_file_location("prefilter_benchmark", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_benchmark_labels_a_finished_run_and_prints_its_curve(tmp_path, capsys):
+    docs = write_docs(tmp_path / "docs.jsonl", 80)
+    out = tmp_path / "run"
+    cfg = config(docs)
+    cfg.prefilter.enabled = False
+    stats = run(cfg, out, FakeEngine(responder))
+    bench = load_benchmark()
+    labels = bench.labels_from_run(out)
+    assert len(labels) == 80 and sum(r["kept"] for r in labels) == 24 == stats["outputs"]["sft"]
+    assert all(r["exported"] == r["kept"] for r in labels)  # variant filter: a kept pair is exported
+    assert all(set(r["tokens"]) == {"backtranslate", "curate"} and all(v > 0 for v in r["tokens"].values())
+               for r in labels)
+    assert sum(sum(r["tokens"].values()) for r in labels) == stats["tokens"]["total_tokens"]
+    lines = []
+    chosen = bench.report(labels, KeywordEmbedder().embed, folds=4, repeats=2, out=lines.append)
+    assert lines[-1] == f"prefilter: tokens per exported pair ratio {chosen['ratio']:.3f} at recall {chosen['recall']:.3f}"
+    assert chosen["recall"] == 1.0 and 0 < chosen["ratio"] < 0.6 and chosen["skipped"] > 0.5
+    # the command line: --from-run, writing the labels file that --labels reads back
+    labels_file = tmp_path / "labels.jsonl"
+    embedding._LOADED["keywords"] = KeywordEmbedder()
+    assert bench.main(["--from-run", str(out), "--write-labels", str(labels_file), "--embedder", "keywords",
+                       "--folds", "4", "--repeats", "1"]) == 0
+    assert bench.main(["--labels", str(labels_file), "--embedder", "keywords", "--folds", "4", "--repeats", "1"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[0] == f"wrote 80 labels to {labels_file}" and printed[-1].startswith("prefilter: tokens per exported pair ratio")
+
+
+def test_the_bundled_minilm_learns_the_scorer_on_real_embeddings(tmp_path):
+    docs = write_docs(tmp_path / "docs.jsonl", 150)
+    out, engine = tmp_path / "run", FakeEngine(responder)
+    stats = run(config(docs, embedder=None, sample=50), out, engine)
+    clf = stats["stages"]["prefilter"]["classifier"]
+    assert clf["status"] == "trained" and clf["embedder"] == "all-MiniLM-L6-v2" and clf["auc_held_out"] > 0.9
+    assert stats["stages"]["prefilter"]["rejected_by_reason"]["prefilter_unlikely"] > 40
+    assert stats["outputs"]["sft"] == 45  # every page worth keeping is still exported

@@ -103,7 +103,9 @@ class Prefilter(Stage):
             self.p.update({i: float(p) for (i, _t), p in zip(batch, probs)})
             batch.clear()
 
+        n = 0
         for row in rows:
+            n += 1
             d = draw(self.cfg.seed, "sample", row["id"])
             if len(heap) < self.cfg.sample:
                 heapq.heappush(heap, (-d, row["id"]))
@@ -116,6 +118,10 @@ class Prefilter(Stage):
         if batch:
             score()
         self.sample = {i for _d, i in heap}
+        if self.mode == "sample" and n <= self.cfg.sample:
+            log.warning(f"prefilter: the corpus has {n} documents, not more than prefilter.sample ({self.cfg.sample}): "
+                        "every document is in the sample and nothing is left to skip (the pre-filter pays on corpora "
+                        "of about 10x the sample)")
 
     def apply(self, row: dict, results: list) -> str | None:
         in_sample = row["id"] in self.sample
