@@ -59,7 +59,7 @@ class TransformersModel(_Model):
     max_batch_tokens: int | None = Field(None, ge=1, description="Token budget of one batch: requests are sorted by length and packed so that rows x longest prompt (plus max_tokens for generation) stays under it; a longer request runs alone. Default 16384, measured on a 2-core CPU (benchmarks/long_documents.py); on a GPU try 131072 or more, as its memory allows.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs: `auto` takes the GPU when torch sees one, else the CPU; `cuda` fails plainly without a GPU.")
     seed: int = Field(0, description="Sampling seed.")
-    prompt_lookup_tokens: int | None = Field(None, ge=1, description="Prompt-lookup decoding: each step drafts this many tokens copied from the prompt and one forward pass checks them (sampling unchanged, greedy output identical); generation then runs one request at a time, as transformers requires. Null: off, batches packed by tokens, which were faster for the demo's rewrites on a 2-core CPU (docs/performance.md).")
+    prompt_lookup_tokens: int | None = Field(None, ge=1, description="Prompt-lookup decoding: each step drafts this many tokens copied from the prompt and one forward pass checks them (sampling unchanged, greedy output identical); generation then runs one request at a time, as transformers requires. Null: off, batches packed by tokens. Whether prompt lookup beats those batches depends on the model and the machine; it is not measured here yet (benchmarks/rewrite_speculative.py, docs/performance.md).")
 
 
 class VLLMModel(_Model):
