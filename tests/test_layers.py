@@ -1,5 +1,6 @@
 """The package's shape, checked on its source: imports point down the layers of shared/DESIGN.md, no
-import circle, a generic runner, and no module outside the stages and the registry spelling a stage's name."""
+import circle, a generic runner, no module outside the stages and the registry spelling a stage's name,
+and one error path (console.guarded)."""
 
 from __future__ import annotations
 
@@ -115,3 +116,32 @@ def test_only_the_stages_and_the_registry_spell_a_stage_name():
                    if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings}
         found = (spelled & names) - NOT_STAGE_NAMES.get(m, set())
         assert not found, f"{m} spells stage names {sorted(found)}: read them from the stages' declarations"
+
+
+# ---- one error path ---------------------------------------------------------------------------------
+
+BROAD = {"ValueError", "Exception", "BaseException"}
+
+
+def _caught(handler: ast.ExceptHandler) -> set[str]:
+    """The exception names an `except` clause catches (a bare `except:` catches everything)."""
+    if handler.type is None:
+        return {"BaseException"}
+    nodes = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return {n.id if isinstance(n, ast.Name) else n.attr for n in nodes if isinstance(n, (ast.Name, ast.Attribute))}
+
+
+def test_errors_become_messages_only_in_console_guarded():
+    """A user's mistake raises a UserError, which `console.guarded` turns into a message and an exit code.
+    No other module keeps a `_fail` of its own, and no command module catches ValueError (or anything
+    broader): that would turn a bug into a "user mistake" message instead of an internal error."""
+    for m, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if m != "backforth.console":
+            own = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                   and n.name == "_fail"]
+            assert not own, f"{m} defines _fail: raise a UserError and let console.guarded say it"
+        if m == "backforth.cli" or m.endswith(".cli"):
+            broad = [(h.lineno, sorted(_caught(h) & BROAD)) for h in ast.walk(tree)
+                     if isinstance(h, ast.ExceptHandler) and _caught(h) & BROAD]
+            assert not broad, f"{m} catches {broad}: a user's mistake raises a UserError (console.guarded says it)"
