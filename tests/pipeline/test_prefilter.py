@@ -212,7 +212,7 @@ def test_the_benchmark_labels_a_finished_run_and_prints_its_curve(tmp_path, caps
     labels = bench.labels_from_run(out)
     assert len(labels) == 80 and sum(r["kept"] for r in labels) == 24 == stats["outputs"]["sft"]
     assert all(r["exported"] == r["kept"] for r in labels)  # variant filter: a kept pair is exported
-    assert all(set(r["tokens"]) == {"backtranslate", "curate"} and all(v > 0 for v in r["tokens"].values())
+    assert all(set(r["tokens"]) == {"page_kind", "backtranslate", "curate"} and all(v > 0 for v in r["tokens"].values())
                for r in labels)
     assert sum(sum(r["tokens"].values()) for r in labels) == stats["tokens"]["total_tokens"]
     lines = []

@@ -20,7 +20,7 @@ def test_tokens_per_stage_and_per_exported_pair(tmp_path, docs):
     engine = fake()
     stats = run(config(docs), out, engine)
     per = stats["stages"]
-    sent = {s: n for s, n in engine.served.items()}
+    sent = {**engine.served, "page_kind": engine.page_kind_served}  # the fake counts page_kind's apart
     for stage, st in per.items():
         assert set(COUNTERS) <= set(st), stage
         assert st["requests"] == sent.get(stage, 0), stage
@@ -53,7 +53,7 @@ def test_cached_replies_are_counted_apart(tmp_path, docs):
     stats = run(config(docs), tmp_path / "run", engine)
     tok = stats["tokens"]
     assert tok["cached_requests"] > 0 and tok["requests"] > 0
-    assert tok["requests"] + tok["cached_requests"] == sum(inner.served.values())
+    assert tok["requests"] + tok["cached_requests"] == sum(inner.served.values()) + inner.page_kind_served
     assert tok["total_tokens"] == tok["prompt_tokens"] + tok["completion_tokens"]
     lines, _ = summary(stats, tmp_path / "run")
     assert f"{tok['cached_requests']} requests from a cache" in next(x for x in lines if x.startswith("tokens"))
