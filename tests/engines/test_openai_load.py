@@ -191,7 +191,9 @@ def _chunk_overlap(tmp_path: Path, chunks_in_flight: int) -> bool:
     """Does some request of the second chunk reach the server before the first chunk is answered?"""
     docs = write_docs(tmp_path / f"docs{chunks_in_flight}.jsonl")
     with StubOpenAIServer(responder=responder, delay_s=0.15) as stub:
-        cfg = make_config(docs, stub, runner={"chunk_size": 4, "chunks_in_flight": chunks_in_flight})
+        # page_kind off: its requests for every page would come before backtranslation's first chunk
+        cfg = make_config(docs, stub, runner={"chunk_size": 4, "chunks_in_flight": chunks_in_flight},
+                          page_kind={"enabled": False})
         cfg.models.backward.max_in_flight = 16
         run_method(cfg, tmp_path / f"run{chunks_in_flight}", until="backtranslate")
         reqs = stub.requests
