@@ -108,7 +108,10 @@ def prometheus(running: int, waiting: int) -> str:
 def test_the_servers_own_queue_from_its_metrics_caps_the_limit():
     with StubOpenAIServer(delay_s=0.3, metrics=lambda: prometheus(running=4, waiting=30)) as stub:
         eng = engine_for(stub, max_in_flight=64)
-        eng.generate([chat(f"q{i}") for i in range(80)])  # long enough for two reads (one a second)
+        t0, i = time.perf_counter(), 0
+        while time.perf_counter() - t0 < 2.5:  # long enough for two reads (one a second), however fast the stub
+            eng.generate([chat(f"q{i}-{j}") for j in range(40)])
+            i += 1
         load = eng.load()
         polled = stub.count["/metrics"]
         eng.close()

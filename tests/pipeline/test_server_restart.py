@@ -18,7 +18,7 @@ from backforth.workflows import run
 
 N_DOCS = 40
 OUTAGE_S = 20.0  # the server is away this long, from the 10th backtranslation request on
-STAGES = ("backtranslate", "curate", "rewrite", "distill")
+STAGES = ("page_kind", "backtranslate", "curate", "rewrite", "distill")
 
 
 class Engines:
