@@ -227,7 +227,7 @@ def check_run(folder: Path, device: str, work: Path, n_docs: int, tiny: bool) ->
     cfg = {"input": {"path": str(corpus)}, "variant": "filter+rewrite",
            "models": {r: role for r in ("backward", "scorer", "rewriter", "distiller", "judge")},
            "prepare": {"min_words": 20}, "backtranslate": {"max_tokens": 16 if tiny else 48},
-           "curate": {"method": "logprobs", "threshold": 1},
+           "page_kind": {"min_p": 0.001}, "curate": {"method": "logprobs", "threshold": 1},  # random weights: keep all
            "grounding": {"max_unsupported_numbers": None, "max_unsupported_share": None},
            "rewrite": {"max_tokens": 32 if tiny else 256}, "distill": {"max_tokens": 32 if tiny else 256},
            "runner": {"chunk_size": 64, "progress": False}}
