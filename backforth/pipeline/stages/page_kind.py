@@ -18,12 +18,11 @@ answer, not a page. With `curate.filter: false` no page is rejected here; the de
 
 from __future__ import annotations
 
-import math
-
 from ...config import PAGE_KINDS, PageKindConfig
 from ...engines.base import Request, Result
 from ...prompts import load_template
 from ..stage import Stage
+from .parsing import choice_probabilities
 
 LETTERS = [chr(ord("A") + i) for i in range(len(PAGE_KINDS))]  # the prompt lists the kinds as A..J, in order
 KIND_OF = dict(zip(LETTERS, PAGE_KINDS))
@@ -31,13 +30,8 @@ KIND_OF = dict(zip(LETTERS, PAGE_KINDS))
 
 def kind_probabilities(choice_logprobs: dict[str, float]) -> dict[str, float]:
     """The letters' log-probabilities -> each kind's probability (normalised over the ten letters)."""
-    known = {k: v for k, v in choice_logprobs.items() if k in KIND_OF and v is not None and v > -math.inf}
-    if not known:
-        return {}
-    top = max(known.values())
-    weights = {KIND_OF[k]: math.exp(v - top) for k, v in known.items()}
-    total = sum(weights.values())
-    return {kind: weights.get(kind, 0.0) / total for kind in PAGE_KINDS}
+    known = {k: v for k, v in choice_logprobs.items() if v is not None}
+    return {KIND_OF[k]: p for k, p in choice_probabilities(known, LETTERS).items()}
 
 
 class PageKind(Stage):

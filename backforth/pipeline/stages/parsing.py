@@ -91,15 +91,22 @@ def parse_score(text: str) -> int | None:
     return found
 
 
-def score_from_logprobs(logprobs: dict[str, float]) -> tuple[int | None, float | None, dict[str, float]]:
-    """Most likely score, expected score and the normalised distribution over 1..5."""
-    raw = {k: logprobs.get(k, float("-inf")) for k in ("1", "2", "3", "4", "5")}
+def choice_probabilities(logprobs: dict[str, float], choices) -> dict[str, float]:
+    """The choices' log-probabilities normalised over the choices alone ({} when none has any)."""
+    raw = {k: logprobs.get(k, float("-inf")) for k in choices}
     top = max(raw.values())
     if top == float("-inf"):
-        return None, None, {}
+        return {}
     weights = {k: math.exp(v - top) for k, v in raw.items()}
     total = sum(weights.values())
-    probs = {k: w / total for k, w in weights.items()}
+    return {k: w / total for k, w in weights.items()}
+
+
+def score_from_logprobs(logprobs: dict[str, float]) -> tuple[int | None, float | None, dict[str, float]]:
+    """Most likely score, expected score and the normalised distribution over 1..5."""
+    probs = choice_probabilities(logprobs, ("1", "2", "3", "4", "5"))
+    if not probs:
+        return None, None, {}
     best = max(probs, key=probs.get)
     expected = sum(int(k) * p for k, p in probs.items())
     return int(best), expected, probs
