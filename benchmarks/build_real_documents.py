@@ -743,9 +743,14 @@ def main() -> None:
     ex.add_argument("--out-dir", default="runs/real_documents")
     bd = sub.add_parser("build", help="join the drafts with the labels; write the fixtures")
     bd.add_argument("--drafts", default="runs/real_documents")
+    sub.add_parser("injection", help="only the injection set, from real_documents.jsonl and injection_wordings.jsonl")
     args = ap.parse_args()
     if args.cmd == "build":
         build(Path(args.drafts))
+    if args.cmd == "injection":
+        inj = injection_rows({d["id"]: d for d in read_jsonl(DATA / "real_documents.jsonl")}, read_jsonl(WORDINGS))
+        write_jsonl(DATA / "injection_pages.jsonl", inj)
+        print(f"injection_pages.jsonl: {len(inj)} pages ({sum(r['injected'] for r in inj)} injected)")
     if args.cmd == "extract":
         out = Path(args.out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ injected one not), and how many injected pages the detector cut; then
     injection: junk exported C/N clean, I/N injected, L leaks, H good pages lost
 
     python benchmarks/injection.py [--out runs/bench-injection] [--set prepare.injections=keep] [--until curate]
+    python benchmarks/injection.py --detector-only      # seconds, no models: the detector on every round of wordings
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from pathlib import Path
 from real_documents import outcomes, run_pages
 
 PAGES = Path(__file__).parent / "data" / "injection_pages.jsonl"
+WORDINGS = PAGES.with_name("injection_wordings.jsonl")
+REAL = [PAGES.with_name("real_documents.jsonl"), PAGES.with_name("real_corpus.jsonl")]
 # Each page is judged as if it came alone: an injected page is its clean twin plus a line, so with
 # deduplication on, the twin (or the detector's cut) would make it a duplicate instead.
 INDEPENDENT = ["prepare.dedup=false", "dedup_documents.enabled=false", "dedup_instructions.enabled=false"]
@@ -54,6 +57,35 @@ def leaked(injection: str, clean: str, *texts: str) -> bool:
     return False
 
 
+def detector_only(pages: list[dict]) -> None:
+    """The detector alone: an injected line counts as cut when none of it is left in the text."""
+    from backforth.pipeline.stages.injection import strip_injections
+
+    rounds = {w["wording"]: (w["split"], w.get("round")) for w in map(json.loads, WORDINGS.open(encoding="utf-8"))}
+    cut, missed = defaultdict(lambda: [0, 0]), defaultdict(list)
+    for p in pages:
+        if p["injected"]:
+            key = (*rounds[p["wording"]], p["target"])
+            done = p["injection"] not in strip_injections(p["text"]).text
+            cut[key][0] += done
+            cut[key][1] += 1
+            if not done:
+                missed[key].append(p["wording"])
+    for (split, rnd, target), (n_cut, n) in sorted(cut.items(), key=lambda kv: (kv[0][1] or 0, kv[0][2])):
+        print(f"round {rnd} ({split}) {target} lines cut: {n_cut}/{n}"
+              + (f"; missed {sorted(set(missed[(split, rnd, target)]))}" if missed[(split, rnd, target)] else ""))
+    real = [json.loads(line) for f in REAL for line in f.open(encoding="utf-8") if line.strip()]
+    real = [r for r in {r["id"]: r for r in real}.values() if r["type"] != "web-junk"]
+    hit = {r["id"]: strip_injections(r["text"]).removed for r in real}
+    hit = {k: v for k, v in hit.items() if v}
+    print(f"real pages with a sentence cut: {len(hit)}/{len(real)}")
+    for k, v in hit.items():
+        print(f"  {k}: {v}")
+    held = [v for (split, _, _), v in cut.items() if split == "heldout"]
+    print(f"\ninjection detector: held-out lines cut {sum(v[0] for v in held)}/{sum(v[1] for v in held)}, "
+          f"real pages touched {len(hit)}/{len(real)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pages", type=Path, default=PAGES)
@@ -62,9 +94,15 @@ def main() -> None:
     ap.add_argument("--until", default=None, help="stop after this stage (e.g. curate: no rewriting; "
                     "\"exported\" then reads \"kept by the filter\", the response being the page)")
     ap.add_argument("--no-run", action="store_true", help="only read an existing run dir")
+    ap.add_argument("--detector-only", action="store_true",
+                    help="no models: how many injected lines prepare's detector cuts, per round of wordings, and "
+                         "what it cuts from the real pages of real_documents.jsonl and real_corpus.jsonl")
     args = ap.parse_args()
 
     pages = [json.loads(line) for line in args.pages.open(encoding="utf-8") if line.strip()]
+    if args.detector_only:
+        detector_only(pages)
+        return
     if not args.no_run:
         run_pages(args.pages, args.out, INDEPENDENT + args.sets, args.until, None)
     res = outcomes(args.out)
