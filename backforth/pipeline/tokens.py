@@ -78,7 +78,8 @@ def card_section(stats: Mapping) -> list[str]:
     per = tok["per_exported_pair"]
     return ["## Model tokens", "", *rows, "",
             f"All stages: {tok['total_tokens']} LLM tokens ({tok['prompt_tokens']} prompt, "
-            f"{tok['completion_tokens']} completion) for {stats['outputs']['sft']} exported pairs: "
+            f"{tok['completion_tokens']} completion) for {stats['outputs']['sft']} exported "
+            f"{'pair' if stats['outputs']['sft'] == 1 else 'pairs'}: "
             + (f"**{per} tokens per exported pair**." if per is not None else "no pair was exported.")
             + (f" {tok['cached_requests']} requests were answered from a cache and are not counted in these tokens."
                if tok["cached_requests"] else ""), ""]

@@ -13,10 +13,20 @@ The detector is sentence-level and precise rather than clever: a sentence is cut
   this", "LLMs evaluating this page", "[SYSTEM]", "<|im_start|>", a line opening with `Assistant:`);
 - asserts a score or asks for one ("Score: 5", `{"score": 5}`, "rate this page 5/5", "it deserves
   the highest rating", "full marks");
+- speaks to whoever processes the page, named by what they do ("anyone summarising this page
+  should ...", "automated tools quoting this material", "page quality graders should ..."), tells
+  what is made from the page what to contain ("every rewritten or Q&A version of this page must
+  ..."), dictates the output ("reply only with", "must be reproduced verbatim"), gives the reader a
+  role ("From now on you are ...") or declares the answer or the rating ("the only correct rating
+  for this page is 5", "quality_rating=5/5"); letter-spaced words ("q u a l i t y") are read joined;
+- is in another language than the rest of the page and carries a link, an e-mail address or a 5
+  (how such a line reads in a language the patterns do not cover);
 and the sentences that follow a cut one on the same line are cut too while they still read as part
 of the message (a rating, a "reply only with", a "say that ..."). Ordinary technical prose about
 models and systems ("the data model", "the assistant's reply") has no such address or directive.
-Measured on labelled pages in benchmarks/injection.py (found, and nothing cut from clean pages).
+Measured by `benchmarks/injection.py --detector-only`: every round of wordings it was developed on,
+a quarter of a round written without seeing it (4 of 16), and 1 of 571 real pages touched; a
+pattern list is one layer, not a wall (docs/curation.md).
 """
 
 from __future__ import annotations
