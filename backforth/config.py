@@ -176,6 +176,7 @@ class PageKindConfig(Section):
     enabled: bool = Field(True, description="Classify each page by kind with the scorer (one forward pass) and keep only the kinds in `keep`. Ours: the paper has no such step (false gives its pipeline). On labelled real pages the kind separates good pages from junk where the curation score alone does not (docs/curation.md).")
     keep: list[Literal[PAGE_KINDS]] = Field(["explanation", "reference"], min_length=1, description="The kinds worth a pair, of " + ", ".join(PAGE_KINDS) + " (explanation: tutorials, how-tos, explanations; reference: manuals, API or language references, READMEs that show how to use something).")
     min_p: float = Field(0.5, gt=0, le=1, description="Keep a page when the scorer's probabilities of the kinds in `keep` add up to at least this.")
+    max_chars: int | None = Field(2000, ge=200, description="The scorer reads the page's first this many characters (cut at a line break), where its title and first paragraphs tell its kind: a forward pass over a whole long page costs as much as backtranslating it. Null: the whole page. Ours (the paper has no such step); measured in docs/curation.md.")
 
 
 class CurateConfig(Sampling):

@@ -91,4 +91,18 @@ def test_on_by_default_for_the_filtering_variants_only():
     assert "page_kind" in registry.names(RunConfig())
     assert "page_kind" not in registry.names(RunConfig(variant="rewrite"))
     assert "page_kind" not in registry.names(RunConfig(page_kind={"enabled": False}))
-    assert PageKind(PageKindConfig()).settings() == {"keep": ["explanation", "reference"], "min_p": 0.5}
+    assert PageKind(PageKindConfig()).settings() == {"keep": ["explanation", "reference"], "min_p": 0.5, "max_chars": 2000}
+
+
+def test_the_scorer_reads_the_head_of_a_long_page():
+    """A long page is cut at a line break before `max_chars`; the prompt says that it goes on. A short page and
+    `max_chars: null` give the whole text."""
+    text = "\n".join(f"Line {i}: the for statement iterates over the items of any sequence." for i in range(200))
+    [req] = PageKind(PageKindConfig(max_chars=1000)).requests(page(text=text))
+    prompt = req.messages[-1]["content"]
+    assert "Line 0:" in prompt and "Line 13:" in prompt and "Line 14:" not in prompt
+    assert "[... the page goes on]" in prompt
+    [whole] = PageKind(PageKindConfig(max_chars=None)).requests(page(text=text))
+    assert "Line 199:" in whole.messages[-1]["content"] and "goes on" not in whole.messages[-1]["content"]
+    [short] = PageKind(PageKindConfig(max_chars=1000)).requests(page())
+    assert "goes on" not in short.messages[-1]["content"]

@@ -5,8 +5,8 @@ instruction: a licence answers "What are the terms of the MIT licence?", a chang
 in version 2.3?". Asked whether the page answers the instruction, a small scorer says yes to nearly
 all of them (on the labelled real pages of benchmarks/real_documents.py, the expected score of
 licences, changelogs and web junk sat within 0.3 of that of Python's documentation; AUC 0.72).
-What tells the pages apart is their kind. One forward pass over the page, with the answer forced up
-to `Answer:`, gives the probability of each of ten kinds (explanation, reference, product, news,
+What tells the pages apart is their kind. One forward pass over the page's head (its first
+`page_kind.max_chars` characters), with the answer forced up to `Answer:`, gives the probability of each of ten kinds (explanation, reference, product, news,
 forum, navigation, legal, changelog, error, spam); a page is kept when the kinds in
 `page_kind.keep` (default explanation and reference) add up to at least `page_kind.min_p`.
 
@@ -32,6 +32,16 @@ def kind_probabilities(choice_logprobs: dict[str, float]) -> dict[str, float]:
     """The letters' log-probabilities -> each kind's probability (normalised over the ten letters)."""
     known = {k: v for k, v in choice_logprobs.items() if v is not None}
     return {KIND_OF[k]: p for k, p in choice_probabilities(known, LETTERS).items()}
+
+
+def page_head(text: str, max_chars: int | None) -> str:
+    """The page's first `max_chars` characters, cut at the last line break (else space) before the limit,
+    with a line saying the page goes on; the whole page when it is short enough or `max_chars` is None."""
+    if max_chars is None or len(text) <= max_chars:
+        return text
+    head = text[:max_chars]
+    cut = max(head.rfind("\n"), 0) or head.rfind(" ")
+    return (head[:cut] if cut > max_chars // 2 else head).rstrip() + "\n[... the page goes on]"
 
 
 class PageKind(Stage):
@@ -71,7 +81,7 @@ class PageKind(Stage):
         return "forward pass (logprobs)"
 
     def settings(self) -> dict:
-        fields = {"keep": sorted(self.cfg.keep), "min_p": self.cfg.min_p}
+        fields = {"keep": sorted(self.cfg.keep), "min_p": self.cfg.min_p, "max_chars": self.cfg.max_chars}
         return fields if self.filter else {**fields, "filter": False}
 
     def card_note(self, summary: dict) -> str | None:
@@ -82,7 +92,7 @@ class PageKind(Stage):
     def requests(self, row: dict) -> list[Request]:
         if row.get("instruction_given"):  # a pair in: its text is an answer, not a page
             return []
-        r = self.template.render(document=row["text"])
+        r = self.template.render(document=page_head(row["text"], self.cfg.max_chars))
         return [Request(messages=r.messages, assistant_prefix=r.assistant_prefix, choices=LETTERS, max_tokens=1,
                         temperature=0.0, key=row["id"])]
 
