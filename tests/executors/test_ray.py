@@ -240,3 +240,43 @@ def test_without_ray_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without the extra looks like
     with pytest.raises(ConfigError, match=r"pip install 'backforth\[ray\]'"):
         import_ray()
+
+
+def test_the_prefilter_runs_with_the_model_stages_on_ray(ray_local, tmp_path, monkeypatch):
+    """The pre-filter's three parts (the sample through curation, the classifier, the rest filtered) with
+    the model stages on Ray actor pools: the same exported pairs, rejects and classifier as the local run;
+    the documents it skips are never sent to an actor, and none worth keeping is lost."""
+    from test_prefilter import KeywordEmbedder, good
+    from test_prefilter import config as prefilter_config
+    from test_prefilter import responder as prefilter_responder
+    from test_prefilter import write_docs as prefilter_docs
+
+    from backforth import embedding
+    from backforth.workflows import run as run_workflow
+
+    monkeypatch.setitem(embedding._LOADED, "keywords", KeywordEmbedder())  # the stub embedder (the driver embeds)
+    docs = prefilter_docs(tmp_path / "docs.jsonl", 100)
+    runs = {}
+    for executor in ("local", "ray"):
+        cfg = prefilter_config(docs, sample=50)
+        cfg.runner.executor = executor
+        if executor == "ray":
+            for role in ROLES:
+                setattr(cfg.runner.ray, role, type(getattr(cfg.runner.ray, role))(concurrency=2, num_cpus=1, batch_size=4))
+        log = tmp_path / f"{executor}.log"
+        stats = run_workflow(cfg, tmp_path / executor, engine_factory=RecordingFactory(log, answer=prefilter_responder),
+                             check=False)
+        runs[executor] = (stats, requests_logged(log), json.loads((tmp_path / executor / "prefilter" / "metrics.json").read_text()))
+    (local, local_log, local_metrics), (ray_stats, ray_log, ray_metrics) = runs["local"], runs["ray"]
+    for name in ("sft.jsonl", "rejects.jsonl"):
+        assert (tmp_path / "ray" / name).read_text() == (tmp_path / "local" / name).read_text()
+    assert local_metrics["status"] == "trained"
+    assert ray_stats["funnel"] == local["funnel"] and ray_metrics["threshold"] == local_metrics["threshold"]
+    assert ray_stats["stages"]["prefilter"]["audit"] == local["stages"]["prefilter"]["audit"]
+    rejects = [json.loads(x) for x in (tmp_path / "ray" / "rejects.jsonl").read_text().splitlines()]
+    skipped = {r["id"] for r in rejects if r["reason"] == "prefilter_unlikely"}
+    asked = {key for (stage, key) in ray_log if stage == "backtranslate"}
+    assert skipped and not skipped & asked and all(n == 1 for n in ray_log.values())
+    assert ray_log == local_log
+    sft = {json.loads(x)["id"] for x in (tmp_path / "ray" / "sft.jsonl").read_text().splitlines()}
+    assert sft == {f"p{i:03d}" for i in range(100) if good(i)}
