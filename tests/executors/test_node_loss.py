@@ -66,6 +66,7 @@ def test_a_worker_node_lost_mid_stage(cluster, tmp_path):
     out, log = tmp_path / "run", tmp_path / "requests.log"
     cfg = load_config(DATA_DIR / "demo.yaml", [
         "variant=filter", "distill.enabled=false", "curate.threshold=1", "backtranslate.max_tokens=24",
+        "page_kind.enabled=false",  # every page to backtranslation: the 135M would read most as other kinds
         "runner.progress=false", "runner.executor=ray", f"models.backward.model={SMOL}", f"models.scorer.model={SMOL}",
         *(f"runner.ray.{role}.{k}={v}" for role in ("backward", "scorer")
           for k, v in (("concurrency", 2), ("num_cpus", 1), ("batch_size", 1)))])

@@ -86,6 +86,7 @@ def test_trained_backward_model_inside_the_pipeline(backward_dir, tmp_path):
 
     cfg = load_config(DATA_DIR / "demo.yaml", [
         "backtranslate.mode=trained", f"models.backward.model={backward_dir}", "variant=filter",
+        "page_kind.enabled=false",  # every page to the trained backward model, whatever the 135M reads them as
         "distill.enabled=false", "backtranslate.max_tokens=32", "runner.progress=false",
         "models.scorer.model=embedded:smollm2-135m"])
     cfg.input.path, cfg.input.limit = str(DATA_DIR / "demo_corpus.jsonl"), 3
