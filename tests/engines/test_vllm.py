@@ -194,8 +194,8 @@ def test_pipeline_end_to_end_on_vllm(tmp_path):
     """`backforth run` on three demo documents with every role on the vllm engine (one shared LLM)."""
     cfg = load_config(DATA_DIR / "demo.yaml", [
         "curate.threshold=1", "rewrite.max_tokens=64", "distill.max_tokens=32", "backtranslate.max_tokens=32",
-        "runner.progress=false"])
-    cfg.input.path = str(DATA_DIR / "demo_corpus.jsonl")
+        "runner.progress=false", "page_kind.min_p=0.001"])  # page_kind runs on vLLM but keeps every page, as
+    cfg.input.path = str(DATA_DIR / "demo_corpus.jsonl")     # curate's threshold 1 keeps every pair
     cfg.input.limit = 3
     for role in ("backward", "scorer", "rewriter", "distiller"):  # a role's section is per engine: replace it whole
         setattr(cfg.models, role, make_model(engine="vllm", model="embedded:smollm2-135m",
@@ -208,6 +208,8 @@ def test_pipeline_end_to_end_on_vllm(tmp_path):
     rejects = [json.loads(line) for line in open(tmp_path / "rejects.jsonl")]
     assert sorted([r["id"] for r in sft] + [r["id"] for r in rejects]) == ["doc-001", "doc-002", "doc-003"]
     assert stats["funnel"]["documents_in"] == 3
+    kinds = list(stage_rows(tmp_path, "page_kind").values())
+    assert len(kinds) == 3 and all(r["page_kind_model"] == "embedded:smollm2-135m" and r["page_kind"] for r in kinds)
     curate = list(stage_rows(tmp_path, "curate").values())
     assert curate, "backtranslate kept no instruction from three real documents"
     for row in curate:
@@ -225,7 +227,8 @@ def test_vllm_engine_on_a_ray_actor_pool(tmp_path):
 
     cfg = load_config(DATA_DIR / "demo.yaml", [
         "backtranslate.max_tokens=32", "runner.progress=false", "runner.executor=ray", "runner.ray.num_cpus=2",
-        "runner.ray.backward.num_cpus=2", "runner.ray.backward.batch_size=2"])
+        "runner.ray.backward.num_cpus=2", "runner.ray.backward.batch_size=2",
+        "page_kind.enabled=false"])  # only the backward role is on vLLM here (the scorer's 1.5B is not in this venv)
     cfg.input.path = str(DATA_DIR / "demo_corpus.jsonl")
     cfg.input.limit = 4
     cfg.models.backward = make_model(engine="vllm", model="embedded:smollm2-135m", engine_kwargs=dict(FAST, max_model_len=2048))
@@ -254,7 +257,8 @@ def test_ngram_speculation_through_engine_kwargs_keeps_greedy_output(engine):
     """`engine_kwargs: {speculative_config: {method: ngram, ...}}` reaches vLLM, drafts from the prompt,
     and changes no greedy token (the rewriter's setting in docs/performance.md)."""
     spec = build_engine(make_model(engine="vllm", model="embedded:smollm2-135m",
-                                   engine_kwargs=dict(FAST, max_model_len=CONTEXT, speculative_config=NGRAM)))
+                                   engine_kwargs=dict(FAST, max_model_len=CONTEXT, speculative_config=NGRAM,
+                                                      disable_log_stats=False)))  # get_metrics() needs the stats
     try:
         reqs = [Request(messages=chat("Copy this text word for word:\n\n" + t), max_tokens=48, temperature=0.0)
                 for t in COPY_TEXTS]
