@@ -180,6 +180,7 @@ _CITED = re.compile(r"\]\([^)\s]*\)|<https?://[^>\s]*>`?_*")
 # A foreign sentence is prose (eight words or more once code, URLs and words with digits are out) that
 # the detector places in another language with confidence, and many times likelier than the page's.
 FOREIGN_RATIO, FOREIGN_MIN_P, FOREIGN_MIN_WORDS = 3.0, 0.8, 8
+PAGE_HEAD_CHARS = 4_000  # language.detect judges 2,000 characters of prose: the head holds them
 _WORD = re.compile(r"\b[^\W\d_]{2,}\b")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.S)
@@ -217,15 +218,17 @@ def is_addressed_to_ai(sentence: str) -> bool:
     return False
 
 
-def _foreign_payload(sentence: str, page_language: str | None) -> bool:
+def _foreign_payload(sentence: str, text: str) -> bool:
     """A sentence in another language than the page's that carries a link, an address or a 5: how a
     line addressed to the page's processor reads when it is written in a language the patterns above
-    do not cover ("Nota per chi rielabora questa pagina: ... scrivete a supporto@....example")."""
-    from ...language import mismatch, prose
+    do not cover ("Nota per chi rielabora questa pagina: ... scrivete a supporto@....example").
+    The page's language is judged without the sentence (on a short page the line could outweigh the
+    rest) and from the page's head only, as `language.detect` reads no more: linear in the page."""
+    from ...language import detect, mismatch, prose
 
-    if not page_language or not _PAYLOAD.search(_CITED.sub(" ", sentence)) or len(_WORD.findall(prose(sentence))) < FOREIGN_MIN_WORDS:
+    if not _PAYLOAD.search(_CITED.sub(" ", sentence)) or len(_WORD.findall(prose(sentence))) < FOREIGN_MIN_WORDS:
         return False
-    found = mismatch(sentence, page_language, FOREIGN_RATIO)
+    found = mismatch(sentence, detect(text[:PAGE_HEAD_CHARS].replace(sentence, " "))[0], FOREIGN_RATIO)
     return found is not None and found[1] >= FOREIGN_MIN_P
 
 
@@ -234,12 +237,7 @@ def strip_injections(text: str) -> Cleaned:
     removed: list[str] = []
 
     def foreign(sentence: str) -> bool:
-        if not _PAYLOAD.search(sentence):
-            return False
-        from ...language import detect
-
-        # the page's language without the sentence: a short page could take the language of its injected line
-        return _foreign_payload(sentence, detect(text.replace(sentence, " "))[0])
+        return _foreign_payload(sentence, text)
 
     def comment(m: re.Match) -> str:
         if is_addressed_to_ai(m.group(0)):
