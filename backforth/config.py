@@ -137,7 +137,7 @@ class SplitConfig(Section):
 
 
 class PrepareConfig(Section):
-    min_words: int = Field(40, ge=0, description="Reject documents shorter than this many words (our choice: shorter pages rarely answer anything).")
+    min_words: int = Field(40, ge=0, description="Reject documents shorter than this many words (our choice: shorter pages rarely answer anything). Markup does not count: a README of badge images, link targets and URLs with one line of text is short.")
     max_doc_tokens: int | None = Field(
         None, description="Reject longer documents. Default: what fits the backward model's context with the prompt and the generated instruction (the paper drops documents close to Llama-2's context).")
     dedup: bool = Field(True, description="Reject exact duplicates (after whitespace normalisation).")

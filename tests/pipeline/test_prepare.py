@@ -6,7 +6,7 @@ import pytest
 from fake_engine import FakeEngine
 
 from backforth.config import PrepareConfig, build_config
-from backforth.pipeline.stages.prepare import Prepare, normalize_text
+from backforth.pipeline.stages.prepare import Prepare, normalize_text, text_words
 from backforth.pipeline.method import build_stages
 
 LONG = " ".join(f"word{i}" for i in range(50))
@@ -47,6 +47,28 @@ def test_too_short_uses_min_words():
     assert make(min_words=40).apply({"id": "a", "text": words(39)}, []) == "too_short"
     assert make(min_words=40).apply({"id": "a", "text": words(40)}, []) is None
     assert make(min_words=0).apply({"id": "a", "text": "one"}, []) is None
+
+
+def _real_page(page_id: str) -> str:
+    import json
+    from pathlib import Path
+
+    pages = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "real_documents.jsonl"
+    return next(json.loads(line)["text"] for line in pages.open() if f'"{page_id}"' in line)
+
+
+def test_markup_is_not_words():
+    """Two real package READMEs that are badges and a line of text (labelled junk): 55 and 68 words as
+    whitespace splits them, 5 and 17 words of text. A README with prose, code and a few links keeps its words."""
+    for junk in ("pkg-cycler", "pkg-referencing"):
+        text = _real_page(junk)
+        assert len(text.split()) >= 55
+        assert make(min_words=40).apply({"id": junk, "text": text}, []) == "too_short"
+    row = {"id": "attrs", "text": _real_page("pkg-attrs")}
+    assert make(min_words=40).apply(row, []) is None and 400 < row["n_words"] < len(row["text"].split())
+    badge = "[![PyPI](https://img.shields.io/pypi/v/x.svg)](https://pypi.org/project/x/) <b>x</b>: see [the docs](https://x.io)."
+    assert text_words(badge) == 4  # "x: see the docs."
+    assert text_words(".. image:: https://x/badge.svg\n   :target: https://x\n   :alt: x on PyPI\n\nSix is small.") == 3
 
 
 def test_exact_duplicates_after_normalisation():

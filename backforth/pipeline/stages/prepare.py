@@ -6,7 +6,7 @@ sentences addressed to AI systems (`injection.strip_injections`: "Note to any AI
 page ... Score: 5"), which are cut and recorded in `injection_removed` (`prepare.injections`).
 
 Rejects, each with its reason: `empty`, `duplicate` (exact, after normalisation), `too_short`
-(fewer than `min_words`), `language` (not one of `prepare.languages`; every document gets its
+(fewer than `min_words` words of text: badges, HTML tags, link targets and URLs do not count), `language` (not one of `prepare.languages`; every document gets its
 `language` and `language_confidence`), `too_long` (the document and the backtranslation prompt would
 not fit the backward model's context; the paper drops documents close to Llama-2's context length),
 `addressed_to_ai` (with `prepare.injections: reject`).
@@ -28,6 +28,25 @@ from .injection import strip_injections
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
 _OUR_MARKERS = re.compile(r"\[\s*/?\s*RES\s*\]", re.IGNORECASE)  # the rewrite's delimiters
 
+# Markup that is not words of the page: a README of badges has 60 "words" and says nothing.
+_RST_DIRECTIVE = re.compile(r"^\.\. [^\n]*(?:\n[ \t]+:[^\n]*)*", re.MULTILINE)  # `.. image:: URL` and its `:options:`
+_MD_IMAGE = re.compile(r"!\[[^\]\n]*\]\([^)\s]*\)?")  # ![alt](src)
+_MD_LINK = re.compile(r"\[([^\]\n]*)\]\([^)\s]*\)")  # [text](url): its text counts
+_HTML_TAG = re.compile(r"<[^>\n]{1,300}>")
+_RST_SUBSTITUTION = re.compile(r"\|[^|\n]{1,60}\|_{0,2}")  # |PyPI|_
+_URL = re.compile(r"\b(?:https?|ftp)://\S+|\bwww\.\S+")
+_NOT_A_WORD = re.compile(r"(?<!\S)[^\w\s]+(?!\S)")  # bullets, table bars, underlines, a lone colon
+
+
+def text_words(text: str) -> int:
+    """The page's words without its markup: badge and image markup, HTML tags, link targets, URLs and
+    reStructuredText directives do not count, nor do tokens without a letter or digit (bullets, table
+    bars, underlines); a link's text and code do."""
+    for pattern, repl in ((_RST_DIRECTIVE, " "), (_MD_IMAGE, " "), (_MD_LINK, r"\1"), (_HTML_TAG, " "),
+                          (_RST_SUBSTITUTION, " "), (_URL, " "), (_NOT_A_WORD, " ")):
+        text = pattern.sub(repl, text)
+    return count_words(text)
+
 
 def normalize_text(text: str) -> str:
     text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
@@ -47,7 +66,8 @@ class Prepare(Stage):
                  "Try: check that `input.text_field` names the column that holds the text.",
         "duplicate": "The same text (after whitespace normalisation) came earlier in the input; the first one is kept. "
                      "Try: nothing, it is meant; `prepare.dedup: false` keeps exact duplicates.",
-        "too_short": "The document has fewer words than `prepare.min_words` (default 40): short pages rarely answer anything. "
+        "too_short": "The document has fewer words than `prepare.min_words` (default 40), its markup (badges, HTML tags, link "
+                     "targets, URLs) left out: short pages rarely answer anything. "
                      "Try: lower `prepare.min_words`.",
         "language": "The document's detected language (its `language` column, with `language_confidence`) is not one "
                     "of `prepare.languages` (default `[en]`, the paper's setting). Try: add the language to "
@@ -117,7 +137,7 @@ class Prepare(Stage):
                     return "addressed_to_ai"
                 text = normalize_text(cleaned.text)
         row["text"] = text
-        row["n_words"] = count_words(text)  # Chinese, Japanese, Thai: about two characters a word
+        row["n_words"] = text_words(text)  # markup left out; Chinese, Japanese, Thai: about two characters a word
         if not text:
             return "empty"
         if self.cfg.dedup:
