@@ -11,13 +11,15 @@ config and models, any `--set` overrides), into a run dir that resumes: a change
 only curation and what follows. Printed: per page type, the pages, how many reached the scorer, the
 mean expected score of good and junk pages, and the shares exported; the AUC (good over junk) of the
 page-kind probability `page_kind_p` among the pages stage page_kind read, and of the expected score
-among the scored pages (the final line's AUC is the page kind's where that stage ran, else the score's); the same for the pages whose id hashes into the `dev`
+among the scored pages (the final line's AUC is the filter's: the page kind's where that stage ran, a page
+that prepare rejected counting as 0; else the score's); the same for the pages whose id hashes into the `dev`
 third (the ones a rule may be tuned on) and the `held-out` rest; seconds per document; then
 
     real documents: AUC A, good exported G%, junk exported J%
 
     python benchmarks/real_documents.py [--out runs/bench-real] [--set curate.rubric=humpback ...]
                                         [--until curate] [--pages FILE] [--limit N] [--split dev|held-out]
+                                        [--dump outcomes.jsonl]
 
 `--until curate` stops after curation (no rewriting): "exported" then reads "kept by the filter".
 """
@@ -87,12 +89,16 @@ def report(pages: list[dict], res: dict[str, dict], label: str) -> tuple[float |
     scored = lambda ps, k="score": [res[p["id"]][k] for p in ps if res.get(p["id"], {}).get(k) is not None]  # noqa: E731
     exported = lambda ps: sum(1 for p in ps if res.get(p["id"], {}).get("exported"))  # noqa: E731
     a_score, a_kind = auc(scored(good), scored(junk)), auc(scored(good, "kind_p"), scored(junk, "kind_p"))
-    a = a_kind if a_kind is not None else a_score
+    # The filter's AUC: a page that prepare rejected before the kind was read counts as P = 0.
+    before = lambda ps: [0.0 for p in ps if res.get(p["id"], {}).get("stage") in ("input", "prepare", "dedup_documents")]  # noqa: E731
+    a_filter = auc(scored(good, "kind_p") + before(good), scored(junk, "kind_p") + before(junk)) if a_kind is not None else None
+    a = a_filter if a_filter is not None else a_score
     g = exported(good) / len(good) if good else 0.0
     j = exported(junk) / len(junk) if junk else 0.0
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
     print(f"{label:10s} pages {len(pages):4d} (good {len(good)}, junk {len(junk)}), kind read "
-          f"{len(scored(good, 'kind_p'))}+{len(scored(junk, 'kind_p'))}: AUC {fmt(a_kind)}; scored "
+          f"{len(scored(good, 'kind_p'))}+{len(scored(junk, 'kind_p'))}: AUC {fmt(a_kind)} (with the pages prepare "
+          f"rejected as 0: {fmt(a_filter)}); scored "
           f"{len(scored(good))}+{len(scored(junk))}: AUC {fmt(a_score)}; good exported {exported(good)}/{len(good)} ({g:.0%}), "
           f"junk exported {exported(junk)}/{len(junk)} ({j:.0%})")
     return a, g, j
@@ -109,6 +115,9 @@ def main() -> None:
                     help="only the dev third of the pages (the ones a rule may be tuned on) or the held-out rest")
     ap.add_argument("--no-run", action="store_true", help="only read an existing run dir")
     ap.add_argument("--show", type=int, default=0, help="print this many exported pairs, verbatim")
+    ap.add_argument("--dump", type=Path, default=None,
+                    help="write each page's outcome (label, split, kind, P, stage, reason, score) to this jsonl, "
+                         "so a keep rule can be studied without re-running the models")
     args = ap.parse_args()
 
     pages = [json.loads(line) for line in args.pages.open(encoding="utf-8") if line.strip()]
@@ -157,6 +166,12 @@ def main() -> None:
         print(f"seconds per document: {total / len(pages):.2f} (model time in stages: "
               + ", ".join(f"{s} {v / len(pages):.2f}" for s, v in per.items() if v >= 0.5) + ")"
               + (f"; wall {seconds / len(pages):.2f} including model loading" if seconds else ""))
+    if args.dump:
+        keep = ("exported", "score", "kind", "kind_p", "stage", "reason", "injection_removed")
+        args.dump.write_text("".join(json.dumps({"id": p["id"], "type": p["type"], "label": p["label"],
+                                                 "split": "dev" if is_dev(p["id"]) else "held-out",
+                                                 **{k: res.get(p["id"], {}).get(k) for k in keep}}) + "\n"
+                                     for p in pages), encoding="utf-8")
     shown = 0
     for p in pages:
         r = res.get(p["id"])

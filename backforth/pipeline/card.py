@@ -22,6 +22,13 @@ from .tokens import card_section
 DATA_FILES = {"default": "sft.parquet", "distilled": "distilled.parquet"}  # config name -> file in the run dir
 
 
+_RUBRIC = {  # what `curate.rubric` asks, in the card's words
+    "humpback": "on Humpback's 5-point rubric (does the page read like an AI assistant's answer?)",
+    "answer": "on a 5-point rubric of whether the page holds a useful answer to the instruction (backforth's "
+              "default; the paper uses Humpback's, docs/curation.md)",
+}
+
+
 def _variant(cfg: RunConfig, stages: Sequence[Stage]) -> str:
     """The variant in words, with the keep rule actually configured."""
     curate = next((st for st in stages if hasattr(st, "keep_rule")), None)
@@ -108,7 +115,7 @@ def write_card(cfg: RunConfig, out: Path, stats: dict, fingerprints: dict, stage
         "",
         "Pairs of (instruction, response) made from web documents with **instruction back-and-forth "
         "translation** (Nguyen et al., 2024, arXiv:2408.04614): a backward model writes the instruction each "
-        "document answers, a scorer rates the pair on Humpback's 5-point rubric, and an aligned model rewrites "
+        f"document answers, a scorer rates the pair {_RUBRIC[cfg.curate.rubric]}, and an aligned model rewrites "
         "the document into a response that stays close to it. "
         f"Variant: {_variant(cfg, stages)}. Made with backforth {__version__}.",
         "",

@@ -265,6 +265,8 @@ def test_full_run(tmp_path, docs, variant):
     assert f'load_dataset("{out.resolve()}", split="train")' in card  # the run dir itself, from anywhere
     assert "path: sft.parquet" in card and WEB_TAG in card
     assert "| prepare | too_short | 1 |" in card
+    rubric = {"answer": "whether the page holds a useful answer", "humpback": "Humpback's 5-point rubric"}
+    assert rubric[config(docs, variant).curate.rubric] in card  # the card names the rubric the run used
 
 
 def test_a_run_with_every_row_rejected_still_exports(tmp_path):
