@@ -29,7 +29,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
 _OUR_MARKERS = re.compile(r"\[\s*/?\s*RES\s*\]", re.IGNORECASE)  # the rewrite's delimiters
 
 # Markup that is not words of the page: a README of badges has 60 "words" and says nothing.
-_RST_DIRECTIVE = re.compile(r"^\.\. [^\n]*(?:\n[ \t]+:[^\n]*)*", re.MULTILINE)  # `.. image:: URL` and its `:options:`
+_RST_DIRECTIVE = re.compile(r"^\.\. [^\n]*(?:\n[ \t]*:[\w-]+:[^\n]*)*", re.MULTILINE)  # `.. image:: URL` and its `:options:`
 _MD_IMAGE = re.compile(r"!\[[^\]\n]*\]\([^)\s]*\)?")  # ![alt](src)
 _MD_LINK = re.compile(r"\[([^\]\n]*)\]\([^)\s]*\)")  # [text](url): its text counts
 _HTML_TAG = re.compile(r"<[^>\n]{1,300}>")
