@@ -90,14 +90,17 @@ class TransformersEngine(Tokenized, InProcessEngine):
                                     finish_reason="error", prompt_tokens=len(ids), key=req.key)
                 continue
             encoded[i] = ids
-            sig = ("choices",) if req.choices else (req.temperature, req.top_p, req.max_tokens, tuple(req.stop))
+            # Requests with different budgets (rewrite.page_budget sizes each to its page) share batches:
+            # a batch generates up to its largest budget and each row is cut to its own.
+            sig = ("choices",) if req.choices else (req.temperature, req.top_p, tuple(req.stop))
             groups[sig].append(i)
         for sig, idx in groups.items():
             scoring = sig[0] == "choices"
-            extra = 0 if scoring else requests[idx[0]].max_tokens
             fn = self._score_batch if scoring else self._generate_batch
             alone = not scoring and self.prompt_lookup_tokens  # transformers drafts only at batch 1
-            batches = [[j] for j in range(len(idx))] if alone else self.batches([len(encoded[i]) for i in idx], extra)
+            # a row's room: its prompt and the tokens it may write (packed as one length)
+            room = [len(encoded[i]) + (0 if scoring else requests[i].max_tokens) for i in idx]
+            batches = [[j] for j in range(len(idx))] if alone else self.batches(room, 0)
             for batch in batches:
                 members = [idx[j] for j in batch]
                 for i, res in zip(members, fn([requests[i] for i in members], [encoded[i] for i in members])):
@@ -124,7 +127,8 @@ class TransformersEngine(Tokenized, InProcessEngine):
         r0 = reqs[0]
         ids, mask = self._pad(seqs)
         sample = r0.temperature > 0
-        kwargs = dict(max_new_tokens=r0.max_tokens, do_sample=sample, pad_token_id=self.tokenizer.pad_token_id)
+        kwargs = dict(max_new_tokens=max(r.max_tokens for r in reqs), do_sample=sample,
+                      pad_token_id=self.tokenizer.pad_token_id)
         if sample:
             kwargs.update(temperature=r0.temperature, top_p=r0.top_p, top_k=0)
         if r0.stop:
@@ -135,10 +139,10 @@ class TransformersEngine(Tokenized, InProcessEngine):
             out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
         new = out[:, ids.shape[1]:].tolist()  # one copy to the host per batch
         results = []
-        for row, prompt in zip(new, seqs):
+        for row, prompt, req in zip(new, seqs, reqs):
             tokens = []
             ended = False
-            for t in row:
+            for t in row[: req.max_tokens]:  # a row of a batch with a larger budget stops at its own
                 if t in self._eos:
                     ended = True
                     break
@@ -148,7 +152,7 @@ class TransformersEngine(Tokenized, InProcessEngine):
             for s in r0.stop:
                 if s in text:
                     text, stopped = text[: text.index(s)], True
-            finish = "stop" if ended or stopped else ("length" if len(tokens) >= r0.max_tokens else "stop")
+            finish = "stop" if ended or stopped else ("length" if len(tokens) >= req.max_tokens else "stop")
             results.append(Result(text=text, finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=len(tokens)))
         return results
 

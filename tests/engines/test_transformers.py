@@ -128,3 +128,22 @@ def test_prompt_lookup_keeps_greedy_output_token_for_token(engine):
     assert [r.completion_tokens for r in spec] == [r.completion_tokens for r in plain]
     steps, tokens = len(drafted), sum(r.completion_tokens for r in spec)
     assert sum(drafted) > 0 and steps < tokens  # drafts were proposed and some accepted: fewer steps than tokens
+
+
+def test_requests_with_different_budgets_share_one_batch_and_each_keeps_its_own(engine, monkeypatch):
+    """rewrite.page_budget gives each page its own max_tokens. Those requests were each a batch of one
+    (the budget was part of the batch's signature), which made a budgeted rewrite of 8 long pages
+    take 30 minutes instead of a few; now they share a batch and each row is cut at its own budget."""
+    prompt = "Write the numbers from one to fifty in words, separated by commas:"
+    reqs = [Request(prompt=prompt, max_tokens=n, temperature=0.0, key=str(n)) for n in (3, 12, 40)]
+    calls = []
+    original = engine._generate_batch
+    monkeypatch.setattr(engine, "_generate_batch", lambda rs, seqs: calls.append(len(rs)) or original(rs, seqs))
+    results = engine.generate(reqs)
+    assert calls == [3]  # one batch
+    assert [r.key for r in results] == ["3", "12", "40"]
+    assert [r.completion_tokens for r in results][:2] == [3, 12] and results[2].completion_tokens <= 40
+    assert [r.finish_reason for r in results][:2] == ["length", "length"]
+    assert results[2].text.startswith(results[1].text) and results[1].text.startswith(results[0].text)  # greedy: one text, cut
+    alone = engine.generate([reqs[1]])[0]
+    assert (alone.text, alone.completion_tokens, alone.finish_reason) == (results[1].text, 12, "length")
