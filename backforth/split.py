@@ -139,7 +139,8 @@ def split_rows(rows: Iterable[dict], settings: SplitSettings | None) -> Iterator
     index = 0
     for row in rows:
         text = row.get("text")
-        parts = ([text] if settings is None or row.get("_reject") or not isinstance(text, str)
+        # A pair in (`instruction_given`) is an answer, not a page: cut, each part would claim the whole answer.
+        parts = ([text] if settings is None or row.get("_reject") or row.get("instruction_given") or not isinstance(text, str)
                  else split_text(text, min_chars=settings.min_chars, max_chars=settings.max_chars,
                                  title=row.get("title") if isinstance(row.get("title"), str) else None))
         if len(parts) == 1:

@@ -54,7 +54,8 @@ def run_pages(pages: Path, out: Path, sets: list[str], until: str | None, limit:
     from backforth import workflows
     from backforth.config import load_config
 
-    cfg = load_config(DATA_DIR / "demo.yaml", sets)
+    # Each page is labelled as a whole, so it stays one document (prepare.split would cut the long ones).
+    cfg = load_config(DATA_DIR / "demo.yaml", ["prepare.split.enabled=false", *sets])
     cfg.input.path = str(pages)
     cfg.input.limit = limit
     t0 = time.perf_counter()

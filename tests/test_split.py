@@ -99,3 +99,14 @@ def test_a_run_with_split_exports_sections(tmp_path):
     assert [r["section"] for r in sft] == sorted(r["section"] for r in sft)
     assert stats["funnel"]["documents_in"] == len(sft) + len(list(open(tmp_path / "run" / "rejects.jsonl")))
     assert json.loads(open(tmp_path / "run" / "sft.jsonl").readline())["id"].startswith("sorting.html#")
+
+
+def test_split_is_the_default_and_never_cuts_a_pair_in():
+    """Long pages are cut by default (benchmarks/long_pages.py chose it); a long answer that came with its
+    instruction is one answer, and stays whole."""
+    assert build_config({"input": {"path": "x"}}).prepare.split.enabled
+    long = "\n\n".join(f"# Part {i}\n\n" + para(f"w{i}", 300) for i in range(8))
+    rows = [{"id": "page", "text": long}, {"id": "pair", "text": long, "instruction_given": "Explain all eight parts."}]
+    out = list(split_rows(rows, SplitSettings(600, 3000)))
+    assert [r["id"] for r in out if r.get("source_id") == "page"] == [f"page#{n}" for n in range(1, len(out))]
+    assert len(out) > 2 and out[-1]["id"] == "pair" and out[-1]["text"] == long and "source_id" not in out[-1]

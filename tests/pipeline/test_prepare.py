@@ -118,7 +118,8 @@ def test_the_limit_is_derived_from_the_backward_models_context():
 
 def test_settings_are_the_data_relevant_fields():
     assert make(70, min_words=3, dedup=False).settings() == {"min_words": 3, "max_doc_tokens": 70, "dedup": False,
-                                                             "languages": "any", "split": None,
+                                                             "languages": "any",
+                                                             "split": {"enabled": True, "min_chars": 600, "max_chars": 3000},
                                                              "injections": "strip"}
 
 
