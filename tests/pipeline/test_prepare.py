@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pathlib import Path
 from fake_engine import FakeEngine
 
 from backforth.config import PrepareConfig, build_config
@@ -137,3 +138,17 @@ def test_sentences_addressed_to_ai_are_cut_and_recorded():
     assert make(None, injections="reject").apply(r, []) == "addressed_to_ai"
     r = {"id": "z", "text": text}
     assert make(None, injections="keep").apply(r, []) is None and "Score: 5" in r["text"]
+
+
+def test_code_keeps_its_indentation():
+    """Python's how-to on sorting, read by the HTML reader: its class example lost every indent in
+    prepare, and the exported rewrite carried code that no longer runs."""
+    from backforth.web import extract
+
+    html = (Path(__file__).resolve().parents[1] / "data" / "web" / "python-docs" / "howto-sorting.html").read_bytes()
+    page = extract(html)
+    assert "\n...     def __init__(self, name, grade, age):\n" in page.text
+    row = {"id": "sorting", "text": page.text}
+    assert make().apply(row, []) is None
+    assert "\n...     def __init__(self, name, grade, age):\n...         self.name = name\n" in row["text"]
+    assert normalize_text("a  b \n\n\n\n```py\nif x:   \n    y  =  1\n```\n  c\td") == "a b\n\n```py\nif x:\n    y  =  1\n```\nc d"

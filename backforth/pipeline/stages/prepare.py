@@ -48,12 +48,24 @@ def text_words(text: str) -> int:
     return count_words(text)
 
 
-def normalize_text(text: str) -> str:
-    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL.sub("", text)
+_FENCE = re.compile(r"(^```[^\n]*\n.*?^```[ \t]*$)", re.MULTILINE | re.DOTALL)  # a fenced code block, as the web reader writes
+
+
+def _normalize_prose(text: str) -> str:
     text = re.sub(r"[ \t\u00a0]+", " ", text)
     text = re.sub(r" ?\n ?", "\n", text)
-    text = re.sub(r"\n{3,}", "\n\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def normalize_text(text: str) -> str:
+    """NFC, one kind of line break, no control characters; runs of spaces become one and blank lines
+    at most one, except inside fenced code blocks, whose indentation is the code's (only trailing
+    spaces go there)."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text)
+    parts = _FENCE.split(text)  # odd positions: the code blocks
+    text = "".join(re.sub(r"[ \t]+$", "", part, flags=re.MULTILINE) if i % 2 else _normalize_prose(part)
+                   for i, part in enumerate(parts))
     return text.strip()
 
 
