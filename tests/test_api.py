@@ -23,7 +23,8 @@ from backforth.errors import UserError  # noqa: E402
 from backforth.pipeline import RunConflict  # noqa: E402
 
 ROWS = [{"id": i, "text": t, "url": f"https://example.com/{i}"} for i, t in DOCS if t is not None]
-QUIET = {"runner.progress": True, "runner.chunk_size": 3, **{f"{s}.enabled": False for s in HYGIENE_STAGES}}
+QUIET = {"runner.progress": True, "runner.chunk_size": 3, "prepare.split.enabled": False,  # d12 stays whole: too_long
+         **{f"{s}.enabled": False for s in HYGIENE_STAGES}}
 
 
 def fake() -> FakeEngine:

@@ -193,7 +193,8 @@ def test_a_run_on_a_warc_exports_pairs_with_url_title_and_language(tmp_path):
     path = tmp_path / "crawl.warc.gz"
     build_warc(path)
     cfg = build_config({"input": {"path": str(path)}, "runner": {"progress": False}, "curate": {"method": "logprobs"},
-                        "grounding": {"enabled": False}, "dedup_instructions": {"enabled": False}})
+                        "grounding": {"enabled": False}, "dedup_instructions": {"enabled": False},
+                        "prepare": {"split": {"enabled": False}}})  # a pair per page: tests/test_split.py cuts them
     stats = run_method(cfg, tmp_path / "run", engine_factory=lambda _m: FakeEngine(responder))
     sft = read_sft(tmp_path / "run")
     assert {r["url"] for r in sft} == {url_of(n) for n in page_names()}
