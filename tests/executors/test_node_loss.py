@@ -112,7 +112,12 @@ def test_a_worker_node_lost_mid_stage(cluster, tmp_path):
     bt = [(e, k, n, float(t) - t0) for e, s_, k, n, t in lines if s_ == "backtranslate"]
     asked = Counter(k for e, k, _n, _t in bt if e == "asked")
     answered = Counter(k for e, k, _n, _t in bt if e == "answered")
-    assert set(answered) == set(written) and set(answered.values()) == {1}  # every row answered once
+    assert set(answered) == set(written)
+    # Every row answered once, except a row the lost node answered but did not live to write: its
+    # answer died with the node, so a surviving node answered it once more (seen in 1 of 2 runs).
+    answered_lost = {k for e, k, n, _t in bt if e == "answered" and n == lost}
+    answered_alive = Counter(k for e, k, n, _t in bt if e == "answered" and n != lost)
+    assert all(n == 1 or (n == 2 and k in answered_lost and answered_alive[k] == 1) for k, n in answered.items())
     cut_off = sorted(k for e, k, n, _t in bt if e == "asked" and n == lost and not any(
         e2 == "answered" and k2 == k and n2 == lost for e2, k2, n2, _t2 in bt))
     assert all(asked[k] == 2 for k in cut_off)  # what the lost node was computing was asked again, once
