@@ -238,6 +238,7 @@ class DecontaminateConfig(Section):
 
 class GroundingConfig(Section):
     enabled: bool = Field(True, description="Check that rewrites add no numbers or content the document lacks (runs only with a rewrite variant).")
+    max_altered_outputs: int | None = Field(0, ge=0, description="Reject a rewrite with more interactive-session outputs (`>>> x.version` then `4`, or `` `x.version` returns `4` ``) that differ from what the document shows for the same input than this; null: never.")
     max_unsupported_numbers: int | None = Field(0, ge=0, description="Reject a rewrite with more numbers absent from the document than this; null: never reject on numbers.")
     max_unsupported_names: int | None = Field(None, ge=0, description="Reject a rewrite with more capitalised names absent from the document than this; null (default): list them only, capitalisation being a weaker signal.")
     max_unsupported_share: float | None = Field(0.5, ge=0, le=1, description="Reject a rewrite whose share of distinct content words and numbers absent from the document is above this; null: never.")

@@ -175,3 +175,30 @@ def test_settings_and_role():
     on = Grounding(GroundingConfig(judge=True))
     assert on.fingerprint(None)["prompt"].startswith("grounding_judge@1#")
     assert off.settings() != Grounding(GroundingConfig(max_unsupported_share=0.3)).settings()
+
+
+# Python's "An introduction to the ipaddress module" how-to (python3-doc), as prepare writes it, and a
+# rewrite made from it by the demo's rewriter: the example copied with one output changed. Every
+# number of the rewrite is on the page (6 is addr6's version), so only the session check sees it.
+IPADDRESS = ("Extracting the IP version:\n\n```\n>>> addr4 = ipaddress.ip_address('192.0.2.1')\n"
+             ">>> addr6 = ipaddress.ip_address('2001:db8::1')\n>>> addr6.version\n6\n>>> addr4.version\n4\n```\n\n"
+             "Finding out how many individual addresses are in a network:\n\n```\n"
+             ">>> net4 = ipaddress.ip_network('192.0.2.0/24')\n>>> net4.num_addresses\n256\n```")
+IP_INSTR = "How can I extract the version of an IP address in Python?"
+IP_REWRITE = ("You can do this with the `version` attribute:\n\n```python\n>>> addr4 = ipaddress.ip_address('192.0.2.1')\n"
+              ">>> addr4.version\n{v4}\n>>> addr6 = ipaddress.ip_address('2001:db8::1')\n>>> addr6.version\n6\n```\n\n"
+              "In the above example, `addr4.version` will return `{said}`, the IP version.")
+
+
+def test_an_example_whose_output_was_changed_is_ungrounded():
+    reason, r = judge(row(IP_REWRITE.format(v4=6, said=6), IPADDRESS, IP_INSTR))
+    assert r["unsupported_numbers"] == []  # 6 is on the page: the number check cannot see it
+    assert r["altered_outputs"] == ["addr4.version -> 6 (document: 4)"]
+    assert reason == "ungrounded"
+    # the prose alone, with the session right
+    reason, r = judge(row(IP_REWRITE.format(v4=4, said=6), IPADDRESS, IP_INSTR))
+    assert r["altered_outputs"] == ["addr4.version -> 6 (document: 4)"] and reason == "ungrounded"
+    # copied faithfully, and an input the page never ran: nothing to compare
+    reason, r = judge(row(IP_REWRITE.format(v4=4, said=4) + "\n\n>>> net4.prefixlen\n24", IPADDRESS, IP_INSTR))
+    assert r["altered_outputs"] == [] and reason is None
+    assert judge(row(IP_REWRITE.format(v4=6, said=6), IPADDRESS, IP_INSTR), max_altered_outputs=None)[0] is None

@@ -16,7 +16,13 @@ document and of the instruction (restating the question is not inventing):
   (`baking` ~ `baked` ~ `bake`), compared with the document's; in scripts written without spaces
   (Chinese, Japanese, Thai...) the rewrite's distinct pairs of adjacent characters instead.
 
-Columns: `unsupported_numbers`, `unsupported_names`, `unsupported_words` (lists, as written in the
+* outputs: an interactive session in the rewrite (`>>> addr4.version` then `4`) whose input the
+  document also shows must print what the document printed, and so must a sentence that quotes it
+  (`` `addr4.version` returns `4` ``). A rewriter that copies an example and changes its output has
+  every number and word on the page (the page shows `6` for `addr6.version`), so the other checks
+  pass it.
+
+Columns: `altered_outputs` (`input -> output (document: ...)`), `unsupported_numbers`, `unsupported_names`, `unsupported_words` (lists, as written in the
 rewrite), `unsupported_share` (share of the rewrite's distinct numbers and content words absent from
 the document) and `checked_terms` (how many there were; under 5 the share is too coarse to reject
 on). Rejected `ungrounded` when a count or the share passes its limit. Defaults: any
@@ -227,6 +233,55 @@ class Evidence:
         return all(self.supports_word(w) for w in parts)
 
 
+_PROMPT = re.compile(r"^\s*>>>\s?(.*)$")
+_CONTINUATION = re.compile(r"^\s*\.\.\.(\s|$)")
+_QUOTED_RESULT = re.compile(r"`([^`\n]+)`\s+(?:will\s+|would\s+|should\s+)?(?:returns?|gives|prints|evaluates\s+to|outputs?)"
+                            r"\s+`?([^`\s][^`\n]*?)`?(?=[\s,;:]|\.(?:\s|$)|$)", re.IGNORECASE)
+
+
+def _norm_code(text: str) -> str:
+    return " ".join(text.replace("`", "").split()).strip().rstrip(";")
+
+
+def session_outputs(text: str) -> dict[str, set[str]]:
+    """What each `>>> input` of an interactive session in `text` printed: {input: {output, ...}}."""
+    out: dict[str, set[str]] = {}
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        m = _PROMPT.match(lines[i])
+        if not m:
+            i += 1
+            continue
+        source = _norm_code(m.group(1))
+        i += 1
+        while i < len(lines) and _CONTINUATION.match(lines[i]):
+            i += 1
+        printed = []
+        while i < len(lines) and lines[i].strip() and not _PROMPT.match(lines[i]) and not lines[i].strip().startswith("```"):
+            printed.append(lines[i].strip())
+            i += 1
+        if source and printed:
+            out.setdefault(source, set()).add(_norm_code(" ".join(printed)))
+    return out
+
+
+def altered_outputs(response: str, document: str) -> list[str]:
+    """The session outputs the rewrite gives for an input whose output the document shows differently."""
+    shown = session_outputs(document)
+    if not shown:
+        return []
+    claims = [(src, printed) for src, outs in session_outputs(response).items() for printed in outs]
+    claims += [(_norm_code(m.group(1)), _norm_code(m.group(2))) for m in _QUOTED_RESULT.finditer(response)]
+    bad = []
+    for src, printed in claims:
+        if src in shown and printed not in shown[src]:
+            item = f"{src} -> {printed} (document: {' | '.join(sorted(shown[src]))})"
+            if item not in bad:
+                bad.append(item)
+    return bad
+
+
 def check(response: str, document: str, instruction: str = "") -> dict[str, Any]:
     """The grounding columns of a rewrite against its document (and instruction)."""
     ev = Evidence(document, instruction)
@@ -255,6 +310,7 @@ def check(response: str, document: str, instruction: str = "") -> dict[str, Any]
             bad_words.append(b)
     bad_names = list(dict.fromkeys(n for n in names(response) if not ev.supports_name(n)))
     return {
+        "altered_outputs": altered_outputs(response, document),
         "unsupported_numbers": bad_numbers,
         "unsupported_names": bad_names,
         "unsupported_words": bad_words,
@@ -293,7 +349,8 @@ class Grounding(Stage):
     name = "grounding"
     funnel = "grounded"
     rejects = {
-        "ungrounded": "The rewrite adds what its document lacks: more unsupported numbers than "
+        "ungrounded": "The rewrite adds what its document lacks: an example whose output differs from the document's "
+                      "(`altered_outputs`; `grounding.max_altered_outputs`, default 0), more unsupported numbers than "
                       "`grounding.max_unsupported_numbers` (default 0), more unsupported names than "
                       "`grounding.max_unsupported_names` (off by default), or, with 5 or more checked terms, a share of "
                       "unsupported numbers and content words above `grounding.max_unsupported_share` (default 0.5); the "
@@ -352,7 +409,8 @@ class Grounding(Stage):
     def _flags(self, row: dict) -> tuple[dict, bool]:
         cols = check(row.get("response") or "", row.get("text") or "", row.get("instruction") or "")
         c = self.cfg
-        over = ((c.max_unsupported_numbers is not None and len(cols["unsupported_numbers"]) > c.max_unsupported_numbers)
+        over = ((c.max_altered_outputs is not None and len(cols["altered_outputs"]) > c.max_altered_outputs)
+                or (c.max_unsupported_numbers is not None and len(cols["unsupported_numbers"]) > c.max_unsupported_numbers)
                 or (c.max_unsupported_names is not None and len(cols["unsupported_names"]) > c.max_unsupported_names)
                 or (c.max_unsupported_share is not None and cols["checked_terms"] >= MIN_CHECKED_FOR_SHARE
                     and cols["unsupported_share"] > c.max_unsupported_share))
