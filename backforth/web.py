@@ -61,16 +61,23 @@ _HEADERLINK = re.compile(r"(?:\s*¶|\s+#)\s*$")  # the permalink mark after a he
 
 def _inline(el) -> str:
     """An element's text on one line: whitespace collapsed, inline code in backticks."""
+    return _SPACE.sub(" ", _inline_raw(el)).strip()
+
+
+def _inline_raw(el) -> str:
+    # Children keep their edge spaces: Sphinx's signature `<hi>class </hi>secrets.SystemRandom` has
+    # its only space at the end of the child, and trimming each child gave `classsecrets.SystemRandom`.
     parts = [el.text or ""]
     for child in el:
-        inner = _inline(child)
-        if child.tag == "code" and inner and "`" not in inner:
-            inner = f"`{inner}`"
+        inner = _inline_raw(child)
+        if child.tag == "code" and inner.strip() and "`" not in inner:
+            core = inner.strip()
+            inner = inner[:len(inner) - len(inner.lstrip())] + f"`{core}`" + inner[len(inner.rstrip()):]
         elif child.tag == "lb":  # mostly the source's own line wrapping, rarely a real <br>
             inner = " "
         parts.append(inner)
         parts.append(child.tail or "")
-    return _SPACE.sub(" ", "".join(parts)).strip()
+    return "".join(parts)
 
 
 def _blocks(el, out: list[str]) -> None:

@@ -305,6 +305,13 @@ def test_extract_response_never_leaks_a_delimiter():
     ("Question: What is the product?\nAnswer: It is a steel bottle.", "What is the product?", "It is a steel bottle."),
     ("**Answer:** It is a steel bottle.", "What is the product?", "It is a steel bottle."),
     ("What is the product?\nIt is a steel bottle.", "What is the product?", "It is a steel bottle."),
+    # a real rewrite of Python's heapq page began so: the question, then the answer on the same line
+    ("How can I create a min heap in Python? To create a min heap, use the `heapq` module.",
+     "How can I create a min heap in Python?", "To create a min heap, use the `heapq` module."),
+    ("How can I create a min heap in Python?", "How can I create a min heap in Python?",
+     "How can I create a min heap in Python?"),
+    ("How can I create a min heap in Python is a common question.", "How can I create a min heap in Python",
+     "How can I create a min heap in Python is a common question."),
     ("The answer depends on the oven.\nBake for 20 minutes.", "How long?", "The answer depends on the oven.\nBake for 20 minutes."),
     ("Answering a question: start with the answer.", "How do I write well?", "Answering a question: start with the answer."),
 ])

@@ -173,6 +173,9 @@ def strip_scaffolding(answer: str, instruction: str) -> str:
         first, _, rest = text.partition("\n")
         if rest.strip() and words(first) == words(instruction):  # the instruction repeated as a first line
             text = rest.strip()
+        elif (q := instruction.strip()) and q[-1] in "?.!" and text.lower().startswith(q.lower()) \
+                and text[len(q):].strip():  # ... or as the first sentence: "How do I X? To do X, ..."
+            text = text[len(q):].strip()
         if text == before:
             break
     return text
