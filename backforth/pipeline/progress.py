@@ -127,10 +127,13 @@ class RunProgress:
         key = (name, remaining, tokens)
         if eta is not None and self._last is not None and self._last[0] == key:
             # nothing new measured since the last line (a chunk still in flight): count the estimate down
-            eta = max(0.0, self._last[1] - (now - self._last[2]))
+            eta = self._last[1] - (now - self._last[2])
         else:
             self._last = (key, eta, now)
         measured = f" (from {tokens:,} tokens in {duration(seconds)} so far)" if tokens else ""
+        if eta is not None and eta <= 0:  # the chunk in flight outlasts the estimate (a rewrite writes
+            # more tokens per row than the stages it was estimated from): say so, not "0s" for minutes
+            return f"run: stage {k} of {n} ({name}), ETA for the run ? (past the estimate){measured}"
         return f"run: stage {k} of {n} ({name}), ETA for the run {duration(eta)}{measured}"
 
 
