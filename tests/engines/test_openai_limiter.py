@@ -117,6 +117,18 @@ def test_the_servers_own_queue_caps_the_limit():
     assert limit.limit == pytest.approx(45)
 
 
+def test_a_queue_while_the_kv_cache_has_room_is_not_a_full_server():
+    # vLLM's CPU server on long prompts: it admits a few prompts a step and queues the rest with its
+    # cache far from full, and more in flight still answered more (benchmarks/server_knee.py --vllm)
+    limit = KneeLimit(1024, initial=256)
+    for _ in range(3):
+        limit.server_load(running=6, waiting=100, cache=0.2)
+    assert limit.limit == 256 and limit.phase == "up"
+    for _ in range(2):
+        limit.server_load(running=6, waiting=100, cache=0.95)  # the cache full too: the server is full
+    assert limit.limit == pytest.approx(6 * 1.1 + 1) and limit.phase == "hold"
+
+
 def test_a_queue_at_the_server_ends_the_climb_early():
     with_metrics = KneeLimit(1024)
     simulate("queue", 64, with_metrics, 3000, metrics=True)

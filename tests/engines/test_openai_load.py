@@ -227,6 +227,9 @@ def test_metrics_url_and_page_parsing():
     assert metrics_url("http://gpu-1:8000/v1") == "http://gpu-1:8000/metrics"
     assert metrics_url("https://proxy.example/vllm/v1/") == "https://proxy.example/vllm/metrics"
     two_engines = prometheus(3, 0) + 'vllm:num_requests_running{engine="1",model_name="m"} 5.0\n'
-    assert parse_load(two_engines) == (8.0, 0.0)  # series summed
-    assert parse_load("sglang:num_running_reqs 7\nsglang:num_queue_reqs 2\n") == (7.0, 2.0)
+    assert parse_load(two_engines) == (8.0, 0.0, None)  # series summed
+    assert parse_load("sglang:num_running_reqs 7\nsglang:num_queue_reqs 2\n") == (7.0, 2.0, None)
+    cached = two_engines + 'vllm:kv_cache_usage_perc{engine="0"} 0.2\nvllm:kv_cache_usage_perc{engine="1"} 0.4\n'
+    assert parse_load(cached) == pytest.approx((8.0, 0.0, 0.3))  # the cache share averaged
+    assert parse_load("sglang:num_running_reqs 7\nsglang:num_queue_reqs 2\nsglang:token_usage 0.95\n") == (7.0, 2.0, 0.95)
     assert parse_load("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 1.5\n") is None

@@ -190,7 +190,7 @@ class OpenAIEngine:
         if self.adaptive and self._poller is None:
             self._poller = asyncio.ensure_future(metrics.poll(
                 client.pick(), metrics.metrics_url(self.base_url), lambda: self.limit.in_flight > 0,
-                lambda running, waiting: self.limit.server_load(running, waiting)))
+                self.limit.server_load))
         outcomes: list[_Outcome | None] = [None] * len(requests)
 
         async def run(i: int) -> None:

@@ -27,7 +27,12 @@ level they measure):
   requests in flight when the server first complained saw the same overload), and holds.
 * the server's own queue: where the server publishes it (vLLM's /metrics, see `metrics.py`),
   requests waiting there beyond `QUEUE_SHARE` of those it runs (in two reads in a row) end a climb,
-  cap the limit at what it runs plus that share, and keep probes down.
+  cap the limit at what it runs plus that share, and keep probes down; but not while the server also
+  says its KV cache has room (under `CACHE_FULL` in use). Then the queue is its scheduler admitting
+  long prompts a few a step under its token budget, and more requests in flight still pay: vLLM's CPU
+  server on the backtranslation prompts (`benchmarks/server_knee.py --vllm`) ran about 6 and queued the
+  rest at 16 in flight, while 32 and 128 in flight answered 8% and 17% more than 8. Capped at its
+  running count plus a tenth, the limit held 7 and reached 0.79 of the best fixed limit.
 
 `max_in_flight` is only the ceiling; `adaptive=False` keeps the limit at it. The latencies also set
 each attempt's timeout (`attempt_timeout`): never below `timeout_s`, and at least `TIMEOUT_FACTOR`
@@ -54,7 +59,8 @@ STEP, NEAR = 0.8, 0.93   # going down: the factor, and the share of the best thr
 HEADROOM = 1.2           # the limit held over the lowest level that kept the throughput
 PROBE, PROBE_GAIN, PROBE_EVERY = 1.25, 0.03, 6
 DRIFT = 1.5
-QUEUE_SHARE = 0.1        # the server's own queue, as a share of what it runs, that counts as "full"
+QUEUE_SHARE = 0.1        # the server's own queue, as a share of what it runs, that counts as "full" ...
+CACHE_FULL = 0.9         # ... when its KV cache is at least this full (or it does not say)
 TIMEOUT_FACTOR = 3.0
 
 
@@ -163,10 +169,11 @@ class KneeLimit:
             self._cut_at = self._completed
             self.cuts += 1
 
-    def server_load(self, running: float, waiting: float) -> None:
-        """The server's own count of the requests it runs and of those it queues. A burst of new
-        requests waits a step or two for its prefill, so only a queue seen twice in a row counts."""
-        queued = waiting > QUEUE_SHARE * running + 1
+    def server_load(self, running: float, waiting: float, cache: float | None = None) -> None:
+        """The server's own count of the requests it runs and of those it queues, and the share of its
+        KV cache in use where it says. A burst of new requests waits a step or two for its prefill, so
+        only a queue seen twice in a row counts, and only with the cache full (or unknown)."""
+        queued = waiting > QUEUE_SHARE * running + 1 and (cache is None or cache >= CACHE_FULL)
         self._queued = self._queued + 1 if queued else 0
         self.server = (running, waiting)
         if self.adaptive and self._server_full() and self.limit > self._server_cap():
