@@ -195,7 +195,8 @@ class StubOpenAIServer:
     def _leave(self, entry: dict) -> None:
         with self._lock:
             self.active -= 1
-            entry["t_out"] = time.perf_counter()
+            if entry["t_out"] is None:
+                entry["t_out"] = time.perf_counter()
 
     def _pick_fault(self, body: Any) -> str | None:
         if self._down:
@@ -281,8 +282,14 @@ class _StubHandler(BaseHTTPRequestHandler):
             if stub.away:  # the process died with the request: no answer, the connection just closes
                 self.close_connection = True
                 return
-            self._json(200, _completion(stub, self.path, body))
-            entry["answered"] = True
+            # the answer's time and mark, set before it is written: the client may read the stub's
+            # records as soon as it has the answer, before this thread gets to `finally`
+            entry["t_out"], entry["answered"] = time.perf_counter(), True
+            try:
+                self._json(200, _completion(stub, self.path, body))
+            except OSError:  # the client was gone: not answered after all
+                entry["answered"] = False
+                raise
         finally:
             stub._leave(entry)
 
