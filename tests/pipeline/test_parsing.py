@@ -319,6 +319,22 @@ def test_strip_scaffolding(answer, instruction, cleaned):
     assert strip_scaffolding(answer, instruction) == cleaned
 
 
+def test_the_question_restated_as_a_title_is_no_answer():
+    # a demo run exported this pair: the rewriter gave back the page's title and nothing else
+    q = "How can I repot a root-bound houseplant?"
+    assert degenerate_reason("How to Repot a Root-Bound Houseplant", q) == "echoed_prompt"
+    assert degenerate_reason("Repotting Guide: How to Repot a Root-Bound Houseplant", q) is None  # a new word
+    assert degenerate_reason("Repot it in spring.", q) is None
+    assert degenerate_reason("How to repot a root-bound houseplant\n\nWater it the day before, then ...", q) is None
+
+
+def test_an_answer_of_links_only_is_empty():
+    # a demo run exported this pair from blinker's PyPI description
+    q = "What is the documentation for Blinker?"
+    assert degenerate_reason("Documentation: https://blinker.readthedocs.io/", q) == "empty_response"
+    assert degenerate_reason("The documentation is at https://blinker.readthedocs.io/ and covers signals.", q) is None
+
+
 @pytest.mark.parametrize("answer, instruction, reason", [
     ("", "What is the product?", "echoed_prompt"),
     ("What is the product?", "What is the product?", "echoed_prompt"),

@@ -225,19 +225,31 @@ def is_repetitive(text: str, n: int = 4) -> bool:
 
 
 def degenerate_reason(answer: str, instruction: str) -> str | None:
-    """Why a cleaned answer is no answer: `echoed_prompt` (nothing left but the question or labels, or
-    one short question back instead of an answer), `repetitive_response` (a phrase looping); None when
+    """Why a cleaned answer is no answer: `echoed_prompt` (nothing left but the question or labels,
+    one short question back instead of an answer, or the question restated as a title),
+    `empty_response` (nothing but links and markup), `repetitive_response` (a phrase looping); None when
     it reads as an answer."""
+    from .prepare import text_words  # markup-free words; prepare's own import order is left alone
+
     aw, iw = words(answer), words(instruction)
+    if len(aw) >= 3 and text_words(answer) < 3:  # links and markup only: "Documentation: https://..."
+        return "empty_response"
     if len(aw) < 3 or aw == iw or (len(aw) <= len(iw) + 2 and copied_share(answer, instruction) >= 0.8):
         return "echoed_prompt"
     one_line = answer.strip()
     if (one_line.endswith("?") and "\n" not in one_line and len(aw) <= 25 and _QUESTION_START.match(one_line)
             and "?" not in one_line[:-1]):  # "How can I create a Python virtual environment?"
         return "echoed_prompt"
+    if ("\n" not in one_line and len(aw) <= 12 and one_line[-1:] not in ".!:;)\"'`"
+            and all(w in set(iw) or w in _FILLER for w in aw)):  # the question as a title: "How to Repot a Houseplant"
+        return "echoed_prompt"
     if is_repetitive(answer):
         return "repetitive_response"
     return None
+
+
+# Words a title adds to the question it restates ("How can I repot ...?" -> "How to repot ...").
+_FILLER = frozenset("a an the to of for in on at with and or your my our its guide tips steps way ways".split())
 
 
 _QUESTION_START = re.compile(

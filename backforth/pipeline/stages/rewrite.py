@@ -38,7 +38,9 @@ class Rewrite(Stage):
                               "default), or a rewriter that follows the format.",
         "truncated_rewrite": "The rewriter was cut off by `rewrite.max_tokens` before it closed its answer. Try: raise "
                              "`rewrite.max_tokens` (default 768), or drop longer documents with `prepare.max_doc_tokens`.",
-        "empty_response": "The answer between the delimiters is empty. Try: a stronger rewriter (`models.rewriter.model`).",
+        "empty_response": "The answer between the delimiters is empty, or holds nothing but links and markup (fewer than 3 "
+                          "words of text, e.g. 'Documentation: https://...'). Try: a stronger rewriter "
+                          "(`models.rewriter.model`).",
         "refusal": "The rewriter refused (\"I'm sorry, but ...\"). Try: another rewriter, and look at the documents: "
                    "some trigger refusals.",
         "echoed_prompt": "Nothing is left but the question or labels once the model's scaffolding is stripped (under "
