@@ -57,14 +57,27 @@ def _normalize_prose(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text)
 
 
+# An HTML comment is never shown to a reader of the page (a README rendered, a page in a browser), so
+# it is not the page's content: its text goes, except in a code block that may be showing markup.
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+_MARKUP_FENCE = re.compile(r"^```[ \t]*(?:html?|xhtml|xml|svg|vue|jsx|tsx|php|markdown|md|rst|jinja2?|django)?[ \t]*\n",
+                           re.IGNORECASE)
+
+
+def _drop_comments(text: str) -> str:
+    return re.sub(r"\n[ \t]*\n(?:[ \t]*\n)+", "\n\n", _HTML_COMMENT.sub("", text))
+
+
 def normalize_text(text: str) -> str:
-    """NFC, one kind of line break, no control characters; runs of spaces become one and blank lines
-    at most one, except inside fenced code blocks, whose indentation is the code's (only trailing
-    spaces go there)."""
+    """NFC, one kind of line break, no control characters, no HTML comments (they are never shown;
+    kept in code blocks that may show markup: untagged, html, xml, markdown ...); runs of spaces
+    become one and blank lines at most one, except inside fenced code blocks, whose indentation is the
+    code's (only trailing spaces go there)."""
     text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub("", text)
     parts = _FENCE.split(text)  # odd positions: the code blocks
-    text = "".join(re.sub(r"[ \t]+$", "", part, flags=re.MULTILINE) if i % 2 else _normalize_prose(part)
+    text = "".join(re.sub(r"[ \t]+$", "", part if _MARKUP_FENCE.match(part) else _drop_comments(part), flags=re.MULTILINE)
+                   if i % 2 else _normalize_prose(_drop_comments(part))
                    for i, part in enumerate(parts))
     return text.strip()
 
