@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 
-from ...language import UNSPACED
+from ...language import UNSPACED, count_words
 
 # "Sure," / "Okay!" are preambles only with their punctuation: "Great Lakes: ..." is an instruction.
 _PREAMBLE = re.compile(
@@ -224,13 +224,31 @@ def is_repetitive(text: str, n: int = 4) -> bool:
     return looping or (len(grams) < 60 and any(c >= 3 for c in seen.values()))
 
 
+# Markup that is not words of the page: a README of badges has 60 "words" and says nothing.
+_RST_DIRECTIVE = re.compile(r"^\.\. [^\n]*(?:\n[ \t]*:[\w-]+:[^\n]*)*", re.MULTILINE)  # `.. image:: URL` and its `:options:`
+_MD_IMAGE = re.compile(r"!\[[^\]\n]*\]\([^)\s]*\)?")  # ![alt](src)
+_MD_LINK = re.compile(r"\[([^\]\n]*)\]\([^)\s]*\)")  # [text](url): its text counts
+_HTML_TAG = re.compile(r"<[^>\n]{1,300}>")
+_RST_SUBSTITUTION = re.compile(r"\|[^|\n]{1,60}\|_{0,2}")  # |PyPI|_
+_URL = re.compile(r"\b(?:https?|ftp)://\S+|\bwww\.\S+")
+_NOT_A_WORD = re.compile(r"(?<!\S)[^\w\s]+(?!\S)")  # bullets, table bars, underlines, a lone colon
+
+
+def text_words(text: str) -> int:
+    """The page's words without its markup: badge and image markup, HTML tags, link targets, URLs and
+    reStructuredText directives do not count, nor do tokens without a letter or digit (bullets, table
+    bars, underlines); a link's text and code do."""
+    for pattern, repl in ((_RST_DIRECTIVE, " "), (_MD_IMAGE, " "), (_MD_LINK, r"\1"), (_HTML_TAG, " "),
+                          (_RST_SUBSTITUTION, " "), (_URL, " "), (_NOT_A_WORD, " ")):
+        text = pattern.sub(repl, text)
+    return count_words(text)
+
+
 def degenerate_reason(answer: str, instruction: str) -> str | None:
     """Why a cleaned answer is no answer: `echoed_prompt` (nothing left but the question or labels,
     one short question back instead of an answer, or the question restated as a title),
     `empty_response` (nothing but links and markup), `repetitive_response` (a phrase looping); None when
     it reads as an answer."""
-    from .prepare import text_words  # markup-free words; prepare's own import order is left alone
-
     aw, iw = words(answer), words(instruction)
     if len(aw) >= 3 and text_words(answer) < 3:  # links and markup only: "Documentation: https://..."
         return "empty_response"

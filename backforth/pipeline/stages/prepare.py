@@ -21,32 +21,13 @@ from collections.abc import Callable
 
 from ...config import PrepareConfig
 from ...hashset import CompactSet
-from ...language import UNDETERMINED, count_words, detect
+from ...language import UNDETERMINED, detect
 from ..stage import Stage
 from .injection import strip_injections
+from .parsing import text_words  # noqa: F401 - prepare.min_words counts these; tests import it from here
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
 _OUR_MARKERS = re.compile(r"\[\s*/?\s*RES\s*\]", re.IGNORECASE)  # the rewrite's delimiters
-
-# Markup that is not words of the page: a README of badges has 60 "words" and says nothing.
-_RST_DIRECTIVE = re.compile(r"^\.\. [^\n]*(?:\n[ \t]*:[\w-]+:[^\n]*)*", re.MULTILINE)  # `.. image:: URL` and its `:options:`
-_MD_IMAGE = re.compile(r"!\[[^\]\n]*\]\([^)\s]*\)?")  # ![alt](src)
-_MD_LINK = re.compile(r"\[([^\]\n]*)\]\([^)\s]*\)")  # [text](url): its text counts
-_HTML_TAG = re.compile(r"<[^>\n]{1,300}>")
-_RST_SUBSTITUTION = re.compile(r"\|[^|\n]{1,60}\|_{0,2}")  # |PyPI|_
-_URL = re.compile(r"\b(?:https?|ftp)://\S+|\bwww\.\S+")
-_NOT_A_WORD = re.compile(r"(?<!\S)[^\w\s]+(?!\S)")  # bullets, table bars, underlines, a lone colon
-
-
-def text_words(text: str) -> int:
-    """The page's words without its markup: badge and image markup, HTML tags, link targets, URLs and
-    reStructuredText directives do not count, nor do tokens without a letter or digit (bullets, table
-    bars, underlines); a link's text and code do."""
-    for pattern, repl in ((_RST_DIRECTIVE, " "), (_MD_IMAGE, " "), (_MD_LINK, r"\1"), (_HTML_TAG, " "),
-                          (_RST_SUBSTITUTION, " "), (_URL, " "), (_NOT_A_WORD, " ")):
-        text = pattern.sub(repl, text)
-    return count_words(text)
-
 
 _FENCE = re.compile(r"(^```[^\n]*\n.*?^```[ \t]*$)", re.MULTILINE | re.DOTALL)  # a fenced code block, as the web reader writes
 
