@@ -259,7 +259,7 @@ def degenerate_reason(answer: str, instruction: str) -> str | None:
             and "?" not in one_line[:-1]):  # "How can I create a Python virtual environment?"
         return "echoed_prompt"
     if ("\n" not in one_line and len(aw) <= 12 and one_line[-1:] not in ".!:;)\"'`"
-            and all(w in set(iw) or w in _FILLER for w in aw)):  # the question as a title: "How to Repot a Houseplant"
+            and set(aw) <= set(iw) | _FILLER):  # the question as a title: "How to Repot a Houseplant"
         return "echoed_prompt"
     if is_repetitive(answer):
         return "repetitive_response"
