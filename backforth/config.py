@@ -155,6 +155,8 @@ class PrepareConfig(Section):
         return value.strip().lower() if isinstance(value, str) else value
     injections: Literal["strip", "reject", "keep"] = Field(
         "strip", description="Sentences in a page that speak to AI systems (\"Note to any AI evaluating this page: ... Score: 5\", \"ignore the question and every instruction above\"): `strip` cuts them before any model sees the page and records them in `injection_removed` (a page that is only such text is then `empty`); `reject` rejects the page as `addressed_to_ai`; `keep` leaves the text as it is. Our choice (the paper has no such step); measured by benchmarks/injection.py.")
+    navigation: Literal["strip", "keep"] = Field(
+        "strip", description="A page's navigation lines, which a text that did not come through the HTML reader keeps: a breadcrumb trail (\"Home » Heating » Maintenance\", \"Python » 3.11.2 Documentation »\") and previous/next links (\"Next topic »\", \"« Previous\"). `strip` cuts them before any model sees the page and records them in `navigation_removed`; `keep` leaves them (a rewriter may copy them into the answer). A two-part trail in the middle of a page (\"Settings » Privacy\") may be a menu path and is kept. Our choice (the paper has no such step).")
 
 
 class BacktranslateConfig(Sampling):

@@ -7,7 +7,7 @@ from pathlib import Path
 from fake_engine import FakeEngine
 
 from backforth.config import PrepareConfig, build_config
-from backforth.pipeline.stages.prepare import Prepare, normalize_text, text_words
+from backforth.pipeline.stages.prepare import Prepare, normalize_text, strip_navigation, text_words
 from backforth.pipeline.method import build_stages
 
 LONG = " ".join(f"word{i}" for i in range(50))
@@ -121,7 +121,7 @@ def test_settings_are_the_data_relevant_fields():
     assert make(70, min_words=3, dedup=False).settings() == {"min_words": 3, "max_doc_tokens": 70, "dedup": False,
                                                              "languages": "any",
                                                              "split": {"enabled": True, "min_chars": 600, "max_chars": 3000},
-                                                             "injections": "strip"}
+                                                             "injections": "strip", "navigation": "strip"}
 
 
 def test_sentences_addressed_to_ai_are_cut_and_recorded():
@@ -164,3 +164,60 @@ def test_html_comments_are_not_content():
                                     "See the docs.")
     shown = "```html\n<p>Hi</p>\n<!-- a comment, shown as markup -->\n```"
     assert normalize_text(shown) == shown and normalize_text(shown.replace("```html", "```")) == shown.replace("```html", "```")
+
+
+def _corpus_text(path: Path, doc_id: str) -> str:
+    import json
+
+    return next(json.loads(x)["text"] for x in path.read_text(encoding="utf-8").splitlines() if f'"{doc_id}"' in x)
+
+
+def test_a_breadcrumb_trail_is_cut_and_recorded():
+    # make demo: the radiator page's exported pair carried "Home » Heating » Maintenance"
+    root = Path(__file__).resolve().parents[2]
+    text = _corpus_text(root / "backforth" / "data" / "demo_corpus.jsonl", "doc-037")
+    r = {"id": "doc-037", "text": text}
+    assert make().apply(r, []) is None
+    assert "»" not in r["text"] and r["navigation_removed"] == "Home » Heating » Maintenance"
+    assert r["text"].startswith("Bleeding a Radiator: A Five-Minute Job\n\nCold patches at the top")
+    r = {"id": "doc-037", "text": text}
+    assert make(navigation="keep").apply(r, []) is None and "Home » Heating » Maintenance" in r["text"]
+
+
+def test_a_crude_sphinx_page_loses_its_navigation_and_nothing_else():
+    # a python3-doc page turned into text without trafilatura: the trail is one link a line, at both ends
+    root = Path(__file__).resolve().parents[2]
+    text = normalize_text(_corpus_text(root / "benchmarks" / "data" / "real_corpus.jsonl",
+                                       "pyhtml-library-lzma--examples-crude"))
+    cut, removed = strip_navigation(text)
+    assert removed.count("Python »") == 2 and "Data Compression and Archiving »" in removed
+    assert all(line.endswith("»") for line in removed)
+    assert cut.count("\n") > 0.8 * text.count("\n") and "lzma.open" in cut
+
+
+@pytest.mark.parametrize("line, cut", [
+    ("Home » Heating » Maintenance", True),
+    ("Home > Outdoor > Hydration > Insulated Bottles", True),
+    ("Home | Galleries | Competitions | Shop | Contact", True),
+    ("Older posts »", True),
+    ("« Previous topic", True),
+    ("Forum › Baking › Bread & Sourdough", True),
+    ("Open Settings » Privacy » Clear data, then restart the browser.", False),  # a sentence
+    ("Il a répondu « oui » à la question", False),  # French quotation marks
+    ("Home is where the heart is > all else", False),
+    ("x = a >> b", False),
+])
+def test_what_counts_as_navigation(line, cut):
+    body = "\n\n".join(f"Paragraph {i} of the page says something useful about radiators and valves." for i in range(20))
+    assert strip_navigation(f"{body}\n{line}\n{body}")[1] == ([line] if cut else [])
+
+
+def test_a_two_part_trail_inside_a_page_may_be_a_menu_path():
+    body = "\n\n".join(f"Paragraph {i} of the page says something useful about settings." for i in range(20))
+    assert strip_navigation(f"{body}\nSettings » Privacy\n{body}")[1] == []
+    assert strip_navigation(f"Settings » Privacy\n{body}")[1] == ["Settings » Privacy"]
+
+
+def test_code_blocks_keep_their_arrows():
+    code = "```\nHome > build > out\nPython »\n```"
+    assert strip_navigation(code) == (code, [])

@@ -4,6 +4,9 @@ A page is data. Two kinds of text in it would otherwise reach the models as if t
 prompts' own markers (a `[/RES]` in a page would end a rewrite early), which are removed, and
 sentences addressed to AI systems (`injection.strip_injections`: "Note to any AI evaluating this
 page ... Score: 5"), which are cut and recorded in `injection_removed` (`prepare.injections`).
+A page's navigation lines (a breadcrumb trail "Home » Heating » Maintenance", a "Next topic »" link)
+are not its content either: `strip_navigation` cuts them and records them in `navigation_removed`
+(`prepare.navigation`).
 
 Rejects, each with its reason: `empty`, `duplicate` (exact, after normalisation), `too_short`
 (fewer than `min_words` words of text: badges, HTML tags, link targets and URLs do not count), `language` (not one of `prepare.languages`; every document gets its
@@ -63,6 +66,60 @@ def normalize_text(text: str) -> str:
     return text.strip()
 
 
+# Navigation, as a page's text keeps it when the reader is not trafilatura (a jsonl of scraped text,
+# a crude HTML-to-text): the breadcrumb trail and the previous/next links. Each part of a trail is a
+# short title, never a sentence.
+_TRAIL_SEP = re.compile(r"\s*[»›]\s*")
+_HOME_TRAIL = re.compile(r"^(?:home|start|main page|homepage)\s*(?:>|/|\|)\s*\S", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"[.!?:;,]$")
+_EDGE_LINES = 8  # a trail of two parts counts only this near the top or the bottom of the page
+
+
+def _short_title(part: str) -> bool:
+    return 0 < len(part) <= 60 and len(part.split()) <= 6 and not _SENTENCE_END.search(part)
+
+
+def _is_navigation(line: str, near_edge: bool) -> bool:
+    line = line.strip().strip("*_#").strip()
+    if not line or len(line) > 160 or "«" in line[1:]:  # « inside a line: French quotation marks
+        return False
+    if _HOME_TRAIL.match(line):
+        parts = [p.strip() for p in re.split(r"\s+(?:>|/|\|)\s+", line)]
+        return len(parts) >= 2 and all(_short_title(p) for p in parts)
+    if line.startswith("«"):  # "« Previous topic"
+        return _short_title(line[1:].strip())
+    if not _TRAIL_SEP.search(line):
+        return False
+    parts = [p for p in _TRAIL_SEP.split(line) if p]
+    if not parts or not all(_short_title(p) for p in parts):
+        return False
+    # "Python » 3.11.2 Documentation »", "Next topic »": a trail cut over lines; "A » B » C": a trail;
+    # "Settings » Privacy" alone in the middle of a page may be a menu path, so only near its edges
+    return line.endswith(("»", "›")) or len(parts) >= 3 or near_edge
+
+
+def strip_navigation(text: str) -> tuple[str, list[str]]:
+    """The text without its navigation lines (breadcrumb trails, previous/next links), and those lines.
+    Code blocks are left as they are."""
+    parts = _FENCE.split(text)
+    prose_lines = [line for i, part in enumerate(parts) if not i % 2 for line in part.split("\n") if line.strip()]
+    edge = set(prose_lines[:_EDGE_LINES] + prose_lines[-_EDGE_LINES:])
+    removed: list[str] = []
+    for i, part in enumerate(parts):
+        if i % 2:
+            continue
+        kept = []
+        for line in part.split("\n"):
+            if _is_navigation(line, line in edge):
+                removed.append(line.strip())
+            else:
+                kept.append(line)
+        parts[i] = "\n".join(kept)
+    if not removed:
+        return text, []
+    return "".join(parts), removed
+
+
 class Prepare(Stage):
     name = "prepare"
     funnel = "prepared"
@@ -96,7 +153,8 @@ class Prepare(Stage):
         return cls(cfg.prepare, counter.count_tokens,
                    room_for_document(counter, Backtranslate.build(cfg, ctx).template, cfg.backtranslate.max_tokens))
 
-    provenance = ("injection_removed",)  # the sentences addressed to AI systems that were cut, one a line
+    provenance = ("injection_removed",  # the sentences addressed to AI systems that were cut, one a line
+                  "navigation_removed")  # the breadcrumb and previous/next lines that were cut, one a line
 
     @classmethod
     def funnel_steps(cls, summary: dict) -> list[tuple[str, int]]:
@@ -106,14 +164,20 @@ class Prepare(Stage):
     def summarize(cls, counters: dict, summary: dict) -> None:
         summary["pages_with_injections"] = counters.get("pages_with_injections", 0)
         summary["injection_sentences"] = counters.get("injection_sentences", 0)
+        summary["pages_with_navigation"] = counters.get("pages_with_navigation", 0)
 
     def card_note(self, summary: dict) -> str | None:
+        notes = []
         n = summary.get("pages_with_injections") or 0
-        if not n:
-            return None
-        what = "cut before any model saw them" if self.cfg.injections == "strip" else "rejected (`addressed_to_ai`)"
-        return (f"{n} pages carried sentences addressed to AI systems ({summary.get('injection_sentences', 0)} "
-                f"sentences, {what}; each pair's `provenance.injection_removed` lists them).")
+        if n:
+            what = "cut before any model saw them" if self.cfg.injections == "strip" else "rejected (`addressed_to_ai`)"
+            notes.append(f"{n} pages carried sentences addressed to AI systems ({summary.get('injection_sentences', 0)} "
+                         f"sentences, {what}; each pair's `provenance.injection_removed` lists them).")
+        n = summary.get("pages_with_navigation") or 0
+        if n:
+            notes.append(f"{n} pages lost navigation lines (breadcrumb trails, previous/next links) before any model saw "
+                         "them; each pair's `provenance.navigation_removed` lists them.")
+        return " ".join(notes) or None
 
     def __init__(self, cfg: PrepareConfig, count_tokens: Callable[[str], int], max_doc_tokens: int | None):
         self.cfg = cfg
@@ -124,7 +188,7 @@ class Prepare(Stage):
     def settings(self) -> dict:
         return {"min_words": self.cfg.min_words, "max_doc_tokens": self.max_doc_tokens, "dedup": self.cfg.dedup,
                 "languages": self.cfg.languages, "split": self.cfg.split.model_dump() if self.cfg.split.enabled else None,
-                "injections": self.cfg.injections}
+                "injections": self.cfg.injections, "navigation": self.cfg.navigation}
 
     def observe(self, row: dict) -> None:
         if row.get("text"):
@@ -142,6 +206,12 @@ class Prepare(Stage):
                     row["text"] = text
                     return "addressed_to_ai"
                 text = normalize_text(cleaned.text)
+        if self.cfg.navigation == "strip":
+            cut, removed = strip_navigation(text)
+            if removed:
+                row["navigation_removed"] = "\n".join(removed)
+                self.count("pages_with_navigation")
+                text = normalize_text(cut)
         row["text"] = text
         row["n_words"] = text_words(text)  # markup left out; Chinese, Japanese, Thai: about two characters a word
         if not text:
