@@ -35,7 +35,12 @@ line `prefilter: tokens per exported pair ratio R at recall X` for `--recall` (d
 config's default).
 
     python benchmarks/prefilter.py --labels FILE [--recall 0.9] [--audit 0.05] [--embedder NAME]
-    python benchmarks/prefilter.py --from-run RUN_DIR [--write-labels FILE]
+    python benchmarks/prefilter.py --from-run RUN_DIR [RUN_DIR ...] [--write-labels FILE]
+
+Several run dirs: their labels together, e.g. a `prefilter.enabled` run and the run of the documents
+its pre-filter skipped (`--skipped-to FILE` writes those documents from the first run's input), which
+labels every document of the corpus with the same scorer while the first run measures the pre-filter
+as it ran.
 """
 
 from __future__ import annotations
@@ -90,6 +95,23 @@ def labels_from_run(run_dir: str | Path) -> list[dict]:
         out.append({"id": row["id"], "text": row["text"], "kept": kept,
                     "exported": last == names[-1] and row["_status"] == "done", "tokens": tokens})
     return out
+
+
+def write_skipped(run_dir: str | Path, dest: str | Path) -> int:
+    """The documents of a run's input that its pre-filter rejected (`prefilter_unlikely`), as they came
+    in, so that a run of them without the pre-filter labels them too."""
+    from backforth.pipeline.store import RunStore
+
+    run_dir = Path(run_dir)
+    order = json.loads((run_dir / "fingerprints.json").read_text())
+    skipped = {row["id"] for row, _ in RunStore(run_dir).final([s for s in order if (run_dir / "stages" / s).is_dir()])
+               if row.get("reason") == "prefilter_unlikely"}
+    import yaml
+
+    source = Path(yaml.safe_load((run_dir / "config.yaml").read_text())["input"]["path"])
+    lines = [x for x in source.read_text(encoding="utf-8").splitlines() if x.strip() and json.loads(x)["id"] in skipped]
+    Path(dest).write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    return len(lines)
 
 
 # ---- the measurement ------------------------------------------------------------------------------
@@ -160,7 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--labels", type=Path, help="labels jsonl (see the docstring)")
-    src.add_argument("--from-run", type=Path, help="derive the labels from a finished run dir")
+    src.add_argument("--from-run", type=Path, nargs="+", help="derive the labels from finished run dirs")
+    src.add_argument("--skipped-to", type=Path, nargs=2, metavar=("RUN_DIR", "FILE"),
+                     help="write the input documents that RUN_DIR's pre-filter skipped to FILE (jsonl) and stop")
     ap.add_argument("--write-labels", type=Path, help="with --from-run: also write the labels there")
     ap.add_argument("--recall", type=float, default=0.9)
     ap.add_argument("--audit", type=float, default=0.05)
@@ -169,10 +193,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--embedder", default=None, help="sentence-transformers model (default: the bundled MiniLM)")
     a = ap.parse_args(argv)
+    if a.skipped_to:
+        n = write_skipped(*a.skipped_to)
+        print(f"wrote {n} documents the pre-filter skipped to {a.skipped_to[1]}")
+        return 0
     if a.labels:
         labels = [json.loads(x) for x in a.labels.read_text(encoding="utf-8").splitlines() if x.strip()]
     else:
-        labels = labels_from_run(a.from_run)
+        labels = [row for run in a.from_run for row in labels_from_run(run)]
+        if len({r["id"] for r in labels}) != len(labels):
+            raise SystemExit("prefilter: a document is labelled by two of the runs; give runs of disjoint documents")
         if a.write_labels:
             a.write_labels.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in labels), encoding="utf-8")
             print(f"wrote {len(labels)} labels to {a.write_labels}")

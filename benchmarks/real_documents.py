@@ -20,6 +20,12 @@ third (the ones a rule may be tuned on) and the `held-out` rest; seconds per doc
     python benchmarks/real_documents.py [--out runs/bench-real] [--set curate.rubric=humpback ...]
                                         [--until curate] [--pages FILE] [--limit N] [--split dev|held-out]
                                         [--dump outcomes.jsonl]
+    python benchmarks/real_documents.py --from-runs RUN_DIR [RUN_DIR ...]
+
+`--from-runs` reads finished runs of the demo's configuration whose input held these pages (e.g. a
+`prefilter.enabled` run of benchmarks/data/real_corpus.jsonl and the run of the pages its pre-filter
+skipped) instead of running the models; a page the pre-filter skipped in one takes its outcome from
+another, and pages no run read are left out (the line says how many were measured).
 
 `--until curate` stops after curation (no rewriting): "exported" then reads "kept by the filter".
 """
@@ -84,6 +90,16 @@ def outcomes(out: Path) -> dict[str, dict]:
     return result
 
 
+def merged_outcomes(runs: list[Path]) -> dict[str, dict]:
+    """Outcomes of several runs over overlapping pages: a pre-filter's skip gives way to a real outcome."""
+    result: dict[str, dict] = {}
+    for out in runs:
+        for page_id, r in outcomes(out).items():
+            if page_id not in result or result[page_id]["reason"] == "prefilter_unlikely":
+                result[page_id] = r
+    return result
+
+
 def report(pages: list[dict], res: dict[str, dict], label: str) -> tuple[float | None, float, float]:
     good = [p for p in pages if p["label"] == "good"]
     junk = [p for p in pages if p["label"] == "junk"]
@@ -115,6 +131,8 @@ def main() -> None:
     ap.add_argument("--split", choices=["dev", "held-out"], default=None,
                     help="only the dev third of the pages (the ones a rule may be tuned on) or the held-out rest")
     ap.add_argument("--no-run", action="store_true", help="only read an existing run dir")
+    ap.add_argument("--from-runs", type=Path, nargs="+", default=None,
+                    help="only read these finished run dirs, whose input held the pages (see the docstring)")
     ap.add_argument("--show", type=int, default=0, help="print this many exported pairs, verbatim")
     ap.add_argument("--dump", type=Path, default=None,
                     help="write each page's outcome (label, split, kind, P, stage, reason, score) to this jsonl, "
@@ -129,8 +147,15 @@ def main() -> None:
         source = args.out.with_name(args.out.name + f".{args.split}.jsonl")
         source.parent.mkdir(parents=True, exist_ok=True)
         source.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pages), encoding="utf-8")
-    seconds = None if args.no_run else run_pages(source, args.out, args.sets, args.until, args.limit)
-    res = outcomes(args.out)
+    if args.from_runs:
+        seconds, res = None, merged_outcomes(args.from_runs)
+        missing = [p for p in pages if p["id"] not in res]
+        pages = [p for p in pages if p["id"] in res]
+        print(f"{len(pages)} pages read by {', '.join(map(str, args.from_runs))}; {len(missing)} not in them, left out")
+        args.out = args.from_runs[0]
+    else:
+        seconds = None if args.no_run else run_pages(source, args.out, args.sets, args.until, args.limit)
+        res = outcomes(args.out)
     word = "kept" if args.until else "exported"
 
     print(f"\n{args.pages} through the demo's configuration" + (f" with {' '.join(args.sets)}" if args.sets else "")

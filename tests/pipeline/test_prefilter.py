@@ -237,3 +237,21 @@ def test_the_bundled_minilm_learns_the_scorer_on_real_embeddings(tmp_path):
     assert clf["status"] == "trained" and clf["embedder"] == "all-MiniLM-L6-v2" and clf["auc_held_out"] > 0.9
     assert stats["stages"]["prefilter"]["rejected_by_reason"]["prefilter_unlikely"] > 40
     assert stats["outputs"]["sft"] == 45  # every page worth keeping is still exported
+
+
+def test_a_run_of_what_the_prefilter_skipped_labels_the_rest_of_the_corpus(tmp_path):
+    docs = write_docs(tmp_path / "docs.jsonl", 200)
+    first, second = tmp_path / "run", tmp_path / "skipped-run"
+    stats = run(config(docs), first, FakeEngine(responder))
+    skipped = stats["stages"]["prefilter"]["rejected_by_reason"]["prefilter_unlikely"]
+    bench = load_benchmark()
+    skipped_file = tmp_path / "skipped.jsonl"
+    assert bench.main(["--skipped-to", str(first), str(skipped_file)]) == 0
+    rows = read(skipped_file)
+    assert len(rows) == skipped > 0 and rows == [r for r in read(docs) if r["id"] in {x["id"] for x in rows}]
+    cfg = config(skipped_file)
+    cfg.prefilter.enabled = False
+    run(cfg, second, FakeEngine(responder))
+    labels = [r for out in (first, second) for r in bench.labels_from_run(out)]
+    assert sorted(r["id"] for r in labels) == [f"p{i:03d}" for i in range(200)]  # every document, once
+    assert {r["id"] for r in labels if r["kept"]} == {f"p{i:03d}" for i in range(200) if good(i)}
