@@ -184,13 +184,17 @@ def main() -> None:
     report([p for p in pages if is_dev(p["id"])], res, "dev")
     report([p for p in pages if not is_dev(p["id"])], res, "held-out")
     a, g, j = report(pages, res, "all")
-    stats_path = args.out / "stats.json"
-    if stats_path.is_file():
-        stats = json.loads(stats_path.read_text())
-        per = {s: v["seconds"] for s, v in stats["stages"].items() if v.get("seconds")}
+    runs = args.from_runs or [args.out]
+    stats = [json.loads((r / "stats.json").read_text()) for r in runs if (r / "stats.json").is_file()]
+    if stats:
+        per: dict[str, float] = defaultdict(float)
+        for st in stats:
+            for s, v in st["stages"].items():
+                per[s] += v.get("seconds") or 0.0
+        n_docs = sum(st["stages"]["prepare"]["in"] for st in stats) if args.from_runs else len(pages)
         total = sum(per.values())
-        print(f"seconds per document: {total / len(pages):.2f} (model time in stages: "
-              + ", ".join(f"{s} {v / len(pages):.2f}" for s, v in per.items() if v >= 0.5) + ")"
+        print(f"seconds per document: {total / n_docs:.2f} over {n_docs} documents (model time in stages: "
+              + ", ".join(f"{s} {v / n_docs:.2f}" for s, v in per.items() if v / n_docs >= 0.05) + ")"
               + (f"; wall {seconds / len(pages):.2f} including model loading" if seconds else ""))
     if args.dump:
         keep = ("exported", "score", "kind", "kind_p", "stage", "reason", "injection_removed")
