@@ -173,6 +173,15 @@ def report(labels: list[dict], embed, *, recall: float = 0.9, audit: float = 0.0
     for r in rows:
         out(f"{r['target_recall']:>7.2f} {r['recall']:>7.3f} {r['recall_min']:>6.3f} {r['skipped']:>8.3f} "
             f"{r['tokens_per_pair']:>14.0f} {r['tokens_per_pair_without']:>9.0f} {r['ratio']:>8.3f}")
+    # The bound: a classifier that let through exactly the documents the scorer keeps. The tokens of the
+    # kept documents are paid whatever the pre-filter does, so R cannot go below their share.
+    tokens = np.array([sum(r["tokens"].values()) for r in labels], dtype=float)
+    exported = np.array([bool(r.get("exported")) for r in labels])
+    kept = y == 1
+    oracle = (tokens[kept].sum() / max(1, exported[kept].sum())) / (tokens.sum() / max(1, exported.sum()))
+    out(f"the bound (an oracle passing exactly the kept documents): ratio {oracle:.3f}; the rejected documents "
+        f"spent {tokens[~kept].sum() / tokens.sum():.1%} of the tokens ({tokens[~kept].mean():.0f} a document, "
+        f"the kept ones {tokens[kept].mean():.0f})")
     chosen = next(r for r in rows if r["target_recall"] == recall)
     out(f"prefilter: tokens per exported pair ratio {chosen['ratio']:.3f} at recall {chosen['recall']:.3f}")
     return chosen
