@@ -38,6 +38,8 @@ _FENCE = re.compile(r"(^```[^\n]*\n.*?^```[ \t]*$)", re.MULTILINE | re.DOTALL)  
 def _normalize_prose(text: str) -> str:
     text = re.sub(r"[ \t\u00a0]+", " ", text)
     text = re.sub(r" ?\n ?", "\n", text)
+    text = re.sub(r"(\w)\u2010\n(?=[a-z])", r"\1", text)  # man's hyphenation at a line end ("al\u2010\nlocated")
+    text = re.sub(r"¶$", "", text, flags=re.MULTILINE)  # Sphinx's permalink after a heading or a signature
     return re.sub(r"\n{3,}", "\n\n", text)
 
 
@@ -75,6 +77,11 @@ _SENTENCE_END = re.compile(r"[.!?:;,]$")
 _EDGE_LINES = 8  # a trail of two parts counts only this near the top or the bottom of the page
 
 
+_SIDEBAR = {"This Page", "Report a Bug", "Show Source", "Quick search"}  # Sphinx's sidebar, as text
+_RELATION = re.compile(r"^(?:Previous|Next) (?:topic|page|chapter)$")  # followed by the other page's title
+_LINK_BAR = re.compile(r"^(?:[\w .-]{1,30} )?\|$")  # "modules |", "next |", a lone "|"
+
+
 def _short_title(part: str) -> bool:
     return 0 < len(part) <= 60 and len(part.split()) <= 6 and not _SENTENCE_END.search(part)
 
@@ -98,9 +105,15 @@ def _is_navigation(line: str, near_edge: bool) -> bool:
     return line.endswith(("»", "›")) or len(parts) >= 3 or near_edge
 
 
+def _starts_link_bar(lines: list[str]) -> bool:
+    after = next((x.strip() for x in lines if x.strip()), "")
+    return after == "index" or bool(_LINK_BAR.match(after))
+
+
 def strip_navigation(text: str) -> tuple[str, list[str]]:
-    """The text without its navigation lines (breadcrumb trails, previous/next links), and those lines.
-    Code blocks are left as they are."""
+    """The text without its navigation lines, and those lines: breadcrumb trails, previous/next
+    links, and a Sphinx page's sidebar and link bar as a crude HTML-to-text leaves them ("Previous
+    topic" and the title after it, "Show Source", "modules |"). Code blocks are left as they are."""
     parts = _FENCE.split(text)
     prose_lines = [line for i, part in enumerate(parts) if not i % 2 for line in part.split("\n") if line.strip()]
     edge = set(prose_lines[:_EDGE_LINES] + prose_lines[-_EDGE_LINES:])
@@ -108,10 +121,25 @@ def strip_navigation(text: str) -> tuple[str, list[str]]:
     for i, part in enumerate(parts):
         if i % 2:
             continue
-        kept = []
-        for line in part.split("\n"):
-            if _is_navigation(line, line in edge):
-                removed.append(line.strip())
+        kept: list[str] = []
+        lines = part.split("\n")
+        drop_title = False  # the title after "Next topic"
+        last_cut = -9  # the line number of the last line cut
+        for j, line in enumerate(lines):
+            bare = line.strip()
+            if drop_title and bare:
+                drop_title = False
+                if len(bare.split()) <= 12 and not _SENTENCE_END.search(bare):
+                    removed.append(bare)
+                    last_cut = j
+                    continue
+            if (_RELATION.match(bare) or bare in _SIDEBAR or _LINK_BAR.match(bare)
+                    or (bare == "Navigation" and _starts_link_bar(lines[j + 1:]))
+                    or (bare == "index" and j - last_cut <= 2 and removed[-1] == "Navigation")
+                    or _is_navigation(line, line in edge)):
+                removed.append(bare)
+                last_cut = j
+                drop_title = bool(_RELATION.match(bare))
             else:
                 kept.append(line)
         parts[i] = "\n".join(kept)
