@@ -242,5 +242,6 @@ def test_a_crude_sphinx_sidebar_and_link_bar_are_cut():
 def test_a_man_pages_line_end_hyphenation_is_joined():
     # man malloc_stats(3) at MANWIDTH=80: an exported response read "the total amount of memory al‐\nlocated"
     assert normalize_text("memory al\u2010\nlocated and the total") == "memory allocated and the total"
+    assert normalize_text("SIM\u2010\nPLEQ_HEAD, STAILQ_RE\u2010\nMOVE_HEAD") == "SIMPLEQ_HEAD, STAILQ_REMOVE_HEAD"
     assert normalize_text("well\u2010\nKnown") == "well\u2010\nKnown"  # not a word cut in two
     assert normalize_text("a-\nb") == "a-\nb"  # an ASCII hyphen may be the word's own

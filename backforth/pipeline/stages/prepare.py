@@ -38,7 +38,8 @@ _FENCE = re.compile(r"(^```[^\n]*\n.*?^```[ \t]*$)", re.MULTILINE | re.DOTALL)  
 def _normalize_prose(text: str) -> str:
     text = re.sub(r"[ \t\u00a0]+", " ", text)
     text = re.sub(r" ?\n ?", "\n", text)
-    text = re.sub(r"(\w)\u2010\n(?=[a-z])", r"\1", text)  # man's hyphenation at a line end ("al\u2010\nlocated")
+    # man's hyphenation at a line end: "al\u2010\nlocated", "SIM\u2010\nPLEQ_HEAD" (same case on both sides)
+    text = re.sub(r"([a-z])\u2010\n(?=[a-z])|([A-Z_])\u2010\n(?=[A-Z_])", lambda m: m.group(1) or m.group(2), text)
     text = re.sub(r"¶$", "", text, flags=re.MULTILINE)  # Sphinx's permalink after a heading or a signature
     return re.sub(r"\n{3,}", "\n\n", text)
 
