@@ -122,14 +122,26 @@ def simulate(p_test: np.ndarray, t: float, ids: Sequence[str], audit: float, see
     return (p_test >= t) | audited
 
 
+def junk_weight(y: np.ndarray, keep_rate: float | None) -> np.ndarray:
+    """Per document, its weight in the token and skipped sums: 1, or with `keep_rate` the rejected
+    documents weighted so that the kept ones make that share of the corpus (a corpus with more junk,
+    made of the same measured documents)."""
+    w = np.ones(len(y))
+    if keep_rate is not None:
+        n_kept, n_rej = int(y.sum()), int(len(y) - y.sum())
+        w[y == 0] = n_kept * (1 - keep_rate) / (keep_rate * n_rej)
+    return w
+
+
 def measure(X: np.ndarray, labels: list[dict], *, targets: Sequence[float] = TARGETS, folds: int = 5,
-            repeats: int = 3, audit: float = 0.05, seed: int = 0) -> list[dict]:
+            repeats: int = 3, audit: float = 0.05, seed: int = 0, keep_rate: float | None = None) -> list[dict]:
     """Per target recall: the achieved recall, skipped share and token ratio on held-out folds, averaged."""
     from sklearn.model_selection import StratifiedKFold
 
     y = np.array([int(r["kept"]) for r in labels])
+    w = junk_weight(y, keep_rate)
     exported = np.array([bool(r.get("exported")) for r in labels])
-    tokens = np.array([sum(r["tokens"].values()) for r in labels], dtype=float)
+    tokens = np.array([sum(r["tokens"].values()) for r in labels], dtype=float) * w
     ids = [r["id"] for r in labels]
     per = {t: [] for t in targets}
     for rep in range(repeats):
@@ -145,14 +157,14 @@ def measure(X: np.ndarray, labels: list[dict], *, targets: Sequence[float] = TAR
                 kept = y[test] == 1
                 with_pf = tokens[test][through].sum() / max(1, exported[test][through].sum())
                 per[target].append({"recall": float(through[kept].mean()) if kept.any() else float("nan"),
-                                    "skipped": float(1 - through.mean()), "ratio": with_pf / base if base else float("nan"),
+                                    "skipped": float(1 - (w[test] * through).sum() / w[test].sum()), "ratio": with_pf / base if base else float("nan"),
                                     "tokens_per_pair": with_pf, "tokens_per_pair_without": base})
     return [{"target_recall": t, **{k: float(np.nanmean([m[k] for m in ms])) for k in ms[0]},
              "recall_min": float(np.nanmin([m["recall"] for m in ms]))} for t, ms in per.items()]
 
 
 def report(labels: list[dict], embed, *, recall: float = 0.9, audit: float = 0.05, folds: int = 5,
-           repeats: int = 3, seed: int = 0, out=print) -> dict:
+           repeats: int = 3, seed: int = 0, keep_rate: float | None = None, out=print) -> dict:
     """Embed, measure, print the curve and the final line; returns the row of `recall`."""
     from sklearn.metrics import roc_auc_score
 
@@ -167,21 +179,25 @@ def report(labels: list[dict], embed, *, recall: float = 0.9, audit: float = 0.0
     oof = out_of_fold(X, y, seed)
     out(f"held-out AUC (5-fold, whole set): {roc_auc_score(y, oof):.3f}")
     targets = sorted(set(TARGETS) | {recall})
-    rows = measure(X, labels, targets=targets, folds=folds, repeats=repeats, audit=audit, seed=seed)
+    rows = measure(X, labels, targets=targets, folds=folds, repeats=repeats, audit=audit, seed=seed, keep_rate=keep_rate)
+    if keep_rate is not None:
+        out(f"the rejected documents weighted {junk_weight(y, keep_rate)[y == 0][0]:.2f} each, so that the kept ones are "
+            f"{keep_rate:.1%} of the corpus (--keep-rate; the corpus as it is: {y.mean():.1%})")
     out(f"{'target':>7} {'recall':>7} {'min':>6} {'skipped':>8} {'tok/pair with':>14} {'without':>9} {'ratio R':>8}"
         f"   ({folds}-fold x {repeats}, audit {audit})")
     for r in rows:
         out(f"{r['target_recall']:>7.2f} {r['recall']:>7.3f} {r['recall_min']:>6.3f} {r['skipped']:>8.3f} "
             f"{r['tokens_per_pair']:>14.0f} {r['tokens_per_pair_without']:>9.0f} {r['ratio']:>8.3f}")
+    raw = np.array([sum(r["tokens"].values()) for r in labels], dtype=float)
     # The bound: a classifier that let through exactly the documents the scorer keeps. The tokens of the
     # kept documents are paid whatever the pre-filter does, so R cannot go below their share.
-    tokens = np.array([sum(r["tokens"].values()) for r in labels], dtype=float)
+    tokens = np.array([sum(r["tokens"].values()) for r in labels], dtype=float) * junk_weight(y, keep_rate)
     exported = np.array([bool(r.get("exported")) for r in labels])
     kept = y == 1
     oracle = (tokens[kept].sum() / max(1, exported[kept].sum())) / (tokens.sum() / max(1, exported.sum()))
     out(f"the bound (an oracle passing exactly the kept documents): ratio {oracle:.3f}; the rejected documents "
-        f"spent {tokens[~kept].sum() / tokens.sum():.1%} of the tokens ({tokens[~kept].mean():.0f} a document, "
-        f"the kept ones {tokens[kept].mean():.0f})")
+        f"spent {tokens[~kept].sum() / tokens.sum():.1%} of the tokens ({raw[~kept].mean():.0f} a document, "
+        f"the kept ones {raw[kept].mean():.0f})")
     chosen = next(r for r in rows if r["target_recall"] == recall)
     out(f"prefilter: tokens per exported pair ratio {chosen['ratio']:.3f} at recall {chosen['recall']:.3f}")
     return chosen
@@ -200,6 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep-rate", type=float, default=None,
+                    help="weight the rejected documents so that the kept ones are this share of the corpus (e.g. 0.136, "
+                         "the paper's): the same measured documents in a corpus with more junk")
     ap.add_argument("--embedder", default=None, help="sentence-transformers model (default: the bundled MiniLM)")
     a = ap.parse_args(argv)
     if a.skipped_to:
@@ -219,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         report(labels, load_embedder(a.embedder).embed, recall=a.recall, audit=a.audit, folds=a.folds,
-               repeats=a.repeats, seed=a.seed)
+               repeats=a.repeats, seed=a.seed, keep_rate=a.keep_rate)
     except PrefilterUnusable as err:
         print(f"prefilter: {err}")
         return 1

@@ -36,7 +36,8 @@ def injection() -> list[dict]:
 
 
 @pytest.mark.parametrize("name", ["real_documents.jsonl", "real_corpus.jsonl", "injection_pages.jsonl",
-                                  "real_documents_labels.jsonl", "web_junk.jsonl", "injection_wordings.jsonl"])
+                                  "real_documents_labels.jsonl", "web_junk.jsonl", "injection_wordings.jsonl",
+                                  "prefilter_labels.jsonl"])
 def test_each_file_parses_and_ids_are_unique(name):
     found = rows(name)
     key = "wording" if name == "injection_wordings.jsonl" else "id"
@@ -81,6 +82,19 @@ def test_corpus_rows_have_their_fields_and_no_labels():
         assert "label" not in r and "why" not in r
         assert r["type"] in TYPES
         assert 300 <= len(r["text"]) <= 6000, (r["id"], len(r["text"]))
+
+
+def test_the_prefilter_labels_cover_the_corpus_that_reached_a_model():
+    # benchmarks/prefilter.py's fixture: the demo's scorer on real_corpus.jsonl (a pre-filter run and
+    # the run of what it skipped); every document that no earlier step (prepare, dedup) rejected
+    corpus = {r["id"] for r in rows("real_corpus.jsonl")}
+    labels = rows("prefilter_labels.jsonl")
+    assert len(labels) >= 400 and {r["id"] for r in labels} <= corpus
+    for r in labels:
+        assert isinstance(r["kept"], bool) and isinstance(r["exported"], bool) and r["text"].strip()
+        assert r["kept"] or not r["exported"], r["id"]  # only a kept pair is exported
+        assert set(r["tokens"]) <= {"page_kind", "backtranslate", "curate", "rewrite"} and r["tokens"]["page_kind"] > 0
+    assert 0.2 < sum(r["kept"] for r in labels) / len(labels) < 0.8  # something to learn, something to skip
 
 
 def test_the_fixtures_read_as_backforth_input():
