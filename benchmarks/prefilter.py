@@ -100,14 +100,14 @@ def labels_from_run(run_dir: str | Path) -> list[dict]:
 def write_skipped(run_dir: str | Path, dest: str | Path) -> int:
     """The documents of a run's input that its pre-filter rejected (`prefilter_unlikely`), as they came
     in, so that a run of them without the pre-filter labels them too."""
+    import yaml
+
     from backforth.pipeline.store import RunStore
 
     run_dir = Path(run_dir)
     order = json.loads((run_dir / "fingerprints.json").read_text())
     skipped = {row["id"] for row, _ in RunStore(run_dir).final([s for s in order if (run_dir / "stages" / s).is_dir()])
                if row.get("reason") == "prefilter_unlikely"}
-    import yaml
-
     source = Path(yaml.safe_load((run_dir / "config.yaml").read_text())["input"]["path"])
     lines = [x for x in source.read_text(encoding="utf-8").splitlines() if x.strip() and json.loads(x)["id"] in skipped]
     Path(dest).write_text("".join(x + "\n" for x in lines), encoding="utf-8")
@@ -191,7 +191,7 @@ def report(labels: list[dict], embed, *, recall: float = 0.9, audit: float = 0.0
     raw = np.array([sum(r["tokens"].values()) for r in labels], dtype=float)
     # The bound: a classifier that let through exactly the documents the scorer keeps. The tokens of the
     # kept documents are paid whatever the pre-filter does, so R cannot go below their share.
-    tokens = np.array([sum(r["tokens"].values()) for r in labels], dtype=float) * junk_weight(y, keep_rate)
+    tokens = raw * junk_weight(y, keep_rate)
     exported = np.array([bool(r.get("exported")) for r in labels])
     kept = y == 1
     oracle = (tokens[kept].sum() / max(1, exported[kept].sum())) / (tokens.sum() / max(1, exported.sum()))
