@@ -19,13 +19,17 @@ third (the ones a rule may be tuned on) and the `held-out` rest; seconds per doc
 
     python benchmarks/real_documents.py [--out runs/bench-real] [--set curate.rubric=humpback ...]
                                         [--until curate] [--pages FILE] [--limit N] [--split dev|held-out]
-                                        [--dump outcomes.jsonl]
+                                        [--dump outcomes.jsonl] [--sections]
     python benchmarks/real_documents.py --from-runs RUN_DIR [RUN_DIR ...]
 
 `--from-runs` reads finished runs of the demo's configuration whose input held these pages (e.g. a
 `prefilter.enabled` run of benchmarks/data/real_corpus.jsonl and the run of the pages its pre-filter
 skipped) instead of running the models; a page the pre-filter skipped in one takes its outcome from
 another, and pages no run read are left out (the line says how many were measured).
+
+`--sections` runs the demo's default of cutting long pages into sections (`prepare.split`), as a
+user's run does; a page then counts as exported when any of its sections is, with its sections'
+highest kind probability and score. Without it each page stays one document.
 
 `--until curate` stops after curation (no rewriting): "exported" then reads "kept by the filter".
 """
@@ -55,13 +59,15 @@ def is_dev(page_id: str) -> bool:
     return int(hashlib.sha1(page_id.encode()).hexdigest(), 16) % 3 == 0
 
 
-def run_pages(pages: Path, out: Path, sets: list[str], until: str | None, limit: int | None) -> float:
+def run_pages(pages: Path, out: Path, sets: list[str], until: str | None, limit: int | None,
+              sections: bool = False) -> float:
     """The pages through the demo's configuration, as `backforth demo --input` runs them; seconds taken."""
     from backforth import workflows
     from backforth.config import load_config
 
-    # Each page is labelled as a whole, so it stays one document (prepare.split would cut the long ones).
-    cfg = load_config(DATA_DIR / "demo.yaml", ["prepare.split.enabled=false", *sets])
+    # Each page is labelled as a whole, so by default it stays one document; with `sections` prepare.split
+    # cuts the long ones as the demo does, and `by_page` reads the page's outcome from its sections.
+    cfg = load_config(DATA_DIR / "demo.yaml", [*([] if sections else ["prepare.split.enabled=false"]), *sets])
     cfg.input.path = str(pages)
     cfg.input.limit = limit
     t0 = time.perf_counter()
@@ -88,6 +94,21 @@ def outcomes(out: Path) -> dict[str, dict]:
                              "reason": row.get("reason"), "instruction": row.get("instruction"),
                              "response": row.get("response", row.get("text"))}
     return result
+
+
+def by_page(res: dict[str, dict]) -> dict[str, dict]:
+    """Section outcomes (ids `<page id>#<n>`) folded into their page's: exported when any section is, the
+    highest kind probability and score of its sections, and the stage and reason of its best section."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for section_id, r in res.items():
+        groups[section_id.rsplit("#", 1)[0] if "#" in section_id else section_id].append(r)
+    pages = {}
+    for page_id, rs in groups.items():
+        best = max(rs, key=lambda r: (r["exported"], r["score"] or 0.0, r["kind_p"] or 0.0))
+        top = lambda k: max((r[k] for r in rs if r[k] is not None), default=None)  # noqa: E731
+        pages[page_id] = {**best, "score": top("score"), "kind_p": top("kind_p"), "sections": len(rs),
+                          "sections_exported": sum(r["exported"] for r in rs)}
+    return pages
 
 
 def merged_outcomes(runs: list[Path]) -> dict[str, dict]:
@@ -133,6 +154,9 @@ def main() -> None:
     ap.add_argument("--no-run", action="store_true", help="only read an existing run dir")
     ap.add_argument("--from-runs", type=Path, nargs="+", default=None,
                     help="only read these finished run dirs, whose input held the pages (see the docstring)")
+    ap.add_argument("--sections", action="store_true",
+                    help="cut long pages into sections as the demo does (prepare.split); a page counts as exported "
+                         "when any of its sections is")
     ap.add_argument("--show", type=int, default=0, help="print this many exported pairs, verbatim")
     ap.add_argument("--dump", type=Path, default=None,
                     help="write each page's outcome (label, split, kind, P, stage, reason, score) to this jsonl, "
@@ -154,11 +178,12 @@ def main() -> None:
         print(f"{len(pages)} pages read by {', '.join(map(str, args.from_runs))}; {len(missing)} not in them, left out")
         args.out = args.from_runs[0]
     else:
-        seconds = None if args.no_run else run_pages(source, args.out, args.sets, args.until, args.limit)
-        res = outcomes(args.out)
+        seconds = None if args.no_run else run_pages(source, args.out, args.sets, args.until, args.limit, args.sections)
+        res = by_page(outcomes(args.out)) if args.sections else outcomes(args.out)
     word = "kept" if args.until else "exported"
 
     print(f"\n{args.pages} through the demo's configuration" + (f" with {' '.join(args.sets)}" if args.sets else "")
+          + (", long pages cut into sections (a page is exported when any section is)" if args.sections else "")
           + (f", until {args.until}" if args.until else "") + f" ({args.out})")
     by_type: dict[str, list[dict]] = defaultdict(list)
     for p in pages:
@@ -197,7 +222,8 @@ def main() -> None:
               + ", ".join(f"{s} {v / n_docs:.2f}" for s, v in per.items() if v / n_docs >= 0.05) + ")"
               + (f"; wall {seconds / len(pages):.2f} including model loading" if seconds else ""))
     if args.dump:
-        keep = ("exported", "score", "kind", "kind_p", "stage", "reason", "injection_removed")
+        keep = ("exported", "score", "kind", "kind_p", "stage", "reason", "injection_removed", "sections",
+                "sections_exported")
         args.dump.write_text("".join(json.dumps({"id": p["id"], "type": p["type"], "label": p["label"],
                                                  "split": "dev" if is_dev(p["id"]) else "held-out",
                                                  **{k: res.get(p["id"], {}).get(k) for k in keep}}) + "\n"
