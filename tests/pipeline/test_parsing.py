@@ -335,6 +335,20 @@ def test_an_answer_of_links_only_is_empty():
     assert degenerate_reason("The documentation is at https://blinker.readthedocs.io/ and covers signals.", q) is None
 
 
+def test_an_answer_that_announces_what_never_came_is_unfinished():
+    # the 0.5B rewriter's answers in a run of the labelled real pages (benchmarks/real_documents.py
+    # --sections): each stopped where the page's code block or structure began, and was exported
+    assert degenerate_reason("To install msgpack for Python, you can use pip:", "How to install msgpack for Python?") \
+        == "unfinished_response"
+    assert degenerate_reason("Networkx can find paths.\n\nFind the shortest path between two nodes in an undirected "
+                             "graph:", "How do I use NetworkX?") == "unfinished_response"
+    assert degenerate_reason("Each successful read(2) returns a buffer containing one or more of the following "
+                             "structures:  \n", "What is the inotify API?") == "unfinished_response"
+    # a colon inside the answer is fine, and so is the code that followed it
+    assert degenerate_reason("Install it with pip:\n\n```\npip install msgpack\n```", "How to install msgpack?") is None
+    assert degenerate_reason("Note: the key function runs once per element.", "What does key do?") is None
+
+
 @pytest.mark.parametrize("answer, instruction, reason", [
     ("", "What is the product?", "echoed_prompt"),
     ("What is the product?", "What is the product?", "echoed_prompt"),

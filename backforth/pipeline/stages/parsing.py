@@ -247,8 +247,9 @@ def text_words(text: str) -> int:
 def degenerate_reason(answer: str, instruction: str) -> str | None:
     """Why a cleaned answer is no answer: `echoed_prompt` (nothing left but the question or labels,
     one short question back instead of an answer, or the question restated as a title),
-    `empty_response` (nothing but links and markup), `repetitive_response` (a phrase looping); None when
-    it reads as an answer."""
+    `empty_response` (nothing but links and markup), `unfinished_response` (it ends on a colon, announcing
+    the command, code or list that never came: "To install it, use pip:"), `repetitive_response` (a
+    phrase looping); None when it reads as an answer."""
     aw, iw = words(answer), words(instruction)
     if len(aw) >= 3 and text_words(answer) < 3:  # links and markup only: "Documentation: https://..."
         return "empty_response"
@@ -261,6 +262,8 @@ def degenerate_reason(answer: str, instruction: str) -> str | None:
     if ("\n" not in one_line and len(aw) <= 12 and one_line[-1:] not in ".!:;)\"'`"
             and set(aw) <= set(iw) | _FILLER):  # the question as a title: "How to Repot a Houseplant"
         return "echoed_prompt"
+    if one_line.endswith(":"):  # a small model stops where the page's code block or list began
+        return "unfinished_response"
     if is_repetitive(answer):
         return "repetitive_response"
     return None

@@ -46,6 +46,10 @@ class Rewrite(Stage):
         "echoed_prompt": "Nothing is left but the question or labels once the model's scaffolding is stripped (under "
                          "3 words, the instruction repeated, or one short question back instead of an answer). The text is in `response_rejected`. Try: a stronger "
                          "rewriter (`models.rewriter.model`).",
+        "unfinished_response": "The answer ends on a colon, announcing a command, code block or list that never "
+                               "came (\"To install msgpack, you can use pip:\"): a small rewriter stops where the page's "
+                               "code began. The text is in `response_rejected`. Try: a stronger rewriter "
+                               "(`models.rewriter.model`).",
         "repetitive_response": "A phrase or line loops (a small model's degenerate output); the text is in "
                                "`response_rejected`. Try: a stronger rewriter, or other sampling "
                                "(`rewrite.temperature`, `rewrite.top_p`).",
