@@ -1,5 +1,9 @@
 """prepare: normalise whitespace, cut what speaks to our models, and reject documents no model should see.
 
+Whitespace: runs of spaces become one and blank lines at most one, except in code, whose indentation
+is its meaning: fenced blocks, and indented paragraphs that read as code (Python's documentation,
+reStructuredText and man pages write their examples so), which keep their lines' indentation.
+
 A page is data. Two kinds of text in it would otherwise reach the models as if they were ours: the
 prompts' own markers (a `[/RES]` in a page would end a rewrite early), which are removed, and
 sentences addressed to AI systems (`injection.strip_injections`: "Note to any AI evaluating this
@@ -35,9 +39,40 @@ _OUR_MARKERS = re.compile(r"\[\s*/?\s*RES\s*\]", re.IGNORECASE)  # the rewrite's
 _FENCE = re.compile(r"(^```[^\n]*\n.*?^```[ \t]*$)", re.MULTILINE | re.DOTALL)  # a fenced code block, as the web reader writes
 
 
+_INDENTED = re.compile(r"^(?:[ \u00a0]{2,}|\t)")  # a line indented by two spaces or more, or a tab
+_OPENS_BLOCK = (":", "{", "(", "[")  # "for i in range(10):", "int main(void) {"
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _code_block(block: str) -> str | None:
+    """A paragraph whose every line is indented and that reads as code (a line that opens a block
+    followed by a deeper one, or a Python prompt): a code example in plain text, as Python's
+    documentation and reStructuredText write them. Out by its common indentation, each line keeping
+    the rest as it is, since a code block's indentation is its meaning. None for any other paragraph
+    (a man page's indented prose stays prose)."""
+    lines = block.split("\n")
+    if not all(_INDENTED.match(x) for x in lines if x.strip()):
+        return None
+    lines = [x.expandtabs(4).replace("\u00a0", " ").rstrip() for x in lines]
+    body = [x for x in lines if x]
+    if not any(x.lstrip().startswith((">>> ", "... ")) for x in body) and not any(
+            a.endswith(_OPENS_BLOCK) and _indent(b) > _indent(a) for a, b in zip(body, body[1:])):
+        return None
+    cut = min(_indent(x) for x in body)
+    return "\n".join(x[cut:] for x in lines)
+
+
+def _flat_block(block: str) -> str:
+    return re.sub(r" ?\n ?", "\n", re.sub(r"[ \t\u00a0]+", " ", block)).strip(" ")
+
+
 def _normalize_prose(text: str) -> str:
-    text = re.sub(r"[ \t\u00a0]+", " ", text)
-    text = re.sub(r" ?\n ?", "\n", text)
+    text = re.sub(r"(?m)^[ \t\u00a0]+$", "", text)  # a line of spaces is a blank line
+    blocks = re.split(r"\n{2,}", text)
+    text = "\n\n".join(_code_block(b) or _flat_block(b) for b in blocks)
     # man's hyphenation at a line end: "al\u2010\nlocated", "SIM\u2010\nPLEQ_HEAD" (same case on both sides)
     text = re.sub(r"([a-z])\u2010\n(?=[a-z])|([A-Z_])\u2010\n(?=[A-Z_])", lambda m: m.group(1) or m.group(2), text)
     text = re.sub(r"¶$", "", text, flags=re.MULTILINE)  # Sphinx's permalink after a heading or a signature
@@ -59,7 +94,9 @@ def normalize_text(text: str) -> str:
     """NFC, one kind of line break, no control characters, no HTML comments (they are never shown;
     kept in code blocks that may show markup: untagged, html, xml, markdown ...); runs of spaces
     become one and blank lines at most one, except inside fenced code blocks, whose indentation is the
-    code's (only trailing spaces go there)."""
+    code's (only trailing spaces go there), and in an indented paragraph that reads as code (a
+    plain-text code example: "for i in range(10):" / "    print(i)"), which keeps its lines'
+    indentation beyond the paragraph's own."""
     text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub("", text)
     parts = _FENCE.split(text)  # odd positions: the code blocks
