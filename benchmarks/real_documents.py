@@ -101,7 +101,7 @@ def by_page(res: dict[str, dict]) -> dict[str, dict]:
     highest kind probability and score of its sections, and the stage and reason of its best section."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for section_id, r in res.items():
-        groups[section_id.rsplit("#", 1)[0] if "#" in section_id else section_id].append(r)
+        groups[section_id.rsplit("#", 1)[0]].append(r)  # an id without "#" is its own page
     pages = {}
     for page_id, rs in groups.items():
         best = max(rs, key=lambda r: (r["exported"], r["score"] or 0.0, r["kind_p"] or 0.0))
