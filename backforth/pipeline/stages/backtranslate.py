@@ -8,7 +8,9 @@ and costs no request: that is how an existing dataset is rescored or rewritten.
 Rejects: `empty_instruction`, `short_instruction`, `overlong_instruction` (too many words, or cut
 off by max_tokens), `echo_instruction` (mostly copied from the document), `refusal_instruction` (the model answered
 instead of asking: "I'm sorry, but ..."), `not_a_request` (a page title or a statement, not a
-question or an imperative; `require_request`, English documents only), `language_mismatch` (the
+question or an imperative; `require_request`, English documents only), `not_standalone` (it points
+at a text the user would not have: "What does the text describe?"; `require_standalone`, English
+documents only), `language_mismatch` (the
 instruction is in another language than its document), `engine_error`.
 """
 
@@ -19,7 +21,7 @@ from ...engines.base import Request, Result
 from ...language import Policy, count_words
 from ...prompts import PromptTemplate, load_template
 from ..stage import Stage
-from .parsing import clean_instruction, copied_share, is_refusal, looks_like_request
+from .parsing import clean_instruction, copied_share, is_refusal, looks_like_request, refers_to_source
 
 
 class Backtranslate(Stage):
@@ -51,6 +53,11 @@ class Backtranslate(Stage):
                          "a page title or a statement. The patterns are English, so only instructions of English "
                          "documents are checked. Try: a stronger backward model, or `backtranslate.require_request: "
                          "false`.",
+        "not_standalone": "The instruction points at a text the user would not have (\"What does the text describe?\", "
+                          "\"What functionality does this code provide?\", \"... mentioned in the text\"): a small backward "
+                          "model writes such questions about the page as if it were an exercise, and the pair means "
+                          "nothing without the page. English patterns, so only instructions of English documents are "
+                          "checked. Try: a stronger backward model, or `backtranslate.require_standalone: false`.",
         "language_mismatch": "The instruction is in another language than its document (`instruction_language` names "
                              "it): the detector finds it at least "
                              "`prepare.mismatch_ratio` times as likely as the document's language, so the pair would mix languages. Try: a backward model that "
@@ -125,6 +132,8 @@ class Backtranslate(Stage):
             return "language_mismatch"
         if self.cfg.require_request and (row.get("language") or "en") == "en" and not looks_like_request(instruction):
             return "not_a_request"  # a page title, a serving line, a statement (English patterns)
+        if self.cfg.require_standalone and (row.get("language") or "en") == "en" and refers_to_source(instruction):
+            return "not_standalone"  # "What does the text describe?": meaningless without the page
         return None
 
 
