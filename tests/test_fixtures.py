@@ -37,7 +37,7 @@ def injection() -> list[dict]:
 
 @pytest.mark.parametrize("name", ["real_documents.jsonl", "real_corpus.jsonl", "injection_pages.jsonl",
                                   "real_documents_labels.jsonl", "web_junk.jsonl", "injection_wordings.jsonl",
-                                  "prefilter_labels.jsonl"])
+                                  "prefilter_labels.jsonl", "prefilter_labels_paper.jsonl"])
 def test_each_file_parses_and_ids_are_unique(name):
     found = rows(name)
     key = "wording" if name == "injection_wordings.jsonl" else "id"
@@ -95,6 +95,19 @@ def test_the_prefilter_labels_cover_the_corpus_that_reached_a_model():
         assert r["kept"] or not r["exported"], r["id"]  # only a kept pair is exported
         assert set(r["tokens"]) <= {"page_kind", "backtranslate", "curate", "rewrite"} and r["tokens"]["page_kind"] > 0
     assert 0.2 < sum(r["kept"] for r in labels) / len(labels) < 0.8  # something to learn, something to skip
+
+
+def test_the_paper_rule_labels_cover_the_same_corpus_with_the_papers_share_kept():
+    # the same corpus labelled by the paper's pipeline (no page kind, Humpback's rubric, the best 13.6%
+    # by expected score kept; docs/prefilter.md), for `benchmarks/prefilter.py --labels`
+    corpus = {r["id"] for r in rows("real_corpus.jsonl")}
+    labels = rows("prefilter_labels_paper.jsonl")
+    assert len(labels) >= 400 and {r["id"] for r in labels} <= corpus
+    for r in labels:
+        assert isinstance(r["kept"], bool) and isinstance(r["exported"], bool) and r["text"].strip()
+        assert r["kept"] or not r["exported"], r["id"]
+        assert set(r["tokens"]) <= {"backtranslate", "curate", "rewrite"} and r["tokens"]["backtranslate"] > 0  # no page kind
+    assert 0.12 < sum(r["kept"] for r in labels) / len(labels) < 0.15
 
 
 def test_the_fixtures_read_as_backforth_input():
