@@ -11,6 +11,8 @@ the whole labelled corpus). The pre-filter sees only the document: a classifier 
 as well as the scorer does would rank about as well as this second draw (a propensity estimated from
 many draws would do somewhat better), so the figures are a ceiling for what embeddings can reach.
 
+    python benchmarks/prefilter_ceiling.py --first runs/paper-labels --subset-to runs/repeat-subset.jsonl \\
+        --corpus benchmarks/data/real_corpus.jsonl     # every kept document and as many rejected ones
     python benchmarks/prefilter_ceiling.py --first runs/paper-labels --again runs/repeat-s1 \\
         --labels benchmarks/data/prefilter_labels_paper.jsonl
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -57,15 +60,34 @@ def compare(first: dict[str, bool], again: dict[str, float], cutoff: float, labe
     return out
 
 
+def write_subset(first: dict[str, bool], corpus: Path, dest: Path, seed: int = 0) -> int:
+    """Every kept document of the first draw and as many rejected ones (seeded), as the corpus has them."""
+    kept = sorted(i for i, k in first.items() if k)
+    rejected = sorted(i for i, k in first.items() if not k)
+    pick = set(kept) | set(random.Random(seed).sample(rejected, min(len(kept), len(rejected))))
+    lines = [x for x in corpus.read_text(encoding="utf-8").splitlines() if x.strip() and json.loads(x)["id"] in pick]
+    dest.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    return len(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--first", type=Path, required=True, help="the labelling run (curate.keep_share, top_share stage)")
-    ap.add_argument("--again", type=Path, required=True, help="the same documents, another backward seed, --until curate")
-    ap.add_argument("--labels", type=Path, required=True, help="the first run's labels (benchmarks/prefilter.py)")
+    ap.add_argument("--again", type=Path, help="the same documents, another backward seed, --until curate")
+    ap.add_argument("--labels", type=Path, help="the first run's labels (benchmarks/prefilter.py)")
+    ap.add_argument("--subset-to", type=Path, help="write the documents to run again there (jsonl) and stop")
+    ap.add_argument("--corpus", type=Path, help="with --subset-to: the first run's input")
     a = ap.parse_args(argv)
     top = backforth.Result(a.first).stage("top_share").to_pandas()
     cutoff = float(top["score_cutoff"].dropna().iloc[0])
     first = {r.id: str(r.keep) == "True" for r in top.itertuples()}
+    if a.subset_to:
+        if not a.corpus:
+            ap.error("--subset-to needs --corpus")
+        print(f"wrote {write_subset(first, a.corpus, a.subset_to)} documents to {a.subset_to}")
+        return 0
+    if not (a.again and a.labels):
+        ap.error("--again and --labels are needed (or --subset-to)")
     cur = backforth.Result(a.again).stage("curate").to_pandas()
     again = {r.id: float(r.score_expected) for r in cur.itertuples() if r.score_expected is not None}
     labels = {r["id"]: r for r in map(json.loads, a.labels.read_text(encoding="utf-8").splitlines()) if r}

@@ -43,3 +43,17 @@ def test_a_keep_that_does_not_repeat_is_a_coin():
     out = load().compare(first, again, 4.0, lab, recalls=(1.0,))
     assert out["kept_again"] == 0.5 and out["rejected_then_kept"] == 0.5 and out["auc"] == 0.5
     assert out["curve"][0]["skipped"] == 0.0  # to reach every kept document, nothing can be skipped
+
+
+def test_the_subset_holds_every_kept_document_and_as_many_rejected(tmp_path):
+    import json
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": "x"}) + "\n" for i in range(20)))
+    first = {f"d{i}": i < 3 for i in range(18)}  # d18, d19 never reached the scorer
+    dest = tmp_path / "subset.jsonl"
+    assert load().write_subset(first, corpus, dest) == 6
+    ids = {json.loads(x)["id"] for x in dest.read_text().splitlines()}
+    assert {"d0", "d1", "d2"} <= ids and not ids & {"d18", "d19"}
+    assert load().write_subset(first, corpus, tmp_path / "again.jsonl") == 6
+    assert (tmp_path / "again.jsonl").read_text() == dest.read_text()  # seeded
