@@ -108,3 +108,18 @@ def test_the_prompts_markers_never_reach_a_response():
     r = row(text="Cheap flights. Hotel deals. Car hire. Travel insurance. " * 3, instruction="How to find travel deals?")
     assert Rewrite(RewriteConfig()).apply(r, [res(out)]) is None
     assert r["response"] == "Useful links and resources\nCheap flights\nHotel deals\nCar hire\nTravel insurance"
+
+
+def test_a_code_example_keeps_its_indentation():
+    """The 0.5B's rewrite of pydoc's `for` topic kept the page's indented example; the response lost it
+    (every line's leading spaces were stripped with the markers) until strip_markers left them alone."""
+    code = "for i in range(10):\n    print(i)\n    i = 5             # this will not affect the for-loop"
+    out = f"[RES]The for-loop makes assignments to the variables in the target list:\n\n{code}\n\nNames stay bound.[/RES]"
+    r = row(text="The for-loop makes assignments to the variables in the target list. " * 3 + code,
+            instruction='What does the "for" statement do?')
+    assert Rewrite(RewriteConfig()).apply(r, [res(out)]) is None
+    assert code in r["response"]
+    # with a stray marker the spaces around it go, the example's indentation stays
+    r2 = row(text=r["text"], instruction=r["instruction"])
+    assert Rewrite(RewriteConfig()).apply(r2, [res(out.replace("Names stay", "[RES] Names stay"))]) is None
+    assert code in r2["response"] and "\nNames stay bound." in r2["response"]

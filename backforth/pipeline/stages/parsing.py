@@ -193,10 +193,12 @@ def has_markers(text: str) -> bool:
 
 
 def strip_markers(text: str) -> str:
-    """The text without the prompts' markers; a marker inside a line becomes a line break."""
-    out = _MARKER.sub("\n", text)
-    out = re.sub(r"[ \t]+\n", "\n", out)
-    out = re.sub(r"\n[ \t]+", "\n", out)
+    """The text without the prompts' markers; a marker inside a line becomes a line break.
+
+    Only the spaces around a marker go with it: the lines' own indentation (a code example's) stays."""
+    if not _MARKER.search(text):
+        return text.strip()
+    out = re.sub(r"[ \t]*(?:" + _MARKER.pattern + r")[ \t]*", "\n", text, flags=re.IGNORECASE)
     return re.sub(r"\n{3,}", "\n\n", out).strip()
 
 
