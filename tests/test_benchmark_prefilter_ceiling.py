@@ -1,19 +1,12 @@
 """benchmarks/prefilter_ceiling.py: two draws of the scorer's keep compared, the rejected sample
 weighted up to the whole corpus."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "prefilter_ceiling.py"
+from benchmark_scripts import load_benchmark
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("prefilter_ceiling_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("prefilter_ceiling")
 
 
 def labels(n_kept, n_rejected):

@@ -1,19 +1,14 @@
 """benchmarks/prefilter_features.py: each feature set is measured on held-out folds, and a signal in
 the words is found where there is one."""
 
-import importlib.util
 import json
 import random
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "prefilter_features.py"
+from benchmark_scripts import load_benchmark
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("prefilter_features_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("prefilter_features")
 
 
 def test_a_keep_decided_by_the_words_is_learned_by_every_feature_set(tmp_path, capsys):

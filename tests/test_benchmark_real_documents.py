@@ -1,19 +1,12 @@
 """benchmarks/real_documents.py's reading of a run: a page cut into sections is one labelled page."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "real_documents.py"
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("real_documents_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("real_documents")
 
 
 def outcome(exported, score=None, kind_p=None, stage=None, reason=None):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_scripts import load_benchmark as load_script
 from fake_engine import FakeEngine, section, stage_of
 
 from backforth import embedding
@@ -193,13 +194,7 @@ def test_threshold_wilson_and_recall_estimate():
 
 
 def load_benchmark():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "prefilter.py"
-    spec = importlib.util.spec_from_file_location("prefilter_benchmark", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("prefilter")
 
 
 def test_the_benchmark_labels_a_finished_run_and_prints_its_curve(tmp_path, capsys):
