@@ -160,6 +160,7 @@ POINTING = [
     "What is the copyright information for the given text?",
     "What is the ShellDetectionFailure exception in the code?",
     "What are the development tools provided in this chapter?",
+    "What is this documentation about?",  # make demo's export from Python's documentation home page
 ]
 # Standalone instructions that use the same words.
 STANDALONE = [
@@ -172,6 +173,7 @@ STANDALONE = [
     "Explain the code of conduct of the Python community.",
     "What does the `with` statement do?",
     "What are the main sections of a man page?",
+    "Where can I find the Python documentation?",
     "Explain the following code:\n\nfor i in range(3):\n    print(i)",     # it brings what it points at
     "Summarize this article: the sky is blue because air scatters short wavelengths more.",
 ]

@@ -307,7 +307,7 @@ def looks_like_request(instruction: str) -> bool:
 # "What functionality does this code provide?", "... mentioned in the text". A small backward model
 # writes these about a page it reads as an exercise (48 of 1,042 instructions of our runs on real
 # pages); the pair means nothing without the page.
-_SOURCE = r"(?:text|passage|excerpt|article|document|page|snippet|section|paragraph|code|content|post|chapter|tutorial|manual|readme|guide|example)s?"
+_SOURCE = r"(?:text|passage|excerpt|article|documentation|document|page|snippet|section|paragraph|code|content|post|chapter|tutorial|manual|readme|guide|example)s?"
 _END = r"(?![\w-])"
 _POINTING = re.compile(
     # "this text", "the given text", "the provided README.md file"
