@@ -115,8 +115,9 @@ class FakeEngine(InProcessEngine):
                     raise self.fail_with()
             self.received.append(req)
             self.by_key[req.key] += 1
-            self.by_stage_key[(stage, req.key)] += 1
-            self.served[stage] += 1
+            counted = "rewrite_redraw" if stage == "rewrite" and req.draw else stage  # a second draw is its own stage's
+            self.by_stage_key[(counted, req.key)] += 1
+            self.served[counted] += 1
             out = self.responder(req)
             res = Result(text=out, finish_reason="stop") if isinstance(out, str) else out
             res.key = req.key

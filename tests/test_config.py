@@ -26,14 +26,14 @@ def test_defaults_follow_the_paper():
     assert SEED_TAG == "Answer in the style of an AI Assistant."
     assert cfg.variant == "filter+rewrite"
     assert registry.names(cfg) == ["prepare", "dedup_documents", "page_kind", "backtranslate", "dedup_instructions", "decontaminate",
-                               "curate", "best_response", "rewrite", "grounding", "distill"]
+                               "curate", "best_response", "rewrite", "rewrite_redraw", "grounding", "distill"]
     assert registry.names(build_config({"variant": "filter", "distill": {"enabled": False}})) == [
         "prepare", "dedup_documents", "page_kind", "backtranslate", "dedup_instructions", "decontaminate", "curate", "best_response"]  # no rewrite: no grounding
     assert registry.names(build_config({"variant": "rewrite"})) == [
-        "prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate", "rewrite", "grounding", "distill"]
+        "prepare", "dedup_documents", "backtranslate", "dedup_instructions", "decontaminate", "rewrite", "rewrite_redraw", "grounding", "distill"]
     # without the hygiene stages and the page kinds: the paper's pipeline
-    hygiene_off = {name: {"enabled": False} for name in ("dedup_documents", "dedup_instructions", "decontaminate", "grounding",
-                                                           "page_kind")}
+    hygiene_off = {**{name: {"enabled": False} for name in ("dedup_documents", "dedup_instructions", "decontaminate",
+                                                              "grounding", "page_kind")}, "rewrite": {"redraw": False}}
     assert registry.names(build_config(hygiene_off)) == ["prepare", "backtranslate", "curate", "best_response", "rewrite",
                                                          "distill"]
     assert registry.names(build_config({**hygiene_off, "variant": "filter", "distill": {"enabled": False}})) == [
@@ -154,14 +154,14 @@ def test_fingerprint_is_stable():
     assert hashes([]) == BASE and len(set(BASE.values())) == len(BASE)
 
 
-AFTER_BT = {"dedup_instructions", "decontaminate", "curate", "best_response", "rewrite", "grounding", "distill"}
+AFTER_BT = {"dedup_instructions", "decontaminate", "curate", "best_response", "rewrite", "rewrite_redraw", "grounding", "distill"}
 
 
 @pytest.mark.parametrize("overrides, stages", [
-    (["curate.threshold=4"], {"curate", "best_response", "rewrite", "grounding", "distill"}),
-    (["curate.method=logprobs"], {"curate", "best_response", "rewrite", "grounding", "distill"}),
-    (["models.scorer.model=other"], {"page_kind", "backtranslate"} | AFTER_BT | {"curate", "best_response", "rewrite", "grounding", "distill"}),
-    (["rewrite.temperature=0.5"], {"rewrite", "grounding", "distill"}),
+    (["curate.threshold=4"], {"curate", "best_response", "rewrite", "rewrite_redraw", "grounding", "distill"}),
+    (["curate.method=logprobs"], {"curate", "best_response", "rewrite", "rewrite_redraw", "grounding", "distill"}),
+    (["models.scorer.model=other"], {"page_kind", "backtranslate"} | AFTER_BT | {"curate", "best_response", "rewrite", "rewrite_redraw", "grounding", "distill"}),
+    (["rewrite.temperature=0.5"], {"rewrite", "rewrite_redraw", "grounding", "distill"}),
     (["distill.max_tokens=100"], {"distill"}),
     (["models.distiller.model=other"], {"distill"}),
     (["backtranslate.top_p=0.5"], {"backtranslate"} | AFTER_BT),
@@ -185,6 +185,12 @@ AFTER_BT = {"dedup_instructions", "decontaminate", "curate", "best_response", "r
 ])
 def test_fingerprint_changes_only_where_the_data_changes(overrides, stages):
     assert changed(overrides) == stages
+
+
+def test_turning_the_redraw_off_keeps_the_first_draws():
+    new = hashes(["rewrite.redraw=false"])
+    assert "rewrite_redraw" not in new and new["rewrite"] == BASE["rewrite"]
+    assert {n for n in new if new[n] != BASE[n]} == {"grounding", "distill"}  # their input comes from another stage
 
 
 def test_a_servers_client_settings_are_not_data():

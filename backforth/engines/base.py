@@ -45,6 +45,7 @@ class Request:
     stop: list[str] = field(default_factory=list)
     choices: list[str] | None = None  # score these continuations instead of generating
     key: str = ""  # caller's tag (row id / stage); engines echo it back untouched
+    draw: int = 0  # which draw of the same request this is (a redraw: 1): a cache answers each draw apart
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):

@@ -24,10 +24,12 @@ from .base import Engine, Request, Result
 
 
 def request_key(identity: dict, req: Request) -> str:
-    blob = json.dumps({"model": identity, "messages": req.messages, "prompt": req.prompt,
-                       "prefix": req.assistant_prefix, "choices": req.choices, "max_tokens": req.max_tokens,
-                       "temperature": req.temperature, "top_p": req.top_p, "stop": list(req.stop)},
-                      sort_keys=True, ensure_ascii=False)
+    fields = {"model": identity, "messages": req.messages, "prompt": req.prompt,
+              "prefix": req.assistant_prefix, "choices": req.choices, "max_tokens": req.max_tokens,
+              "temperature": req.temperature, "top_p": req.top_p, "stop": list(req.stop)}
+    if req.draw:  # a second draw of the same request is another sample, not the first one again
+        fields["draw"] = req.draw
+    blob = json.dumps(fields, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 

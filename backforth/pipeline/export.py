@@ -88,6 +88,22 @@ def stage_summary(run: RunStore, st: type[Stage] | Stage) -> dict:
     return summary
 
 
+def reconsidered(run: RunStore, before: type[Stage] | Stage, st: type[Stage] | Stage, summary: dict) -> None:
+    """Move the rejects of `before` that the next stage `st` takes up again (a second draw of a
+    rewrite, Humpback's second scoring round) out of `before`'s rejects: the later stage gives their
+    verdict. They stay counted, under `reconsidered` (reason -> rows) and `reconsidered_by`, so that
+    `in` = `kept` + `rejected` + the reconsidered rows, and each row is rejected once across stages."""
+    if type(st).accepts is Stage.accepts:
+        return
+    taken = Counter(reason for _i, _x, status, reason in run.stage(before.name).keys()
+                    if status != DONE and st.accepts(status, reason))
+    if not taken:
+        return
+    left = Counter(summary["rejected_by_reason"]) - taken
+    summary.update(rejected=sum(left.values()), rejected_by_reason=dict(left.most_common()),
+                   reconsidered=dict(taken.most_common()), reconsidered_by=st.name)
+
+
 def funnel(stages: Sequence[type[Stage] | Stage], per_stage: dict[str, dict], n_sft: int) -> dict:
     """Rows left after each step, in the method's words, as each stage labels them."""
     out: dict[str, int] = {}
@@ -166,6 +182,8 @@ def export_run(cfg: RunConfig, out: Path, stages: Sequence[Stage], fps: dict,
     n_sft = sft.close()
     n_distilled = distilled.close() if distilled is not None else 0
     per_stage = {st.name: stage_summary(run, st) for st in stages}
+    for before, st in zip(stages, stages[1:]):
+        reconsidered(run, before, st, per_stage[before.name])
     for st in stages:
         per_stage[st.name].update(st.outcome(run, stages) or {})
     stats = {

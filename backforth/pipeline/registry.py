@@ -22,7 +22,7 @@ from .stages.grounding import Grounding
 from .stages.page_kind import PageKind
 from .stages.prefilter import Prefilter
 from .stages.prepare import Prepare
-from .stages.rewrite import Rewrite
+from .stages.rewrite import Rewrite, RewriteRedraw
 from .stages.top_share import TopShare
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ STAGES: tuple[type[Stage], ...] = (
     TopShare,           # or keep a share of the best-scored pairs
     BestResponse,       # input pairs sharing an instruction: the best-scored one
     Rewrite,            # the aligned model rewrites the document into the answer
+    RewriteRedraw,      # a second draw for the rewrites lost to sampling
     Grounding,          # rewrites that add what the document lacks
     Distill,            # the baseline: the same instructions answered without the document
 )

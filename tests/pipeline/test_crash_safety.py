@@ -106,7 +106,8 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
             assert outputs(out) == reference, f"trial {trial}: resumed output differs from the uninterrupted run"
             sent = requests_by_row(stub, start)
             for row in {r for r in paid if r[0] not in NO_MODEL}:  # finished before the kill: never sent again
-                assert sent[row] == 1, f"trial {trial}: {row} was finished before the kill but sent {sent[row]} times"
+                once = 0 if row[0] == "rewrite_redraw" else 1  # every first draw passes here: none is drawn again
+                assert sent[row] == once, f"trial {trial}: {row} was finished before the kill but sent {sent[row]} times"
             ids = [r[0] for r in outputs(out)[0]] + [r[0] for r in outputs(out)[1]]
             assert len(ids) == len(set(ids)) == 12
     print("kills by last finished stage:", dict(killed_in))

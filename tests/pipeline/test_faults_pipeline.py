@@ -166,7 +166,7 @@ def test_the_api_key_is_written_nowhere(tmp_path, monkeypatch, capfd, caplog):
     assert {"config.yaml", "stats.json", "README.md", "fingerprints.json", "rejects.jsonl", "sft.jsonl",
             "sft.parquet", "distilled.parquet", "report.html"} <= names
     assert {n.split("/")[1] for n in names if n.startswith("stages/")} == {
-        "prepare", "page_kind", "backtranslate", "curate", "best_response", "rewrite", "distill"}  # every stage's shards: checked below too
+        "prepare", "page_kind", "backtranslate", "curate", "best_response", "rewrite", "rewrite_redraw", "distill"}  # every stage's shards: checked below too
     leaked = [p.relative_to(out).as_posix() for p in files if secret.encode() in p.read_bytes()]
     assert leaked == []
     assert KEY_ENV in (out / "config.yaml").read_text()  # the variable's name is recorded, not its value

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from fake_engine import section
 
 from backforth.config import RewriteConfig
 from backforth.engines.base import Result
-from backforth.pipeline.stages.rewrite import Rewrite
+from backforth.pipeline.stages.rewrite import Rewrite, RewriteRedraw
 from backforth.prompts import load_template
 
 DOC = "Cast iron pans rust if left wet. Dry them on the stove and wipe a thin film of oil over the surface."
@@ -123,3 +125,61 @@ def test_a_code_example_keeps_its_indentation():
     r2 = row(text=r["text"], instruction=r["instruction"])
     assert Rewrite(RewriteConfig()).apply(r2, [res(out.replace("Names stay", "[RES] Names stay"))]) is None
     assert code in r2["response"] and "\nNames stay bound." in r2["response"]
+
+
+# ---- rewrite_redraw: a second draw for a rewrite lost to sampling -------------------------------
+
+def first_draw(raw: str, finish: str = "stop") -> dict:
+    r = row()
+    reason = Rewrite(RewriteConfig()).apply(r, [res(raw, finish)])
+    return {**r, "_reason": reason}
+
+
+def test_a_row_the_first_draw_kept_passes_through_without_a_request():
+    st = RewriteRedraw(RewriteConfig())
+    r = first_draw("Dry it, then oil it.")
+    assert r["_reason"] is None and st.accepts("done", None)
+    assert st.requests(r) == [] and st.apply(r, []) is None and r["response"] == "Dry it, then oil it."
+    assert "rewrite_draws" not in r and st.take_counters() == {}
+
+
+@pytest.mark.parametrize("reason, accepted", [
+    ("truncated_rewrite", True), ("echoed_prompt", True), ("repetitive_response", True), ("unfinished_response", True),
+    ("empty_response", True), ("missing_delimiters", True),
+    ("refusal", False), ("language_mismatch", False), ("engine_error", False),  # the page's or the server's doing
+])
+def test_only_the_rejects_of_sampling_are_drawn_again(reason, accepted):
+    assert RewriteRedraw(RewriteConfig()).accepts("rejected", reason) is accepted
+
+
+def test_a_cut_off_rewrite_draws_again_with_twice_the_budget_and_is_kept():
+    st = RewriteRedraw(RewriteConfig(max_tokens=300))
+    st.model_name = "fake-rewriter"
+    r = first_draw("Dry the pan and", "length")
+    assert r["_reason"] == "truncated_rewrite" and r["response"] is None
+    [req] = st.requests(r)
+    assert (req.max_tokens, req.draw, req.key) == (600, 1, "r7") and req.assistant_prefix == "[RES]"
+    assert st.apply(r, [res("Dry the pan, then oil it.")]) is None
+    assert r["response"] == "Dry the pan, then oil it." and r["rewrite_draws"] == 2
+    assert r["response_raw_first"] == "Dry the pan and" and r["response_raw"] == "Dry the pan, then oil it."
+    assert r["rewrite_redraw_model"] == "fake-rewriter" and r["rewrite_finish_reason"] == "length"  # the first's, kept
+    assert st.take_counters() == {"redrawn": 1, "recovered": 1}
+
+
+def test_an_echoed_rewrite_draws_again_with_the_same_budget_and_can_fail_again():
+    st = RewriteRedraw(RewriteConfig(max_tokens=300))
+    r = first_draw(INSTR)
+    assert r["_reason"] == "echoed_prompt" and r["response_rejected"] == INSTR
+    [req] = st.requests(r)
+    assert req.max_tokens == 300
+    assert st.apply(r, [res(INSTR)]) == "echoed_prompt" and r["response"] is None
+    assert st.take_counters() == {"redrawn": 1}
+
+
+def test_the_cache_tells_a_second_draw_from_the_first():
+    from backforth.engines.cache import request_key
+
+    [first] = Rewrite(RewriteConfig()).requests(row())
+    [second] = RewriteRedraw(RewriteConfig()).requests({**row(), "response": None})
+    assert request_key({"m": 1}, first) != request_key({"m": 1}, second)
+    assert request_key({"m": 1}, first) == request_key({"m": 1}, dataclasses.replace(second, draw=0))

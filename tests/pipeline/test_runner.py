@@ -60,14 +60,14 @@ EXPECTED_REJECTS = {
     "d05": ("curate", "low_score"),
     "d06": ("curate", "unparsed_score"),
     "d07": ("rewrite", "refusal"),
-    "d08": ("rewrite", "truncated_rewrite"),
+    "d08": ("rewrite_redraw", "truncated_rewrite"),  # cut off twice: the second draw, with twice the budget, too
 }
 
 
 def expected_rejects(variant: str) -> dict[str, tuple[str, str]]:
     present = {"input", "prepare", "backtranslate"}
     present |= {"curate"} if "filter" in variant else set()
-    present |= {"rewrite"} if "rewrite" in variant else set()
+    present |= {"rewrite", "rewrite_redraw"} if "rewrite" in variant else set()
     return {k: v for k, v in EXPECTED_REJECTS.items() if v[0] in present}
 
 
@@ -241,8 +241,11 @@ def test_full_run(tmp_path, docs, variant):
         assert st["rejected_by_reason"] == {
             reason: sum(1 for s, r in want_rejects.values() if r == reason and (s == stage or (s == "input" and stage == "prepare")))
             for reason in st["rejected_by_reason"]}
-        assert st["in"] == st["kept"] + st["rejected"]
+        assert st["in"] == st["kept"] + st["rejected"] + sum(st.get("reconsidered", {}).values())
     assert sum(st["rejected"] for st in stats["stages"].values()) == len(rejects)
+    if "rewrite" in variant:  # d08, cut off, drawn again by the next stage (and cut off again)
+        assert stats["stages"]["rewrite"]["reconsidered"] == {"truncated_rewrite": 1}
+        assert (stats["stages"]["rewrite_redraw"]["redrawn"], stats["stages"]["rewrite_redraw"]["recovered"]) == (1, 0)
     if "filter" in variant:
         cur = stats["stages"]["curate"]
         assert funnel["scored"] == len(kept_by_bt) - 1 and funnel["kept"] == len(kept_by_bt) - 2
@@ -271,6 +274,36 @@ def test_full_run(tmp_path, docs, variant):
     assert rubric[config(docs, variant).curate.rubric] in card  # the card names the rubric the run used
 
 
+def test_a_rewrite_lost_to_sampling_gets_a_second_draw(tmp_path, docs):
+    """d08's first rewrite is cut off; its second draw (twice the budget) closes: the pair is exported,
+    once, its second draw named in its provenance, and `rewrite.redraw: false` loses it as the paper would."""
+    def second_draw_closes(req: Request) -> Result | str:
+        if stage_of(req) == "rewrite" and req.key == "d08" and req.draw:
+            return "Rewritten for d08 on the second draw."
+        return responder(req)
+
+    engine = FakeEngine(second_draw_closes, context_length=CONTEXT)
+    out = tmp_path / "run"
+    stats = run(config(docs), out, engine)
+    sft = {r["id"]: r for r in read_sft(out)}
+    assert sft["d08"]["response"] == "Rewritten for d08 on the second draw."
+    assert sft["d08"]["provenance"]["rewrite_redraw_model"] == "fake-model"
+    assert all(r["provenance"]["rewrite_redraw_model"] is None for i, r in sft.items() if i != "d08")
+    assert engine.keys_for("rewrite_redraw") == ["d08"]  # only the row the first draw lost
+    [again] = [r for r in engine.received if r.draw]
+    first = next(r for r in engine.received if r.key == "d08" and not r.draw and stage_of(r) == "rewrite")
+    assert again.max_tokens == 2 * first.max_tokens and again.messages == first.messages
+    st = stats["stages"]
+    assert st["rewrite"]["reconsidered"] == {"truncated_rewrite": 1} and "truncated_rewrite" not in st["rewrite"]["rejected_by_reason"]
+    assert (st["rewrite_redraw"]["redrawn"], st["rewrite_redraw"]["recovered"], st["rewrite_redraw"]["rejected"]) == (1, 1, 0)
+    assert stats["funnel"]["rewritten_after_redraw"] == stats["funnel"]["rewritten"] + 1
+    assert st["rewrite_redraw"]["completion_tokens"] > 0  # the second draw is paid for, and counted
+    assert "1 of them passed" in (out / "README.md").read_text()
+
+    paper = run(config(docs, rewrite={"redraw": False}), tmp_path / "paper", FakeEngine(second_draw_closes, context_length=CONTEXT))
+    assert "rewrite_redraw" not in paper["stages"] and "d08" not in {r["id"] for r in read_sft(tmp_path / "paper")}
+
+
 def test_a_run_with_every_row_rejected_still_exports(tmp_path):
     docs = tmp_path / "short.jsonl"
     docs.write_text('{"id": "a", "text": "tiny"}\n{"id": "b", "text": "also tiny"}\n')
@@ -286,7 +319,7 @@ def test_a_run_with_every_row_rejected_still_exports(tmp_path):
 # ---- every default stage on ---------------------------------------------------------------------
 
 ALL_STAGES = ["prepare", "dedup_documents", "page_kind", "backtranslate", "dedup_instructions", "decontaminate", "curate",
-              "best_response", "rewrite", "grounding", "distill"]
+              "best_response", "rewrite", "rewrite_redraw", "grounding", "distill"]
 EVAL_ROWS = [json.loads(line) for line in BUNDLED_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
 EVAL_INDEX = 1  # the bundled eval question the fake backward model "writes" for h04
 HYGIENE_DOCS: list[tuple[str, str]] = [
@@ -375,7 +408,7 @@ def test_all_default_stages(tmp_path):
     for stage, st in stats["stages"].items():
         want = Counter(reason for s, reason in HYGIENE_REJECTS.values() if s == stage)
         assert st["rejected_by_reason"] == dict(want), stage
-        assert st["in"] == st["kept"] + st["rejected"]
+        assert st["in"] == st["kept"] + st["rejected"] + sum(st.get("reconsidered", {}).values())
     assert sum(st["rejected"] for st in stats["stages"].values()) == len(rejects) == stats["outputs"]["rejects"]
     assert stats["stages"]["grounding"]["ungrounded_rate"] == round(1 / stats["stages"]["grounding"]["in"], 4)
     funnel = stats["funnel"]

@@ -101,7 +101,7 @@ def test_a_users_stage_runs_and_shows_like_the_methods(tmp_path):
     stats = run_with_headline(docs, out, engine)
 
     assert list(stats["stages"]) == ["prepare", "page_kind", "backtranslate", "curate", "headline", "best_response", "rewrite",
-                                    "distill"]
+                                    "rewrite_redraw", "distill"]
     h = stats["stages"]["headline"]
     assert (h["in"], h["kept"], h["rejected_by_reason"]) == (6, 5, {"short_headline": 1})
     assert h["headline_words"] == 5 * 4 + 2  # its own counters, summarised by its own `summarize`

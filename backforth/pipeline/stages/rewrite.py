@@ -8,17 +8,23 @@ instruction repeated as a first line) is stripped, and so are the prompt's marke
 `truncated_rewrite` (finish_reason length), `refusal`, `echoed_prompt` (nothing left but the
 question or labels), `repetitive_response` (a phrase looping), `language_mismatch` (the answer is in
 another language than its document), `engine_error`.
+
+rewrite_redraw (ours; `rewrite.redraw: false` is the paper's single draw): a rewrite lost to
+sampling rather than to its page (cut off, the question echoed back, a loop, an answer that stops on
+a colon, nothing between the delimiters) is drawn once more, with twice the budget when the first was
+cut off. The rows the first draw kept pass through untouched.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from ...config import RewriteConfig
 from ...engines.base import Request, Result
 from ...language import Policy
 from ...prompts import load_template
-from ..stage import Stage
+from ..stage import DONE, Stage
 from .parsing import degenerate_reason, extract_response, strip_markers, strip_scaffolding
 
 
@@ -74,7 +80,8 @@ class Rewrite(Stage):
         self.template = load_template("rewrite", self.languages.multilingual)
 
     def settings(self) -> dict:
-        return {**self.cfg.model_dump(), "languages": self.languages.settings()}
+        # `redraw` decides whether the next stage runs, not what this one writes
+        return {**self.cfg.model_dump(exclude={"redraw"}), "languages": self.languages.settings()}
 
     def requests(self, row: dict) -> list[Request]:
         r = self.template.render(instruction=row["instruction"], document=row["text"],
@@ -104,4 +111,59 @@ class Rewrite(Stage):
         if reason is None and self.languages.check(response, row, "response_language"):
             row["response"], row["response_rejected"] = None, response
             return "language_mismatch"
+        return reason
+
+
+# The rejects a second sample can undo: the model's sampling failed, not the page.
+SAMPLING_FAILURES = ("truncated_rewrite", "echoed_prompt", "unfinished_response", "repetitive_response",
+                     "empty_response", "missing_delimiters")
+
+
+class RewriteRedraw(Rewrite):
+    """A second draw for the rewrites the first lost to sampling; the kept rows pass through."""
+
+    name = "rewrite_redraw"
+    funnel = "rewritten_after_redraw"
+    texts: dict[str, str] = {}
+    provenance = ("rewrite_redraw_model",)  # set on the rows a second draw made
+    rejects = {k: v + " (after a second draw: `rewrite.redraw`)" for k, v in Rewrite.rejects.items()}
+
+    @classmethod
+    def enabled(cls, cfg) -> bool:
+        return "rewrite" in cfg.variant and cfg.rewrite.redraw
+
+    @classmethod
+    def funnel_steps(cls, summary: dict) -> list[tuple[str, int]]:
+        return [(cls.funnel, summary["kept"])] if summary.get("redrawn") else []
+
+    @classmethod
+    def summarize(cls, counters: dict, summary: dict) -> None:
+        summary["redrawn"] = counters.get("redrawn", 0)
+        summary["recovered"] = counters.get("recovered", 0)
+
+    def card_note(self, summary: dict) -> str | None:
+        if not summary.get("redrawn"):
+            return None
+        return (f"Second draws: {summary['redrawn']} rewrites lost to sampling (cut off, echoed, looping, unfinished) "
+                f"were drawn again and {summary['recovered']} of them passed (`rewrite_draws: 2`; "
+                f"`rewrite.redraw: false` keeps the paper's single draw).")
+
+    def accepts(self, status: str, reason: str | None) -> bool:
+        return status == DONE or reason in SAMPLING_FAILURES
+
+    def requests(self, row: dict) -> list[Request]:
+        if row.get("response") is not None:  # the first draw was kept
+            return []
+        grow = 2 if row.get("rewrite_finish_reason") == "length" else 1
+        return [dataclasses.replace(r, max_tokens=r.max_tokens * grow, draw=1) for r in super().requests(row)]
+
+    def apply(self, row: dict, results: list[Result]) -> str | None:
+        if not results:
+            return None
+        self.count("redrawn")
+        row["rewrite_draws"] = 2
+        row["response_raw_first"], row["response_rejected"] = row.get("response_raw"), None
+        reason = super().apply(row, results)
+        if reason is None:
+            self.count("recovered")
         return reason
