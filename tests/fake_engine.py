@@ -45,6 +45,12 @@ def stage_of(req: Request) -> str:
     return "distill"
 
 
+def counted_stage(req: Request) -> str:
+    """`stage_of`, with a rewrite's second draw (`rewrite_redraw`, same prompt) counted as its own stage's."""
+    stage = stage_of(req)
+    return "rewrite_redraw" if stage == "rewrite" and req.draw else stage
+
+
 def last_user(req: Request) -> str:
     if req.messages is None:
         return req.prompt or ""
@@ -115,7 +121,7 @@ class FakeEngine(InProcessEngine):
                     raise self.fail_with()
             self.received.append(req)
             self.by_key[req.key] += 1
-            counted = "rewrite_redraw" if stage == "rewrite" and req.draw else stage  # a second draw is its own stage's
+            counted = counted_stage(req)
             self.by_stage_key[(counted, req.key)] += 1
             self.served[counted] += 1
             out = self.responder(req)

@@ -370,9 +370,9 @@ def test_progress_in_a_log_is_plain_lines_with_rate_and_eta(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     err = res.stderr
     assert "\r" not in err  # no bar redrawn in place
-    assert "stage 3 of 7 (backtranslate): 12 rows to do" in err
+    assert "stage 3 of 8 (backtranslate): 12 rows to do" in err
     assert re.search(r"^backtranslate: \d+/12 rows \(\d+%\), [\d.]+ rows/s, ETA \S+$", err, re.MULTILINE), err
-    assert re.search(r"^run: stage \d of 7 \(\w+\), ETA for the run \S+(?: \(past the estimate\))? \(from [\d,]+ tokens in \S+ so far\)$", err,
+    assert re.search(r"^run: stage \d of 8 \(\w+\), ETA for the run \S+(?: \(past the estimate\))? \(from [\d,]+ tokens in \S+ so far\)$", err,
                      re.MULTILINE), err
     assert "distill: 12 rows in" in err
 

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from fake_engine import FakeEngine, stage_of
+from fake_engine import FakeEngine, counted_stage, stage_of
 from test_runner import CONTEXT, responder
 
 from backforth.engines.base import EngineUnavailable, InProcessEngine
@@ -26,7 +26,7 @@ class RecordingEngine(FakeEngine):
     def generate(self, requests):
         results = super().generate(requests)  # raises before logging when it fails: nothing was saved
         with open(self.log, "a", encoding="utf-8") as fh:
-            fh.write("".join(f"{stage_of(r)}\t{r.key}\n" for r in requests))
+            fh.write("".join(f"{counted_stage(r)}\t{r.key}\n" for r in requests))
         return results
 
 

@@ -35,7 +35,7 @@ from backforth.pipeline.store import StageStore
 
 TESTS = Path(__file__).resolve().parent.parent
 WORKER_PATH = [str(TESTS / "executors"), str(TESTS / "pipeline"), str(TESTS)]  # as conftest.py puts on sys.path
-MODEL_STAGES = ["page_kind", "backtranslate", "curate", "rewrite", "distill"]
+MODEL_STAGES = ["page_kind", "backtranslate", "curate", "rewrite", "rewrite_redraw", "distill"]  # d08 is drawn twice
 ROLES = ["backward", "scorer", "rewriter", "distiller"]
 
 
