@@ -59,16 +59,25 @@ def insert_stages(stages: list[Stage], after: Additions | None) -> list[Stage]:
     if unknown:
         raise UserError(f"after={{{unknown[0]!r}: ...}}: not a stage of this run ({', '.join(names)}); name the "
                         "stage your own stage comes after")
-    out: list[Stage] = []
+    # A stage that takes up its predecessor's rejects again (`continues`: a rewrite's second draw, Humpback's
+    # second round) must get them straight from it: a stage added after the predecessor comes after both.
+    groups: list[list[Stage]] = []
     for st in stages:
-        out.append(st)
-        extra = after.get(st.name)
-        for added in ([extra] if isinstance(extra, Stage) else list(extra or [])):
-            if not isinstance(added, Stage):
-                raise UserError(f"after={{{st.name!r}: {added!r}}}: not a Stage; subclass backforth.Stage")
-            if not added.name:
-                raise UserError(f"{type(added).__name__}: a stage needs a `name` (its results go under stages/<name>/)")
-            out.append(added)
+        if groups and st.continues is not None and st.continues == groups[-1][0].name:
+            groups[-1].append(st)
+        else:
+            groups.append([st])
+    out: list[Stage] = []
+    for group in groups:
+        out.extend(group)
+        for st in group:
+            extra = after.get(st.name)
+            for added in ([extra] if isinstance(extra, Stage) else list(extra or [])):
+                if not isinstance(added, Stage):
+                    raise UserError(f"after={{{st.name!r}: {added!r}}}: not a Stage; subclass backforth.Stage")
+                if not added.name:
+                    raise UserError(f"{type(added).__name__}: a stage needs a `name` (its results go under stages/<name>/)")
+                out.append(added)
     return out
 
 

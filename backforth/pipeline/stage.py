@@ -80,6 +80,7 @@ class Stage:
     failed_stay_unfinished: bool = False  # a failed request leaves its row for the next run instead of rejecting it
     trained_role: bool = False  # the model of `role` is trained from the run's own earlier results (Humpback's M1)
     learns_from_sample: bool = False  # waits for a model learned from a sample run through the keep rule (`prefilter`)
+    continues: str | None = None  # the stage whose rejects it takes up again; a user's stage added after that one comes after this
     template: PromptTemplate | None = None
     model_name: str = ""  # set by the runner from the engine serving `role`
 

@@ -196,3 +196,26 @@ if __name__ == "__main__":  # the program the kill -9 test kills
     slow = SlowLoggingEngine(log_path, delay=0.05)
     cfg = config(docs_path)
     run_method(cfg, out_dir, engine_factory=lambda _m: slow, after={"curate": Headline()})
+
+
+class Mark(Stage):
+    name = "mark"
+
+    def apply(self, row, results):
+        return None
+
+
+@pytest.mark.parametrize("settings, after, order", [
+    ({}, "rewrite", ["rewrite", "rewrite_redraw", "mark", "grounding"]),  # the second draw sees rewrite's rejects
+    ({"rewrite": {"redraw": False}}, "rewrite", ["rewrite", "mark", "grounding"]),
+    ({}, "rewrite_redraw", ["rewrite", "rewrite_redraw", "mark", "grounding"]),
+    ({"curate": {"iterations": 2}}, "curate", ["curate", "curate_m1", "mark", "best_response"]),  # round 2 rescores round 1's rejects
+    ({}, "curate", ["curate", "mark", "best_response"]),
+])
+def test_a_users_stage_comes_after_the_stages_that_take_up_its_anchors_rejects(settings, after, order):
+    from backforth.config import build_config
+    from backforth.pipeline.method import build_stages, insert_stages
+
+    stages = insert_stages(build_stages(build_config(settings)), {after: Mark()})
+    names = [st.name for st in stages]
+    assert names[names.index(order[0]):names.index(order[0]) + len(order)] == order

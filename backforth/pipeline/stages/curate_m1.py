@@ -19,6 +19,7 @@ class CurateM1(Curate):
     candidate round 1 scored, kept or not; the row keeps round 1's score as `score_round1`."""
 
     name = "curate_m1"
+    continues = "curate"
     role = "scorer_m1"
     identity_role = "scorer"
     trained_role = True  # M1 is trained by the orchestrator between the two rounds

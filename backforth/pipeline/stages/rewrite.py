@@ -123,6 +123,7 @@ class RewriteRedraw(Rewrite):
     """A second draw for the rewrites the first lost to sampling; the kept rows pass through."""
 
     name = "rewrite_redraw"
+    continues = "rewrite"
     funnel = "rewritten_after_redraw"
     texts: dict[str, str] = {}
     provenance = ("rewrite_redraw_model",)  # set on the rows a second draw made
