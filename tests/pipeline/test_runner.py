@@ -298,7 +298,7 @@ def test_a_rewrite_lost_to_sampling_gets_a_second_draw(tmp_path, docs):
     assert (st["rewrite_redraw"]["redrawn"], st["rewrite_redraw"]["recovered"], st["rewrite_redraw"]["rejected"]) == (1, 1, 0)
     assert stats["funnel"]["rewritten_after_redraw"] == stats["funnel"]["rewritten"] + 1
     assert st["rewrite_redraw"]["completion_tokens"] > 0  # the second draw is paid for, and counted
-    assert "1 of them passed" in (out / "README.md").read_text()
+    assert "1 of them passed (their `provenance.rewrite_redraw_model` is set" in (out / "README.md").read_text()
 
     paper = run(config(docs, rewrite={"redraw": False}), tmp_path / "paper", FakeEngine(second_draw_closes, context_length=CONTEXT))
     assert "rewrite_redraw" not in paper["stages"] and "d08" not in {r["id"] for r in read_sft(tmp_path / "paper")}

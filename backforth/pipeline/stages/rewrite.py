@@ -146,8 +146,8 @@ class RewriteRedraw(Rewrite):
         if not summary.get("redrawn"):
             return None
         return (f"Second draws: {summary['redrawn']} rewrites lost to sampling (cut off, echoed, looping, unfinished) "
-                f"were drawn again and {summary['recovered']} of them passed (`rewrite_draws: 2`; "
-                f"`rewrite.redraw: false` keeps the paper's single draw).")
+                f"were drawn again and {summary['recovered']} of them passed (their `provenance.rewrite_redraw_model` "
+                f"is set; `rewrite.redraw: false` keeps the paper's single draw).")
 
     def accepts(self, status: str, reason: str | None) -> bool:
         return status == DONE or reason in SAMPLING_FAILURES
