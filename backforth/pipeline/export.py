@@ -93,7 +93,7 @@ def reconsidered(run: RunStore, before: type[Stage] | Stage, st: type[Stage] | S
     rewrite, Humpback's second scoring round) out of `before`'s rejects: the later stage gives their
     verdict. They stay counted, under `reconsidered` (reason -> rows) and `reconsidered_by`, so that
     `in` = `kept` + `rejected` + the reconsidered rows, and each row is rejected once across stages."""
-    if type(st).accepts is Stage.accepts:
+    if st.continues != before.name:
         return
     taken = Counter(reason for _i, _x, status, reason in run.stage(before.name).keys()
                     if status != DONE and st.accepts(status, reason))
