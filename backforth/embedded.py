@@ -87,7 +87,14 @@ def lookup(model: str) -> EmbeddedModel:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("BACKFORTH_CACHE", Path.home() / ".cache" / "backforth"))
+    """backforth's one cache folder (assembled and converted weights, the judge's verdicts, the last
+    traceback): `$BACKFORTH_CACHE`, else `$XDG_CACHE_HOME/backforth`, else `~/.cache/backforth`.
+    `$BACKFORTH_CACHE_DIR`, the judge's older name for it, is still read."""
+    root = os.environ.get("BACKFORTH_CACHE") or os.environ.get("BACKFORTH_CACHE_DIR")
+    if root:
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "backforth"
 
 
 def _locate(entry: EmbeddedModel) -> list[Path]:

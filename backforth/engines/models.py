@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 from .. import embedded
@@ -41,17 +43,41 @@ def _dtype_name(dtype) -> str:
     return str(dtype).replace("torch.", "") if dtype is not None else "float32"
 
 
+def content_key(path: Path) -> str:
+    """A short sha256 of `path`'s bytes, so that every copy of the same weights (a fresh virtualenv, a
+    second clone, a moved file) shares one conversion. The file is hashed once: `digests.json` beside the
+    conversions remembers the digest by path, size and mtime (entries for files gone are dropped)."""
+    st = path.stat()
+    stamp = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    memo_file = cache_dir() / "converted" / "digests.json"
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if stamp in memo:
+        return memo[stamp]
+    with open(path, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()[:16]
+    memo = {k: v for k, v in memo.items() if Path(k.rsplit(":", 2)[0]).exists()}
+    memo[stamp] = digest
+    memo_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo_file.with_name(f".{memo_file.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(memo, indent=1))
+    os.replace(tmp, memo_file)
+    return digest
+
+
 def converted_gguf(gguf: Path, dtype=None) -> Path:
-    """A safetensors folder for `gguf` in `dtype` (default: the CPU's engine dtype), converting it on first use."""
-    import torch
+    """A safetensors folder for `gguf` in `dtype` (default: the CPU's engine dtype), converting it on first use.
+
+    The folder is named by the file's content, not its path, so reinstalling the package that ships it
+    (a fresh clone's virtualenv) finds the conversion already made instead of adding another copy."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .device import pick_dtype
 
     dtype = dtype or pick_dtype("auto", "cpu")
-    st = gguf.stat()
-    key = hashlib.sha1(f"{gguf.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
-    out = cache_dir() / "converted" / f"{gguf.stem}-{key}-{_dtype_name(dtype)}"
+    out = cache_dir() / "converted" / f"{gguf.stem}-{content_key(gguf)}-{_dtype_name(dtype)}"
     if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
         return out
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -60,12 +86,15 @@ def converted_gguf(gguf: Path, dtype=None) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    del model
-    if not out.exists():
-        tmp.rename(out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # two processes converting at once each write their own
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        del model
+        if not out.exists():
+            tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -127,12 +126,10 @@ def probability_a(choice_logprobs: dict | None) -> float | None:
 
 
 def default_cache_path() -> Path:
-    """`$BACKFORTH_CACHE_DIR`, else `$XDG_CACHE_HOME/backforth`, else `~/.cache/backforth`: shared by all runs."""
-    root = os.environ.get("BACKFORTH_CACHE_DIR")
-    if root:
-        return Path(root).expanduser() / CACHE_FILE
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "backforth" / CACHE_FILE
+    """`judge_cache.jsonl` in backforth's cache folder (`$BACKFORTH_CACHE`, default `~/.cache/backforth`): shared by all runs."""
+    from ..embedded import cache_dir
+
+    return cache_dir() / CACHE_FILE
 
 
 # ----------------------------------------------------------------------------------------- judging

@@ -296,8 +296,12 @@ def test_no_cache_writes_no_cache_file(files, tmp_path):
 
 
 def test_default_cache_location(monkeypatch, tmp_path):
-    monkeypatch.setenv("BACKFORTH_CACHE_DIR", str(tmp_path / "bf"))
+    monkeypatch.delenv("BACKFORTH_CACHE", raising=False)
+    monkeypatch.setenv("BACKFORTH_CACHE_DIR", str(tmp_path / "bf"))  # the judge's older name
     assert J.default_cache_path() == tmp_path / "bf" / "judge_cache.jsonl"
+    monkeypatch.setenv("BACKFORTH_CACHE", str(tmp_path / "one"))  # the one every cache follows
+    assert J.default_cache_path() == tmp_path / "one" / "judge_cache.jsonl"
+    monkeypatch.delenv("BACKFORTH_CACHE")
     monkeypatch.delenv("BACKFORTH_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert J.default_cache_path() == tmp_path / "xdg" / "backforth" / "judge_cache.jsonl"

@@ -119,9 +119,12 @@ def run(path: Path, out: Path, engines: Engines, sets=None):
 
 @pytest.fixture(autouse=True, scope="module")
 def own_judge_cache(tmp_path_factory):
-    """The judge's cache in a folder of this module's, not the user's ~/.cache."""
+    """The judge's cache in a folder of this module's, not the user's ~/.cache (the converted weights stay shared)."""
+    from backforth.evaluate import judge
+
     mp = pytest.MonkeyPatch()
-    mp.setenv("BACKFORTH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    path = tmp_path_factory.mktemp("cache") / judge.CACHE_FILE
+    mp.setattr(judge, "default_cache_path", lambda: path)
     yield
     mp.undo()
 
