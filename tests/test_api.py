@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 import datasets
@@ -65,7 +66,7 @@ def test_run_on_a_list_of_dicts_returns_datasets(tmp_path):
         run(ROWS[:5], tmp_path / "run")
 
 
-def test_run_on_a_dataset_a_path_and_without_out(tmp_path):
+def test_run_on_a_dataset_a_path_and_without_out(tmp_path, monkeypatch):
     by_list = run(ROWS, tmp_path / "list")
     by_dataset = run(datasets.Dataset.from_list(ROWS), tmp_path / "dataset")
     assert by_dataset.dataset.to_list() == by_list.dataset.to_list()
@@ -73,7 +74,9 @@ def test_run_on_a_dataset_a_path_and_without_out(tmp_path):
     datasets.Dataset.from_list(ROWS).to_json(path)
     by_path = run(path, tmp_path / "path")
     assert by_path.dataset["response"] == by_list.dataset["response"]
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the new temporary run dir goes with the test's
     temporary = run(ROWS[:4], None)
+    assert temporary.path.parent == tmp_path and temporary.path.name.startswith("backforth-run-")
     assert temporary.path.is_dir() and (temporary.path / "stats.json").is_file()
     with pytest.raises(UserError, match="DatasetDict"):
         run(datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS)}), tmp_path / "dd")
