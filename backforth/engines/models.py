@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 from .. import embedded
@@ -65,6 +66,30 @@ def content_key(path: Path) -> str:
     tmp.write_text(json.dumps(memo, indent=1))
     os.replace(tmp, memo_file)
     return digest
+
+
+def prune_conversions() -> list[tuple[Path, int]]:
+    """Remove the converted folders no GGUF on this machine maps to any more (its file gone, or a
+    conversion named by an older scheme) and half-written ones; each comes back as (folder, bytes
+    freed). A GGUF not used since it was last converted is hashed again on its next use, and converted
+    again if its folder went."""
+    folder = cache_dir() / "converted"
+    try:
+        memo = json.loads((folder / "digests.json").read_text())
+    except (OSError, ValueError):
+        memo = {}
+    live = {v for k, v in memo.items() if Path(k.rsplit(":", 2)[0]).exists()}
+    removed = []
+    for d in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if not d.is_dir():
+            continue
+        key = d.name.rsplit("-", 2)[-2] if d.name.count("-") >= 2 else ""
+        half_written = d.name.endswith(".tmp") and time.time() - d.stat().st_mtime > 3600  # not one being written now
+        if half_written or (not d.name.endswith(".tmp") and key not in live):
+            size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append((d, size))
+    return removed
 
 
 def converted_gguf(gguf: Path, dtype=None) -> Path:

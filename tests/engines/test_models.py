@@ -30,3 +30,30 @@ def test_content_key_is_shared_by_copies_and_hashed_once(tmp_path, monkeypatch):
     models.content_key(b)
     memo = (tmp_path / "cache" / "converted" / "digests.json").read_text()
     assert "venv1" not in memo and "venv2" in memo
+
+
+def test_models_clean_removes_only_conversions_nothing_maps_to(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from backforth.cli import app
+
+    monkeypatch.setenv("BACKFORTH_CACHE", str(tmp_path / "cache"))
+    kept, gone = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    kept.write_bytes(b"GGUF a")
+    gone.write_bytes(b"GGUF b")
+    conv = tmp_path / "cache" / "converted"
+    folders = {
+        "kept": conv / f"a-{models.content_key(kept)}-bfloat16",
+        "file removed": conv / f"b-{models.content_key(gone)}-bfloat16",
+        "older scheme": conv / "a-0123456789ab-bfloat16",
+        "being written": conv / f".a-{models.content_key(kept)}-float32.123.tmp",
+    }
+    for d in folders.values():
+        d.mkdir(parents=True)
+        (d / "model.safetensors").write_bytes(b"x" * 1000)
+    gone.unlink()
+
+    out = CliRunner().invoke(app, ["models", "--clean"])
+    assert out.exit_code == 0, out.output
+    assert {k for k, d in folders.items() if d.exists()} == {"kept", "being written"}
+    assert "freed 0.00 GB" in out.output and "a-0123456789ab-bfloat16" in out.output
