@@ -51,15 +51,11 @@ def content_key(path: Path) -> str:
     st = path.stat()
     stamp = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
     memo_file = cache_dir() / "converted" / "digests.json"
-    try:
-        memo = json.loads(memo_file.read_text())
-    except (OSError, ValueError):
-        memo = {}
+    memo = _live_digests(memo_file)
     if stamp in memo:
         return memo[stamp]
     with open(path, "rb") as fh:
         digest = hashlib.file_digest(fh, "sha256").hexdigest()[:16]
-    memo = {k: v for k, v in memo.items() if Path(k.rsplit(":", 2)[0]).exists()}
     memo[stamp] = digest
     memo_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = memo_file.with_name(f".{memo_file.name}.{os.getpid()}.tmp")
@@ -68,17 +64,22 @@ def content_key(path: Path) -> str:
     return digest
 
 
+def _live_digests(memo_file: Path) -> dict[str, str]:
+    """The memo of `content_key` ("path:size:mtime" -> digest), without the entries of files now gone."""
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in memo.items() if Path(k.rsplit(":", 2)[0]).exists()}
+
+
 def prune_conversions() -> list[tuple[Path, int]]:
     """Remove the converted folders no GGUF on this machine maps to any more (its file gone, or a
     conversion named by an older scheme) and half-written ones; each comes back as (folder, bytes
     freed). A GGUF not used since it was last converted is hashed again on its next use, and converted
     again if its folder went."""
     folder = cache_dir() / "converted"
-    try:
-        memo = json.loads((folder / "digests.json").read_text())
-    except (OSError, ValueError):
-        memo = {}
-    live = {v for k, v in memo.items() if Path(k.rsplit(":", 2)[0]).exists()}
+    live = set(_live_digests(folder / "digests.json").values())
     removed = []
     for d in sorted(folder.iterdir()) if folder.is_dir() else []:
         if not d.is_dir():
