@@ -161,6 +161,8 @@ POINTING = [
     "What is the ShellDetectionFailure exception in the code?",
     "What are the development tools provided in this chapter?",
     "What is this documentation about?",  # make demo's export from Python's documentation home page
+    "What does the text list?",  # the OpenSSL `list` man page, a rewrite of it passed grounding (sub24 probe)
+    "What does the README include?",
 ]
 # Standalone instructions that use the same words.
 STANDALONE = [
@@ -174,6 +176,8 @@ STANDALONE = [
     "What does the `with` statement do?",
     "What are the main sections of a man page?",
     "Where can I find the Python documentation?",
+    "What does the list comprehension return?",
+    "Which options does the ls command list?",
     "Explain the following code:\n\nfor i in range(3):\n    print(i)",     # it brings what it points at
     "Summarize this article: the sky is blue because air scatters short wavelengths more.",
 ]

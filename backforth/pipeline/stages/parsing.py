@@ -317,7 +317,8 @@ _POINTING = re.compile(
     + r"|\bthe (?:text|passage|excerpt|article|snippet|paragraph|chapter|readme|code|document|author)" + _END
     + r"(?=\s+(?:say|says|said|describe|describes|discuss|discusses|provide|provides|mention|mentions|cover|covers|"
       r"explain|explains|suggest|suggests|state|states|show|shows|tell|tells|mean|means|about|do|does|contain|contains|"
-      r"talk|talks)\b)"
+      r"talk|talks|list|lists|include|includes|present|presents|define|defines|outline|outlines|detail|details|"
+      r"introduce|introduces|highlight|highlights|recommend|recommends|summarize|summarizes)\b)"
     + r"|\b(?:in|from|of|by|on|within) the (?:text|passage|excerpt|article|snippet|paragraph|chapter|readme|code)\s*[?.]?\s*$"
     # "described in the text", "according to the passage", "the code snippet provided"
     + r"|\b(?:described|mentioned|discussed|listed|given|provided|shown|presented|explained|covered|outlined|defined) in the "
