@@ -202,7 +202,7 @@ class RewriteConfig(Sampling):
     max_tokens: int = Field(768, ge=1, description="Maximum tokens of a rewrite.")
     page_budget: float | None = Field(None, gt=0, description="Size each rewrite's budget to its document: up to this many tokens per document token (`n_tokens`), never fewer than `max_tokens`. Null: `max_tokens` for every document. benchmarks/long_pages.py compares it with `prepare.split` on long pages.")
     force_open_delimiter: bool = Field(True, description="Start the answer with `[RES]` and stop at `[/RES]`, so that even a small model keeps to the format; the end of the turn then also closes the answer.")
-    redraw: bool = Field(True, description="Draw a second rewrite for a row whose first was lost to sampling (cut off by the budget, the question echoed back, a loop, an answer that stops on a colon, nothing between the delimiters), with twice the budget when the first was cut off (stage `rewrite_redraw`). Ours: a sampled rewrite fails by chance as well as by the page, and a second draw keeps the page. False: one draw (the paper).")
+    redraw: bool = Field(True, description="Draw a second rewrite for a row whose first was lost to sampling (cut off by the budget, the question echoed back, a loop, an answer that stops on a colon, a template placeholder the page lacks, nothing between the delimiters), with twice the budget when the first was cut off (stage `rewrite_redraw`). Ours: a sampled rewrite fails by chance as well as by the page, and a second draw keeps the page. False: one draw (the paper).")
 
 
 class DistillConfig(Sampling):

@@ -13,6 +13,7 @@ from backforth.pipeline.stages.parsing import (
     extract_response,
     is_refusal,
     parse_score,
+    placeholder,
     score_from_logprobs,
     strip_scaffolding,
     words,
@@ -347,6 +348,58 @@ def test_an_answer_that_announces_what_never_came_is_unfinished():
     # a colon inside the answer is fine, and so is the code that followed it
     assert degenerate_reason("Install it with pip:\n\n```\npip install msgpack\n```", "How to install msgpack?") is None
     assert degenerate_reason("Note: the key function runs once per element.", "What does key do?") is None
+
+
+OPENSSL_LIST = ("OPENSSL-LIST(1SSL)\n\nNAME\n       openssl-list - list algorithms and features\n\nSYNOPSIS\n"
+                "       openssl list [-help] [-verbose] [-select name] [-1] [-commands]\n\n"
+                "       -1  List the commands, digest-commands, or cipher-commands in a single column.")
+
+
+@pytest.mark.parametrize("answer", [
+    # the 0.5B rewriter's answer for `openssl list` in a run of the labelled real pages (docs/curation.md)
+    "The `openssl list` command lists the algorithms:\n\n[ALGORITHM1, ALGORITHM2, ...]",
+    "Best regards,\n[Your Name]",
+    "Here is an example: <insert example here>. It prints the list.",
+    "[INSERT X] lists the digest algorithms.",
+    "The command prints {placeholder} for each algorithm it finds.",
+    "{{ placeholder }} is printed for each algorithm.",
+    "Contact [Company Name] for the list of algorithms.",
+    "Call XXX-XXX-XXXX for a list of the algorithms.",
+    "The digest algorithms are:\n[...]\nand the ciphers follow.",
+    "The command lists [Feature 1], [Feature 2] and more.",
+    "To list them, run:\n\n```\nopenssl list <insert command here>\n```\n\nIt prints one per line.",
+])
+def test_a_template_placeholder_the_page_lacks_is_no_answer(answer):
+    q = "How do I list the algorithms OpenSSL supports?"
+    assert placeholder(answer, OPENSSL_LIST) is not None
+    assert degenerate_reason(answer, q, page=OPENSSL_LIST) == "placeholder_response"
+    assert degenerate_reason(answer, q) is None  # without the page (the distiller's answers) nothing is checked
+
+
+@pytest.mark.parametrize("answer, page", [
+    # code's brackets are no placeholder, in a code block or in prose
+    ("Slice it with `a[1:3]`: numpy returns the second and third elements, a[1:3] is a view.", "numpy arrays"),
+    ("Annotate it as `def f(xs: list[int]) -> dict[str, Any]:`, or list[int] in prose.", "typing"),
+    ("```c\n#include <stdio.h>\nint main(void) { return 0; }\n```\nIt includes <stdio.h>.", "C programs"),
+    ("```python\nxs = [1, 2, 3]\nd = {}\nmy_list = [x1, x2, ..., xn]\n```", "Python lists"),
+    ("The points [X1, X2, ..., Xn] are sorted; so are Level 1, Level 2, ... up to Level 9.", "sorting"),
+    # a usage line or format string the page itself has
+    ("Run openssl list [-help] [-1] to print them.", OPENSSL_LIST),
+    ("Run `openssl list -1` to print them one per line.", OPENSSL_LIST),
+    ('Write "{name}" in the template and render it with name="x".', 'Jinja: {{ "{name}" }} renders "{name}"'),
+    ("Greet them with [Your Name] at the end.", "Sign the letter: [Your Name]"),
+    ("The logger named XXX has no handlers.", "No handlers could be found for logger XXX"),
+    # an elision in a quote, a link, a command's own slot, mkstemp's template, an HTML attribute
+    ('The page says "lists algorithms [...] and features".', "lists algorithms and disabled features"),
+    ("More on [click here](https://www.openssl.org/docs/) and [the docs][1].", "docs"),
+    ("Clone it with `git clone https://github.com/<your-username>/repo` and set `[your-key]`.", "git"),
+    ('mkstemp("/tmp/fooXXXXXX") fills in the X characters.', "mkstemp"),
+    ('<input placeholder="Name"> shows a hint.', "HTML forms"),
+    ("Use [Phone number] or [options] as you like.", "options"),
+])
+def test_brackets_of_code_usage_lines_and_the_page_are_no_placeholder(answer, page):
+    assert placeholder(answer, page) is None
+    assert degenerate_reason(answer, "How do I use it?", page=page) is None
 
 
 @pytest.mark.parametrize("answer, instruction, reason", [

@@ -127,6 +127,18 @@ def test_a_code_example_keeps_its_indentation():
     assert code in r2["response"] and "\nNames stay bound." in r2["response"]
 
 
+def test_a_placeholder_the_page_lacks_is_rejected_and_one_it_has_is_kept():
+    """The 0.5B's rewrite of the openssl-list man page answered with a template's slot (docs/curation.md)."""
+    page = "openssl list [-help] [-1] [-digest-algorithms]\n\nThis command is used to generate list of algorithms."
+    r = row(text=page, instruction="How do I list the algorithms OpenSSL supports?")
+    out = "Run `openssl list -digest-algorithms`. It prints [ALGORITHM1, ALGORITHM2, ...]."
+    assert Rewrite(RewriteConfig()).apply(r, [res(out)]) == "placeholder_response"
+    assert r["response"] is None and r["response_rejected"] == out
+    r2 = row(text=page, instruction=r["instruction"])
+    kept = "Run openssl list [-help] [-1] [-digest-algorithms]: it generates the list of algorithms."
+    assert Rewrite(RewriteConfig()).apply(r2, [res(kept)]) is None and r2["response"] == kept
+
+
 # ---- rewrite_redraw: a second draw for a rewrite lost to sampling -------------------------------
 
 def first_draw(raw: str, finish: str = "stop") -> dict:
@@ -145,7 +157,7 @@ def test_a_row_the_first_draw_kept_passes_through_without_a_request():
 
 @pytest.mark.parametrize("reason, accepted", [
     ("truncated_rewrite", True), ("echoed_prompt", True), ("repetitive_response", True), ("unfinished_response", True),
-    ("empty_response", True), ("missing_delimiters", True),
+    ("placeholder_response", True), ("empty_response", True), ("missing_delimiters", True),
     ("refusal", False), ("language_mismatch", False), ("engine_error", False),  # the page's or the server's doing
 ])
 def test_only_the_rejects_of_sampling_are_drawn_again(reason, accepted):

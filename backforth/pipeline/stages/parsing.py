@@ -246,12 +246,13 @@ def text_words(text: str) -> int:
     return count_words(text)
 
 
-def degenerate_reason(answer: str, instruction: str) -> str | None:
+def degenerate_reason(answer: str, instruction: str, page: str | None = None) -> str | None:
     """Why a cleaned answer is no answer: `echoed_prompt` (nothing left but the question or labels,
     one short question back instead of an answer, or the question restated as a title),
     `empty_response` (nothing but links and markup), `unfinished_response` (it ends on a colon, announcing
     the command, code or list that never came: "To install it, use pip:"), `repetitive_response` (a
-    phrase looping); None when it reads as an answer."""
+    phrase looping), `placeholder_response` (only when the `page` is given: a template's slot the page
+    does not have, "[Your Name]", "[ALGORITHM1, ALGORITHM2, ...]"); None when it reads as an answer."""
     aw, iw = words(answer), words(instruction)
     if len(aw) >= 3 and text_words(answer) < 3:  # links and markup only: "Documentation: https://..."
         return "empty_response"
@@ -268,6 +269,64 @@ def degenerate_reason(answer: str, instruction: str) -> str | None:
         return "unfinished_response"
     if is_repetitive(answer):
         return "repetitive_response"
+    if page is not None and placeholder(answer, page) is not None:
+        return "placeholder_response"
+    return None
+
+
+# A template's slot a small model writes instead of content: "[Your Name]", "<insert example here>",
+# "{placeholder}", "[Company Name]", "[ALGORITHM1, ALGORITHM2, ...]" (the 0.5B rewriter's answer for
+# `openssl list`), "XXX", a "[...]" standing for a list. Only the unmistakable forms: the brackets of
+# usage lines ("[options]", "<file>"), of code ("a[1:3]", "list[int]", "<stdio.h>", "{}") and of
+# format strings ("{name}") match none of them, and a slot the page itself has is the page's.
+_SLOT_IN = {"[": "]", "<": ">", "{": "}"}
+_BRACKETED = re.compile(r"\[([^\[\]\n]{1,60})\](?![(\[])|<([^<>\n]{1,60})>|\{\{?([^{}\n]{1,60})\}\}?")
+_FILL = re.compile(  # "[INSERT X]", "<insert example here>", "{placeholder}", "[Your code here]"
+    r"^\s*(?:(?:insert|enter|paste|fill[ _-]in|replace[ _-]with)[ _-]+[\w'-]|placeholder(?:[ _-]+[\w'-]+)*\s*$)"
+    r"|^(?!(?:click|see|look|go|start|right|read|more|from|over|out)\b)[\w'-]+(?:[ _-]+[\w'-]+){0,3}[ _-]+here\s*$",
+    re.IGNORECASE)
+_YOUR = re.compile(r"^\s*your[ _-]+[\w'-]+(?:[ _-]+[\w'-]+){0,3}\s*$", re.IGNORECASE)  # "[Your Name]"
+_TITLED_SLOT = re.compile(  # "[Company Name]", "[Phone Number]", "[Email Address]"
+    r"^(?:[A-Z][a-z]+ ){1,3}(?:Name|Address|Email|E-mail|Number)$")
+_NUMBERED_LIST = re.compile(  # "[ALGORITHM1, ALGORITHM2, ...]", "[Value 1, Value 2, ..., Value N]"
+    r"\[\s*([A-Z][A-Za-z]{2,})[ _]?1\s*,\s*\1[ _]?2\s*(?:,\s*\1[ _]?\d+\s*)*,\s*(?:\.\.\.|…)[^\]\n]{0,30}\]?")
+# "[Feature 1], [Feature 2]"
+_NUMBERED_SLOTS = re.compile(r"\[\s*([A-Z][A-Za-z]{2,})[ _]?1\s*\]\s*,\s*\[\s*\1[ _]?2\s*\]")
+_XXX = re.compile(r"(?<![\w.])X{3,4}(?![\w])")  # "version XXX", "XXX-XXX-XXXX"; mkstemp's "XXXXXX" is no slot
+_ELIDED_LIST = re.compile(  # "[...]" on its own line or after a colon; an elision inside a quote is prose
+    r"(?m)^[ \t]*(?:[-*+•][ \t]*|\d+[.)][ \t]*)?\[\s*(?:\.\.\.|…)\s*\][ \t]*$|:[ \t]*\[\s*(?:\.\.\.|…)\s*\]")
+_CODE = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n.*?(?:^[ \t]*\1[^\n]*$|\Z)|`[^`\n]+`", re.MULTILINE | re.DOTALL)
+
+
+def _prose(text: str) -> str:
+    """The text with its code blocks and inline code blanked (`<your-username>` in a command is the
+    command's, not a slot left unfilled)."""
+    return _CODE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
+
+
+def placeholder(answer: str, page: str) -> str | None:
+    """The first template slot in the answer that the page does not have ("[Your Name]",
+    "[ALGORITHM1, ALGORITHM2, ...]"), or None. The slots a command or code example legitimately
+    carries ("[your-key]", "XXX", "[...]") count only outside code; "<insert ... here>" and numbered
+    lists count anywhere."""
+    found = []
+    for m in _BRACKETED.finditer(answer):
+        inner = next(g for g in m.groups() if g is not None).strip()
+        if _FILL.search(inner):
+            found.append((m.group(0), inner))
+    found += [(m.group(0), None) for m in (*_NUMBERED_LIST.finditer(answer), *_NUMBERED_SLOTS.finditer(answer))]
+    prose = _prose(answer)
+    for m in _BRACKETED.finditer(prose):  # "[Your Name]", "[Company Name]": a letter's slots, in square brackets
+        inner = m.group(1)
+        if inner is not None and (_YOUR.match(inner) or _TITLED_SLOT.match(inner.strip())):
+            found.append((m.group(0), inner.strip()))
+    found += [(m.group(0), None) for m in (*_XXX.finditer(prose), *_ELIDED_LIST.finditer(prose))]
+    known = " ".join(page.lower().split())
+    for slot, inner in found:
+        slot = slot.strip().lstrip(":-*+•").strip()
+        forms = [slot] + ([o + inner + c for o, c in _SLOT_IN.items()] if inner else [])
+        if not any(" ".join(f.lower().split()) in known for f in forms):
+            return slot
     return None
 
 

@@ -6,13 +6,14 @@ The model's own scaffolding before the answer (`[Question]`, `Question:`/`Answer
 instruction repeated as a first line) is stripped, and so are the prompt's markers left inside it
 (a second `[RES]`, `</draft>`): none reaches an exported row. Rejects: `missing_delimiters`, `empty_response`,
 `truncated_rewrite` (finish_reason length), `refusal`, `echoed_prompt` (nothing left but the
-question or labels), `repetitive_response` (a phrase looping), `language_mismatch` (the answer is in
-another language than its document), `engine_error`.
+question or labels), `repetitive_response` (a phrase looping), `placeholder_response` (a template's
+slot the page does not have, "[Your Name]", "[ALGORITHM1, ALGORITHM2, ...]"), `language_mismatch` (the
+answer is in another language than its document), `engine_error`.
 
 rewrite_redraw (ours; `rewrite.redraw: false` is the paper's single draw): a rewrite lost to
 sampling rather than to its page (cut off, the question echoed back, a loop, an answer that stops on
-a colon, nothing between the delimiters) is drawn once more, with twice the budget when the first was
-cut off. The rows the first draw kept pass through untouched.
+a colon, a template placeholder, nothing between the delimiters) is drawn once more, with twice the
+budget when the first was cut off. The rows the first draw kept pass through untouched.
 """
 
 from __future__ import annotations
@@ -59,6 +60,13 @@ class Rewrite(Stage):
         "repetitive_response": "A phrase or line loops (a small model's degenerate output); the text is in "
                                "`response_rejected`. Try: a stronger rewriter, or other sampling "
                                "(`rewrite.temperature`, `rewrite.top_p`).",
+        "placeholder_response": "The answer holds a template's slot instead of content, one its page does not "
+                                "have: `[Your Name]`, `<insert example here>`, `{placeholder}`, `[Company Name]`, "
+                                "`XXX`, a `[...]` for a list, `[ALGORITHM1, ALGORITHM2, ...]` (the 0.5B rewriter's "
+                                "list for `openssl list`). A man page's `[options]` or `<file>`, code's brackets "
+                                "(`a[1:3]`, `list[int]`, `<stdio.h>`) and a slot the page itself has are no "
+                                "placeholder. The text is in `response_rejected`. Try: a stronger rewriter "
+                                "(`models.rewriter.model`), or other sampling (`rewrite.temperature`).",
         "language_mismatch": "The answer is in another language than its document (`response_language` names it): "
                              "the detector finds it at least "
                              "`prepare.mismatch_ratio` times as likely as the document's language. The text is in `response_rejected`. Try: a rewriter that "
@@ -104,7 +112,7 @@ class Rewrite(Stage):
         response, reason = extract_response(res.text, res.finish_reason, opened=self.cfg.force_open_delimiter)
         if response is not None:
             response = strip_markers(strip_scaffolding(response, row["instruction"]))
-            reason = degenerate_reason(response, row["instruction"])
+            reason = degenerate_reason(response, row["instruction"], page=row["text"])
         row["response"] = response if reason is None else None
         if reason is not None and response is not None:
             row["response_rejected"] = response
@@ -116,7 +124,7 @@ class Rewrite(Stage):
 
 # The rejects a second sample can undo: the model's sampling failed, not the page.
 SAMPLING_FAILURES = ("truncated_rewrite", "echoed_prompt", "unfinished_response", "repetitive_response",
-                     "empty_response", "missing_delimiters")
+                     "placeholder_response", "empty_response", "missing_delimiters")
 
 
 class RewriteRedraw(Rewrite):
@@ -145,9 +153,9 @@ class RewriteRedraw(Rewrite):
     def card_note(self, summary: dict) -> str | None:
         if not summary.get("redrawn"):
             return None
-        return (f"Second draws: {summary['redrawn']} rewrites lost to sampling (cut off, echoed, looping, unfinished) "
-                f"were drawn again and {summary['recovered']} of them passed (their `provenance.rewrite_redraw_model` "
-                f"is set; `rewrite.redraw: false` keeps the paper's single draw).")
+        return (f"Second draws: {summary['redrawn']} rewrites lost to sampling (cut off, echoed, looping, unfinished, "
+                f"a placeholder) were drawn again and {summary['recovered']} of them passed (their "
+                f"`provenance.rewrite_redraw_model` is set; `rewrite.redraw: false` keeps the paper's single draw).")
 
     def accepts(self, status: str, reason: str | None) -> bool:
         return status == DONE or reason in SAMPLING_FAILURES
