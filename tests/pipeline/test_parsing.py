@@ -12,6 +12,7 @@ from backforth.pipeline.stages.parsing import (
     degenerate_reason,
     extract_response,
     is_refusal,
+    only_points_elsewhere,
     parse_score,
     placeholder,
     score_from_logprobs,
@@ -417,3 +418,33 @@ def test_brackets_of_code_usage_lines_and_the_page_are_no_placeholder(answer, pa
 ])
 def test_degenerate_reason(answer, instruction, reason):
     assert degenerate_reason(strip_scaffolding(answer, instruction), instruction) == reason
+
+
+# make demo (at 140a0bd, a 2-core AVX2 CPU) exported this pair from Python's documentation home page.
+POINTING_ELSEWHERE = [
+    ("You can find Python 3.11.2 documentation at the official Python website.",
+     "Where can I find Python 3.11.2 documentation?"),
+    ("For more information, please visit the Babel web site:\n\nhttps://babel.pocoo.org/", "What is Babel?"),
+    ("Please refer to the official documentation.", "How do I configure logging?"),
+    ("- See the project's GitHub repository.\n- Details can be found on the PyPI page.", "What does it do?"),
+]
+# Answers that point elsewhere as well as answering, or name a file rather than a place to read.
+ANSWERING = [
+    ("The configuration can be found in /etc/ssh/sshd_config.", "Where is sshd configured?"),
+    ("Use `pip install foo` to install it. See the documentation for the options.", "How do I install foo?"),
+    ("PyYAML is a YAML parser and emitter for Python. For more information, see the PyYAML website.", "What is PyYAML?"),
+    ("You can find the logs in /var/log/syslog.", "Where are the logs?"),
+    ("Visit each node once, then see the page table for the mapping.", "How does the walk work?"),
+]
+
+
+@pytest.mark.parametrize("answer, instruction", POINTING_ELSEWHERE)
+def test_an_answer_that_only_points_elsewhere_is_no_answer(answer, instruction):
+    assert only_points_elsewhere(answer)
+    assert degenerate_reason(answer, instruction) == "pointer_response"
+
+
+@pytest.mark.parametrize("answer, instruction", ANSWERING)
+def test_an_answer_with_a_pointer_beside_its_content_is_kept(answer, instruction):
+    assert not only_points_elsewhere(answer)
+    assert degenerate_reason(answer, instruction) is None

@@ -9,7 +9,7 @@ from fake_engine import section
 
 from backforth.config import RewriteConfig
 from backforth.engines.base import Result
-from backforth.pipeline.stages.rewrite import Rewrite, RewriteRedraw
+from backforth.pipeline.stages.rewrite import SAMPLING_FAILURES, Rewrite, RewriteRedraw
 from backforth.prompts import load_template
 
 DOC = "Cast iron pans rust if left wet. Dry them on the stove and wipe a thin film of oil over the surface."
@@ -195,3 +195,14 @@ def test_the_cache_tells_a_second_draw_from_the_first():
     [second] = RewriteRedraw(RewriteConfig()).requests({**row(), "response": None})
     assert request_key({"m": 1}, first) != request_key({"m": 1}, second)
     assert request_key({"m": 1}, first) == request_key({"m": 1}, dataclasses.replace(second, draw=0))
+
+
+def test_an_answer_that_only_points_elsewhere_is_rejected_and_not_drawn_again():
+    """make demo's export from Python's documentation home page (a 2-core AVX2 CPU, at 140a0bd)."""
+    page = ("Python 3.11.2 documentation. Welcome! This is the official documentation for Python 3.11.2. "
+            "Parts of the documentation: What's new in Python 3.11? Tutorial: start here. Library Reference.")
+    r = row(text=page, instruction="Where can I find Python 3.11.2 documentation?")
+    out = "You can find Python 3.11.2 documentation at the official Python website."
+    assert Rewrite(RewriteConfig()).apply(r, [res(out)]) == "pointer_response"
+    assert r["response"] is None and r["response_rejected"] == out
+    assert "pointer_response" not in SAMPLING_FAILURES  # the page points elsewhere: a second draw would too

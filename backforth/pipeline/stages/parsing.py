@@ -252,7 +252,8 @@ def degenerate_reason(answer: str, instruction: str, page: str | None = None) ->
     `empty_response` (nothing but links and markup), `unfinished_response` (it ends on a colon, announcing
     the command, code or list that never came: "To install it, use pip:"), `repetitive_response` (a
     phrase looping), `placeholder_response` (only when the `page` is given: a template's slot the page
-    does not have, "[Your Name]", "[ALGORITHM1, ALGORITHM2, ...]"); None when it reads as an answer."""
+    does not have, "[Your Name]", "[ALGORITHM1, ALGORITHM2, ...]"), `pointer_response` (it only sends the
+    reader elsewhere: "You can find it at the official website."); None when it reads as an answer."""
     aw, iw = words(answer), words(instruction)
     if len(aw) >= 3 and text_words(answer) < 3:  # links and markup only: "Documentation: https://..."
         return "empty_response"
@@ -271,7 +272,45 @@ def degenerate_reason(answer: str, instruction: str, page: str | None = None) ->
         return "repetitive_response"
     if page is not None and placeholder(answer, page) is not None:
         return "placeholder_response"
+    if only_points_elsewhere(answer):
+        return "pointer_response"
     return None
+
+
+# A sentence that sends the reader elsewhere instead of answering: "You can find the documentation at
+# the official Python website." (make demo exported that answer for Python's documentation home page),
+# "For more information, visit the Babel web site.", "Details can be found in the docs folder.",
+# "See the project's GitHub page." What it points at must be a place to read, not a file or a path
+# ("The configuration can be found in /etc/ssh/sshd_config." is an answer).
+_PLACE = (r"\b(?:website|web ?site|site|homepage|home page|documentation|docs|manual|guide|wiki|page|repository|repo|"
+          r"github|gitlab|pypi|link|url|forum|faq|blog|online|internet|resources?)\b")
+_POINTER_SENTENCE = re.compile(
+    r"^(?:for (?:more|further|additional|full|complete) (?:information|info|details|documentation)|to learn more|"
+    r"more (?:information|info|details) (?:can be found|is available))\b"
+    r"|^(?:you|one|users|readers)\s+(?:can|may|could|will|should|might)\s+(?:also\s+)?(?:find|read|see|check|visit|"
+    r"consult|browse|access|look|refer|learn)\b.*" + _PLACE +
+    r"|^(?:please\s+)?(?:see|visit|check(?: out)?|refer to|consult|read|go to|head (?:over )?to|browse|look at)\s+"
+    r"(?:the|our|its|their|this)\b.*" + _PLACE +
+    r"|\b(?:can|may) be found (?:at|on|in)\b.*" + _PLACE +
+    r"|\b(?:is|are) (?:available|hosted|published) (?:at|on|from)\b.*" + _PLACE,
+    re.IGNORECASE)
+_SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def only_points_elsewhere(answer: str, min_words: int = 5) -> bool:
+    """Whether the answer, once its sentences that send the reader elsewhere ("For more information, see
+    the website.", "You can find it in the official documentation.") and its bare links are set aside,
+    has fewer than `min_words` words left: it names a place to read instead of answering."""
+    left, pointed = 0, False
+    for sentence in _SENTENCES.split(answer):
+        sentence = sentence.strip().lstrip("-*+•>#").strip()
+        if not sentence:
+            continue
+        if _POINTER_SENTENCE.search(sentence):
+            pointed = True
+        else:
+            left += text_words(sentence)
+    return pointed and left < min_words
 
 
 # A template's slot a small model writes instead of content: "[Your Name]", "<insert example here>",

@@ -7,7 +7,8 @@ instruction repeated as a first line) is stripped, and so are the prompt's marke
 (a second `[RES]`, `</draft>`): none reaches an exported row. Rejects: `missing_delimiters`, `empty_response`,
 `truncated_rewrite` (finish_reason length), `refusal`, `echoed_prompt` (nothing left but the
 question or labels), `repetitive_response` (a phrase looping), `placeholder_response` (a template's
-slot the page does not have, "[Your Name]", "[ALGORITHM1, ALGORITHM2, ...]"), `language_mismatch` (the
+slot the page does not have, "[Your Name]", "[ALGORITHM1, ALGORITHM2, ...]"), `pointer_response` (it only
+sends the reader elsewhere: "You can find it at the official website."), `language_mismatch` (the
 answer is in another language than its document), `engine_error`.
 
 rewrite_redraw (ours; `rewrite.redraw: false` is the paper's single draw): a rewrite lost to
@@ -67,6 +68,12 @@ class Rewrite(Stage):
                                 "(`a[1:3]`, `list[int]`, `<stdio.h>`) and a slot the page itself has are no "
                                 "placeholder. The text is in `response_rejected`. Try: a stronger rewriter "
                                 "(`models.rewriter.model`), or other sampling (`rewrite.temperature`).",
+        "pointer_response": "The answer only sends the reader elsewhere (\"You can find the documentation at the "
+                            "official website.\", \"For more information, see the project's page.\"): with those "
+                            "sentences and bare links set aside, fewer than 5 words are left. A page that mostly "
+                            "points elsewhere (a documentation home page, a README of links) gives such answers. "
+                            "The text is in `response_rejected`. Try: nothing for such pages; for a good page, a "
+                            "stronger rewriter (`models.rewriter.model`).",
         "language_mismatch": "The answer is in another language than its document (`response_language` names it): "
                              "the detector finds it at least "
                              "`prepare.mismatch_ratio` times as likely as the document's language. The text is in `response_rejected`. Try: a rewriter that "
