@@ -163,6 +163,9 @@ POINTING = [
     "What is this documentation about?",  # make demo's export from Python's documentation home page
     "What does the text list?",  # the OpenSSL `list` man page, a rewrite of it passed grounding (sub24 probe)
     "What does the README include?",
+    "What does the program do?",  # pipe(2)'s example program (the sub24 probe)
+    "What does the manual page about process identifiers say?",  # credentials(7) (the sub24 probe)
+    "What does the script print?",
 ]
 # Standalone instructions that use the same words.
 STANDALONE = [
@@ -178,6 +181,9 @@ STANDALONE = [
     "Where can I find the Python documentation?",
     "What does the list comprehension return?",
     "Which options does the ls command list?",
+    "What does the command `ls -la` do?",
+    "How does the print function work in Python 3?",
+    "What does the function keyword do in JavaScript?",
     "Explain the following code:\n\nfor i in range(3):\n    print(i)",     # it brings what it points at
     "Summarize this article: the sky is blue because air scatters short wavelengths more.",
 ]

@@ -412,11 +412,13 @@ _POINTING = re.compile(
     r"\b(?:this|these|the above|the following|the given|the provided|the above-mentioned|the attached)\s+(?:[\w.-]+\s+)?"
     + _SOURCE + _END
     # "the text describes", "does the code do", "the text?" after a preposition
-    + r"|\bthe (?:text|passage|excerpt|article|snippet|paragraph|chapter|readme|code|document|author)" + _END
+    + r"|\bthe (?:text|passage|excerpt|article|snippet|paragraph|chapter|readme|code|document|author|program|script|"
+      r"example|function|command|(?:manual|man) page(?: about [\w\s-]{1,40}?)?)" + _END
     + r"(?=\s+(?:say|says|said|describe|describes|discuss|discusses|provide|provides|mention|mentions|cover|covers|"
       r"explain|explains|suggest|suggests|state|states|show|shows|tell|tells|mean|means|about|do|does|contain|contains|"
       r"talk|talks|list|lists|include|includes|present|presents|define|defines|outline|outlines|detail|details|"
-      r"introduce|introduces|highlight|highlights|recommend|recommends|summarize|summarizes)\b)"
+      r"introduce|introduces|highlight|highlights|recommend|recommends|summarize|summarizes|print|prints|output|outputs|"
+      r"return|returns|achieve|achieves|accomplish|accomplishes)\b)"
     + r"|\b(?:in|from|of|by|on|within) the (?:text|passage|excerpt|article|snippet|paragraph|chapter|readme|code)\s*[?.]?\s*$"
     # "described in the text", "according to the passage", "the code snippet provided"
     + r"|\b(?:described|mentioned|discussed|listed|given|provided|shown|presented|explained|covered|outlined|defined) in the "
