@@ -360,6 +360,8 @@ def placeholder(answer: str, page: str) -> str | None:
         if inner is not None and (_YOUR.match(inner) or _TITLED_SLOT.match(inner.strip())):
             found.append((m.group(0), inner.strip()))
     found += [(m.group(0), None) for m in (*_XXX.finditer(prose), *_ELIDED_LIST.finditer(prose))]
+    if not found:
+        return None  # the common case: no need to normalise the page
     known = " ".join(page.lower().split())
     for slot, inner in found:
         slot = slot.strip().lstrip(":-*+•").strip()
